@@ -1,0 +1,90 @@
+"""Command line entry point.
+
+Plain `spark-tui` opens the TUI; subcommands are headless. Each subcommand lives in
+`spark_tui/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`, imported only when
+needed so `--help` and `plan --json` stay fast (no torch, vllm or textual import: see
+tests/unit/test_import_hygiene.py and bench/cli_speed.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from spark_tui import __version__
+from spark_tui.errors import ExitCode, SparkError
+
+# name -> (module, one-line help). Order is the order shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "probe": ("spark_tui.commands.probe", "show this machine's GPUs (NVML) and host memory"),
+    "devices": ("spark_tui.commands.devices", "list device profiles"),
+    "checkpoints": ("spark_tui.commands.checkpoints", "list checkpoint profiles"),
+    "plan": ("spark_tui.commands.plan", "plan a tuned `vllm serve` command for a device"),
+    "export": ("spark_tui.commands.export", "export the plan as bash, docker, compose, systemd, k8s or ray"),
+    "download": ("spark_tui.commands.download", "download a checkpoint (resumable, disk-checked)"),
+    "launch": ("spark_tui.commands.launch", "launch vLLM with the plan and follow its startup"),
+    "stop": ("spark_tui.commands.stop", "stop a vLLM server spark-tui launched"),
+    "diagnose": ("spark_tui.commands.diagnose", "explain a vLLM log: startup phases, failures and fixes"),
+    "monitor": ("spark_tui.commands.monitor", "live tok/s, MTP acceptance, KV-cache use from /metrics"),
+    "bench": ("spark_tui.commands.bench", "benchmark a served model at several concurrency levels"),
+    "tune": ("spark_tui.commands.tune", "try MTP and batching settings, keep the fastest"),
+    "selftest": ("spark_tui.commands.selftest", "hardware-compatibility self-test (runs NVFP4/FP8 kernels)"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Commands whose module exists (importlib.util.find_spec does not import the module)."""
+    import importlib.util
+
+    return {n: v for n, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spark-tui",
+        description="Plan, launch, watch and export a tuned vLLM deployment of Qwen3.6-35B-A3B. "
+        "With no command, opens the terminal UI.",
+    )
+    p.add_argument("--version", action="version", version=f"spark-tui {__version__}")
+    p.add_argument("--url", help="TUI: watch an already running vLLM server at this URL")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod, help_) in _available().items():
+        if only is not None and name != only:
+            # register a light placeholder so `spark-tui X --help` lists every command without importing it
+            sub.add_parser(name, help=help_, add_help=False)
+            continue
+        sp = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(mod).add_parser(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # import only the chosen subcommand's module
+    first = next((a for a in argv if not a.startswith("-")), None)
+    only = first if first in COMMANDS else None
+    if only is None and any(a in ("-h", "--help") for a in argv):
+        only = ""  # top-level help: list commands without importing any of them
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from spark_tui.commands import tui
+
+            return tui.run(args)
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except SparkError as e:
+        print(f"spark-tui: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"  hint: {e.hint}", file=sys.stderr)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        print("spark-tui: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -74,7 +73,21 @@ class Exited:
     stopped_by_us: bool
 
 
-SupervisorEvent = LogLine | Ready | Exited
+@dataclass(frozen=True)
+class PhaseChanged:
+    """The startup checklist changed (spark_tui.core.vllm_log.StartupTracker phases)."""
+
+    phases: tuple[Any, ...]  # vllm_log.PhaseState
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """A typed event parsed from the log (vllm_log.Event: KvCacheSize, MoeBackend, EngineStats, ...)."""
+
+    event: Any
+
+
+SupervisorEvent = LogLine | PhaseChanged | LogEvent | Ready | Exited
 Subscriber = Callable[[SupervisorEvent], None]
 
 
@@ -358,31 +371,6 @@ def check_checkpoint(plan: Any) -> Any | None:
 
 
 # ---------------------------------------------------------------------------------------------- verification
-KV_RE = re.compile(r"(?:GPU|CPU|XPU|TPU)?\s*KV cache size:\s*([\d,]+)\s*tokens")
-NVFP4_MOE_RE = re.compile(r"Using '([^']+)' NvFp4 MoE backend")
-MOE_RE = re.compile(r"Using (\S+) MoE backend")
-
-
-@dataclass
-class StartupFacts:
-    """What the log said about the choices vLLM made (FACTS.md §4 format strings)."""
-
-    kv_cache_tokens: int | None = None
-    moe_backend: str | None = None
-
-    def feed(self, line: str) -> None:
-        m = KV_RE.search(line)
-        if m:
-            self.kv_cache_tokens = int(m.group(1).replace(",", ""))
-        m = NVFP4_MOE_RE.search(line)
-        if m:
-            self.moe_backend = m.group(1)
-        elif self.moe_backend is None:
-            m = MOE_RE.search(line)
-            if m:
-                self.moe_backend = m.group(1).strip("'\"")
-
-
 @dataclass(frozen=True)
 class Verification:
     predicted_kv_tokens: int | None
@@ -408,10 +396,11 @@ def _norm_backend(s: str | None) -> str | None:
     return None if s is None else s.strip().lower().replace("-", "_")
 
 
-def verify_against_plan(plan: Any, facts: StartupFacts, kv_tolerance_pct: float = 10.0) -> Verification:
+def verify_against_plan(plan: Any, summary: Any, kv_tolerance_pct: float = 10.0) -> Verification:
+    """Compare what vLLM logged (a vllm_log.StartupSummary: kv_cache_tokens, moe_backend) with the plan."""
     mem = getattr(plan, "memory", None)
     pred = getattr(mem, "kv_cache_tokens", None) if mem is not None else None
-    actual = facts.kv_cache_tokens
+    actual = summary.kv_cache_tokens
     err = None
     mismatches = []
     if pred and actual is not None:
@@ -420,10 +409,11 @@ def verify_against_plan(plan: Any, facts: StartupFacts, kv_tolerance_pct: float 
             mismatches.append(f"KV cache is {actual:,} tokens, the plan predicted {pred:,} ({err:+.1f}%)")
     fc = plan.flag("--moe-backend") if hasattr(plan, "flag") else None
     planned = fc.value if fc is not None else None
-    if planned and _norm_backend(planned) != "auto" and facts.moe_backend is not None:
-        if _norm_backend(planned) != _norm_backend(facts.moe_backend):
-            mismatches.append(f"vLLM chose MoE backend {facts.moe_backend}, the plan asked for {planned}")
-    return Verification(pred, actual, err, planned, facts.moe_backend, tuple(mismatches))
+    chosen = summary.moe_backend
+    if planned and _norm_backend(planned) != "auto" and chosen is not None:
+        if _norm_backend(planned) != _norm_backend(chosen):
+            mismatches.append(f"vLLM chose MoE backend {chosen}, the plan asked for {planned}")
+    return Verification(pred, actual, err, planned, chosen, tuple(mismatches))
 
 
 # ---------------------------------------------------------------------------------------------- log file
@@ -499,7 +489,11 @@ class Supervisor:
         self.cwd = cwd
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_path) if log_path else logs_dir() / f"vllm-{stamp}-{port}.log"
-        self.facts = StartupFacts()
+        from spark_tui.core.vllm_log import StartupTracker, VllmLogParser
+
+        self.parser = VllmLogParser(max_lines=5000)
+        self.tracker = StartupTracker()
+        self._phase_sig: tuple = ()
         self.proc: subprocess.Popen | None = None
         self.watchdog: subprocess.Popen | None = None
         self.record: ServerRecord | None = None
@@ -566,12 +560,27 @@ class Supervisor:
         return self.record
 
     def _line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r\n")
-        self.facts.feed(text)
+        decoded = raw.decode("utf-8", "replace")
+        text = decoded.rstrip("\r\n").rsplit("\r", 1)[-1]  # a tqdm bar redrawn with \r: its last state
         self.tail.append(text)
         if len(self.tail) > 400:
             del self.tail[:200]
         self._emit(LogLine(text, time.time()))
+        n0 = self.parser._count
+        events = self.parser.feed(decoded if decoded.endswith("\n") else decoded + "\n")
+        for ll in self.parser.lines[-(self.parser._count - n0):] if self.parser._count > n0 else ():
+            self.tracker.observe_line(ll)
+        for ev in events:
+            self.tracker.observe(ev)
+            self._emit(LogEvent(ev))
+        sig = tuple((p.key, p.status, p.detail) for p in self.tracker.phases())
+        if sig != self._phase_sig:
+            self._phase_sig = sig
+            self._emit(PhaseChanged(tuple(self.tracker.phases())))
+
+    def summary(self) -> Any:
+        """What the log said so far (vllm_log.StartupSummary)."""
+        return self.tracker.summary()
 
     def _follow(self, proc: subprocess.Popen, log: RotatingLog) -> None:
         """Detached: read the log file the server writes, line by line, until it exits."""

@@ -73,7 +73,10 @@ def test_lines_log_state_file_and_clean_stop_of_the_whole_group():
     assert json.loads(rec.path().read_text())["pgid"] == rec.pgid == rec.pid
     assert len(_group_members(rec.pgid)) == 2  # server + grandchild
     assert s.watchdog is not None and s.watchdog.poll() is None
-    assert s.facts.kv_cache_tokens == 1234 and s.facts.moe_backend == "marlin"
+    summ = s.summary()
+    assert summ.kv_cache_tokens == 1234 and summ.moe_backend == "marlin"
+    assert any(isinstance(e, sv.PhaseChanged) for e in seen)
+    assert any(isinstance(e, sv.LogEvent) and type(e.event).__name__ == "KvCacheSize" for e in seen)
     assert sv.list_servers()[0].pid == rec.pid
     assert s.stop() == "clean"
     assert _group_members(rec.pgid) == []

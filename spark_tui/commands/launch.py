@@ -33,7 +33,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--detach", dest="detach", action="store_true",
                       help="return once ready and leave the server running (stop it with `spark-tui stop`)")
     g.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines (default 10)")
-    g.add_argument("--image", help="docker image for --runtime docker (default vllm/vllm-openai:latest)")
+    g.add_argument("--image", help="docker image for --runtime docker (default: vllm/vllm-openai for the plan's "
+                   "vLLM version)")
     g.add_argument("--no-preflight", action="store_true", help="skip the port / memory / checkpoint checks")
 
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
         if shutil.which("docker") is None:
             raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
-        argv = sv.docker_argv(plan, port=port, image=args.image, name=f"spark-tui-{port}")
+        argv = sv.docker_argv(plan, port=port, image=args.image, name=f"spark-tui-vllm-{port}")
     else:
         argv = sv.native_argv(plan, sv.resolve_vllm(), port=port)
     env = dict(plan.env_dict())

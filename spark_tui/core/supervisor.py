@@ -250,62 +250,41 @@ def resolve_vllm() -> list[str]:
                     "or use --runtime docker")
 
 
-def _has_flag(argv: list[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
+def _with_port(plan: Any, port: int | None) -> Any:
+    if port is None or port == plan.port:
+        return plan
+    import dataclasses
+
+    flags = tuple(f for f in plan.flags if f.flag != "--port")  # --port given to launch wins over the plan's
+    return dataclasses.replace(plan, port=port, flags=flags)
 
 
 def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:
-    """plan.argv() with `vllm` replaced by the resolved command; --host/--port from the plan when absent."""
-    base = list(plan.argv())
-    if base[:1] == ["vllm"]:
-        base = base[1:]
-    argv = list(vllm_cmd) + base
-    if not _has_flag(argv, "--host"):
-        argv += ["--host", plan.host]
-    port = plan.port if port is None else port
-    if _has_flag(argv, "--port"):
-        i = next(i for i, a in enumerate(argv) if a == "--port" or a.startswith("--port="))
-        argv[i:i + (1 if "=" in argv[i] else 2)] = ["--port", str(port)]
-    else:
-        argv += ["--port", str(port)]
-    return argv
+    """The export helper's `serve_argv` (plan.argv() + missing --host/--port/parallel flags), run by the
+    resolved vLLM command (which may be several words: python -m vllm.entrypoints.cli.main)."""
+    from spark_tui.core.export import serve_argv
+
+    return list(vllm_cmd) + serve_argv(_with_port(plan, port))[1:]
 
 
-DOCKER_IMAGE = "vllm/vllm-openai:latest"
+def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm") -> list[str]:
+    """`docker run` for the plan as an argv, from the export helper's pieces (the same container flags,
+    image and port publishing as `spark-tui export --format docker`). Secrets are passed by name only."""
+    from spark_tui.core import export as ex
 
-
-def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str | None = None) -> list[str]:
-    """`docker run` for the plan: the export helper's renderer when present, else an equivalent local one."""
-    try:
-        from spark_tui.core import export  # the export helper's module (branch `export`)
-
-        fn = getattr(export, "docker_argv", None)
-        if fn is not None:
-            return list(fn(plan))
-    except ImportError:
-        pass
-    port = plan.port if port is None else port
-    argv = ["docker", "run", "--rm", "--gpus", "all", "--ipc=host", "-p", f"{plan.host}:{port}:{port}",
-            "-v", "${HOME}/.cache/huggingface:/root/.cache/huggingface"]
-    if name:
-        argv += ["--name", name]
-    for k, v in plan.env_dict().items():
-        argv += ["-e", f"{k}={v}"]
-    for s in plan.secret_env:  # referenced, never valued: docker copies it from the caller's environment
+    plan = _with_port(plan, port)
+    host, p = ex.effective_host(plan), ex.effective_port(plan)
+    argv = ["docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host", "-p", ex._publish(host, p),
+            "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
+    for s in plan.secret_env:  # `-e NAME` copies the value from our environment; it never appears in argv
         argv += ["-e", s]
-    model = plan.model
-    if os.path.isdir(model):
-        argv += ["-v", f"{os.path.abspath(model)}:/model:ro"]
-        model = "/model"
-    argv.append(image or DOCKER_IMAGE)
-    argv += [model]
-    for f in plan.flags:
-        argv += f.argv()
-    if not _has_flag(argv, "--host"):
-        argv += ["--host", "0.0.0.0"]
-    if not _has_flag(argv, "--port"):
-        argv += ["--port", str(port)]
-    return argv
+    for e in plan.env:
+        argv += ["-e", f"{e.name}={e.value}"]
+    args = ex.container_args(plan)
+    if os.path.isdir(plan.model):  # a local checkpoint: mount it read-only at the same path
+        argv += ["-v", f"{os.path.abspath(plan.model)}:{os.path.abspath(plan.model)}:ro"]
+    argv.append(ex.image_for(plan, ex.ExportOptions(image=image)))
+    return argv + args
 
 
 # ---------------------------------------------------------------------------------------------- preflight

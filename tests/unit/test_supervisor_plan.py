@@ -33,20 +33,28 @@ def _plan(model="nvidia/Qwen3.6-35B-A3B-NVFP4", moe="marlin", kv_tokens=1_000_00
 def test_native_argv_replaces_vllm_and_adds_host_port():
     p = _plan()
     argv = sv.native_argv(p, ["/opt/v/bin/vllm"], port=9000)
-    assert argv[:3] == ["/opt/v/bin/vllm", "serve", p.model]
-    assert argv[-4:] == ["--host", "127.0.0.1", "--port", "9000"]
+    assert argv == ["/opt/v/bin/vllm", "serve", p.model, "--kv-cache-dtype", "fp8", "--max-model-len", "262144",
+                    "--moe-backend", "marlin", "--host", "127.0.0.1", "--port", "9000"]
     p2 = _plan(extra=[FlagChoice("--port", "8011", "r", "s")])
     argv2 = sv.native_argv(p2, ["python", "-m", "vllm.entrypoints.cli.main"], port=9001)
+    assert argv2[:5] == ["python", "-m", "vllm.entrypoints.cli.main", "serve", p2.model]
     assert argv2.count("--port") == 1 and argv2[argv2.index("--port") + 1] == "9001"
+    argv3 = sv.native_argv(p2, ["vllm"])  # no override: the plan's own --port stays
+    assert argv3[argv3.index("--port") + 1] == "8011"
 
 
 def test_docker_argv_references_secrets_without_values(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secretvalue")
-    argv = sv.docker_argv(_plan(), port=8011)
+    argv = sv.docker_argv(_plan(), port=8012, image="vllm/vllm-openai:v0.33.0")
     joined = " ".join(argv)
     assert argv[:2] == ["docker", "run"] and "--gpus" in argv
     assert "-e HF_TOKEN" in joined and "hf_secretvalue" not in joined
-    assert "127.0.0.1:8011:8011" in joined and "--moe-backend marlin" in joined
+    i = argv.index("vllm/vllm-openai:v0.33.0")
+    assert argv[i + 1] == "nvidia/Qwen3.6-35B-A3B-NVFP4"  # the image's entrypoint is `vllm serve`
+    assert argv[argv.index("-p") + 1] == "127.0.0.1:8012:8012"
+    tail = argv[i + 1:]
+    assert tail[tail.index("--host") + 1] == "0.0.0.0" and tail[tail.index("--port") + 1] == "8012"
+    assert "--moe-backend marlin" in joined
 
 
 def test_resolve_vllm_prefers_env(tmp_path, monkeypatch):
@@ -121,3 +129,16 @@ def test_cpu_kv_line_and_unquantized_backend():
     assert f.kv_cache_tokens == 6528 and f.moe_backend == "CPU"
     v = sv.verify_against_plan(_plan(moe=None, kv_tokens=6528), f)
     assert v.kv_error_pct == 0.0 and v.mismatches == ()
+
+
+def test_runtime_core_modules_import_no_heavy_module():
+    import subprocess
+    import sys
+
+    code = ("import sys; import spark_tui.core.download, spark_tui.core.checkpoint, spark_tui.core.supervisor, "
+            "spark_tui.commands.download, spark_tui.commands.stop; "
+            "print(sorted(m for m in ('textual', 'torch', 'vllm', 'huggingface_hub', 'httpx', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
                          f"for example: spark-tui download {dl.DEFAULT_REPO}")
     expected = args.expect_format or dl.KNOWN_FORMATS.get(repo)
     listing = dl.fetch_listing(repo, args.revision)
+    if listing.gated and dl.current_token() is None:
+        raise dl.DownloadError(f"{repo} is a gated repository ({listing.gated} approval) and no Hugging Face "
+                               "token is set", f"accept the terms at https://huggingface.co/{repo}, then "
+                               + dl.TOKEN_HINT)
     plan = dl.plan_download(listing, local_dir=args.dir)
     if not plan.selected:
         raise dl.DownloadError(f"{repo} has no files vLLM can load (no *.safetensors / *.json)",

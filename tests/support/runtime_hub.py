@@ -93,7 +93,11 @@ class FakeHub:
             def do_GET(self):
                 hub._handle(self, head=False)
 
-        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        class S(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # clients dropping connections: not news
+                pass
+
+        self._srv = S(("127.0.0.1", 0), H)
         self._srv.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._srv.server_address[1]}"
         self._t = threading.Thread(target=self._srv.serve_forever, daemon=True)

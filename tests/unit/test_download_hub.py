@@ -209,3 +209,17 @@ def test_cli_download_then_verify_only(hub_env, tiny_files, tmp_path):
     p = subprocess.run([sys.executable, "-m", "spark_tui", "download", "--model-path", str(d), "--verify-only"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 7 and "not usable" in p.stderr
+
+
+def test_cli_gated_without_token_refuses_before_downloading(hub_env, tiny_files, tmp_path):
+    with FakeHub(repos={REPO: Repo(tiny_files, gated=True)}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "SPARK_TUI_HOME": str(tmp_path / "home"),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env.pop("HF_TOKEN", None)
+        p = subprocess.run([sys.executable, "-m", "spark_tui", "download", REPO, "--dir", str(tmp_path / "d")],
+                           env=env, capture_output=True, text=True, timeout=120)
+        resolves = [r for r in hub.log if "/resolve/" in r["path"]]
+    assert p.returncode == 7
+    assert "gated repository (manual approval) and no Hugging Face token is set" in p.stderr
+    assert "HF_TOKEN" in p.stderr and "hf auth login" in p.stderr
+    assert resolves == []

@@ -529,6 +529,11 @@ def download(plan: DownloadPlan, subscribers: Iterable[Subscriber] = (), max_wor
         cancel.set()
         emit(DownloadFailed("interrupted", "re-run the same command to resume; finished files are kept"))
         raise
+    if cancel.is_set() and (failure is None or isinstance(failure, KeyboardInterrupt)):
+        err = DownloadError(f"download of {listing.repo_id} cancelled",
+                            "run it again to continue: finished files are kept")
+        emit(DownloadFailed(err.message, err.hint))
+        raise err
     if failure is not None or remaining:
         err = hub_error(failure, listing.repo_id, listing.revision) if failure is not None else DownloadError(
             f"download of {listing.repo_id} stopped with {remaining} files left", "re-run to resume")

@@ -223,3 +223,29 @@ def test_cli_gated_without_token_refuses_before_downloading(hub_env, tiny_files,
     assert "gated repository (manual approval) and no Hugging Face token is set" in p.stderr
     assert "HF_TOKEN" in p.stderr and "hf auth login" in p.stderr
     assert resolves == []
+
+
+def test_cancel_from_a_subscriber_stops_and_reports(hub_env, tiny_files, monkeypatch):
+    import threading
+
+    from huggingface_hub import constants
+
+    from spark_tui.core import download as dl
+    from spark_tui.errors import DownloadError
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256)
+    cancel = threading.Event()
+    events = []
+
+    def sub(ev):
+        events.append(ev)
+        if isinstance(ev, dl.FileProgress) and ev.done > 0:
+            cancel.set()
+
+    with FakeHub(repos={REPO: Repo(tiny_files)}) as hub:
+        plan = dl.plan_download(_listing(hub))
+        with pytest.raises(DownloadError) as e:
+            dl.download(plan, [sub], endpoint=hub.url, max_workers=1, cancel=cancel, progress_interval=0)
+    assert "cancelled" in e.value.message
+    assert isinstance(events[-1], dl.DownloadFailed)
+    assert not any(isinstance(ev, dl.DownloadFinished) for ev in events)

@@ -375,7 +375,8 @@ def diagnose_lines(lines: Sequence[LogLine], events: Iterable[Event]) -> list[Di
     if shutdown_at is not None:
         sd = next(e for e in events if isinstance(e, ShutdownRequested))
         sd_line = next((ll for ll in lines if ll.number == sd.line), None)
-        noise = [ll for ll in after_shutdown if "EngineDeadError" in ll.message or ll.level == "ERROR"][:3]
+        dead_lines = [ll for ll in after_shutdown if "EngineDeadError" in ll.message]
+        noise = dead_lines[:1] + [ll for ll in after_shutdown if ll.level == "ERROR" and ll not in dead_lines][:1]
         found["requested_shutdown"] = _d(
             "requested_shutdown",
             "The server was asked to stop" + (f" ({sd.signal})" if sd.signal else "")

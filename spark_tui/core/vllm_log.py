@@ -26,7 +26,8 @@ from typing import Iterable, Iterator
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 # vllm/logger.py:28-33 (0.32, 0.33): "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s
-# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". Older releases (<= 0.7, PR #12569 log) print
+# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (seeds/002, 0.19) quotes
+# "INFO nvfp4.py:256 msg" (no brackets); older releases (<= 0.7, PR #12569 log) print
 # "INFO 01-30 03:18:12 gpu_model_runner.py:848] msg" (no brackets, no process name); issue #40691 quotes the short
 # "INFO [kv_cache_utils.py:1319] msg". The prefix may sit after a docker/CI timestamp, so it is searched near the
 # start of the line, not only at column 0.
@@ -34,10 +35,12 @@ _PROC = r"\((?P<proc>[^()]{1,60}?) pid=(?P<pid>\d+)\)\s?"
 _PREFIX = re.compile(
     rf"(?:{_PROC})?(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
     r"(?:(?P<date>\d\d-\d\d) (?P<time>\d\d:\d\d:\d\d)(?:\.\d+)? )?"
-    r"\[?(?P<file>[\w.\-/]+\.py):(?P<lineno>\d+)\] ?(?P<msg>.*)$"
+    r"\[?(?P<file>[\w.\-/]+\.py):(?P<lineno>\d+)\]? ?(?P<msg>.*)$"
 )
 _PROC_ONLY = re.compile(rf"{_PROC}(?P<msg>.*)$")
 _PREFIX_SEARCH_WINDOW = 80  # the vLLM prefix must start within this many characters
+# uvicorn's own records: "INFO:     Application startup complete." (possibly after a "(APIServer pid=1) " prefix).
+_UVICORN = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(.*)$")
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,18 @@ def parse_line(raw: str, number: int = 0) -> LogLine:
             time=time,
             source=f"{m.group('file')}:{m.group('lineno')}",
         )
+    proc, pid, msg = None, None, text.strip()
     idx = head.find(" pid=")
     if idx != -1:
         start = head.rfind("(", 0, idx)
         if 0 <= start <= _PREFIX_SEARCH_WINDOW:
             m = _PROC_ONLY.match(text, start)
             if m:
-                return LogLine(
-                    number=number, raw=text, message=m.group("msg"), process=m.group("proc"),
-                    pid=int(m.group("pid")),
-                )
-    return LogLine(number=number, raw=text, message=text.strip())
+                proc, pid, msg = m.group("proc"), int(m.group("pid")), m.group("msg")
+    level = None
+    if u := _UVICORN.match(msg):
+        level, msg = u.group(1), u.group(2)
+    return LogLine(number=number, raw=text, message=msg, level=level, process=proc, pid=pid)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -305,7 +309,7 @@ _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
 _ARCH = re.compile(r"Resolved architecture: (\S+)")
 _MAXLEN = re.compile(r"Using max model len (\d+)")
 # fused_moe/oracle/nvfp4.py:242 (0.32) "Using '{backend.value}' NvFp4 MoE backend out of potential backends: [...]."
-_MOE_QUANT = re.compile(r"Using '([^']+)' (\w+) MoE backend out of potential backends: \[([^\]]*)\]")
+_MOE_QUANT = re.compile(r"Using '([^']+)' (\w+) MoE backend out of potential backends:(?: \[([^\]]*)\])?")
 # fused_moe/oracle/unquantized.py:266 (0.32) "Using {backend.value} Unquantized MoE backend out of potential ..."
 _MOE_UNQUANT = re.compile(r"Using (\S+) Unquantized MoE backend out of potential backends: \[([^\]]*)\]")
 # unquantized.py:529 (0.32) / :530 (0.33) "Using %s MoE backend" (the experts class).
@@ -500,7 +504,7 @@ class VllmLogParser:
                 out.append(make(m))
 
         if m := _MOE_QUANT.search(msg):
-            out.append(MoeBackend(n, m.group(1), m.group(2), _names(m.group(3))))
+            out.append(MoeBackend(n, m.group(1), m.group(2), _names(m.group(3) or "")))
         elif m := _MOE_UNQUANT.search(msg):
             out.append(MoeBackend(n, m.group(1), "unquantized", _names(m.group(2))))
         elif m := _MOE_KERNEL.search(msg):

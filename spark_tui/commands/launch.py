@@ -64,18 +64,14 @@ class _StartupPrinter:
 
 
 def _diagnose(lines: list[str]) -> str | None:
-    try:
-        from spark_tui.core import diagnose
-    except ImportError:
+    """The logs helper's diagnosis (spark_tui.core.diagnose) of the server's log: cause and fix per problem."""
+    from spark_tui.core.diagnose import diagnose_text
+
+    _, diags, _ = diagnose_text("\n".join(lines) + "\n")
+    shown = [d for d in diags if d.severity in ("error", "warning")][:3]
+    if not shown:
         return None
-    fn = getattr(diagnose, "diagnose_lines", None) or getattr(diagnose, "diagnose", None)
-    if fn is None:
-        return None
-    res = fn(lines)
-    if res is None:
-        return None
-    text = getattr(res, "to_text", None)
-    return text() if callable(text) else str(res)
+    return "\n".join(f"{d.severity}: {d.cause}\n  fix: {d.fix}" for d in shown)
 
 
 class _Stats:

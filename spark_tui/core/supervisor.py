@@ -630,14 +630,24 @@ class Supervisor:
                 self._emit(ev)
                 return ev
             time.sleep(poll_s)
-        tail = list(self.tail)
+        tail = self.log_lines()
         self.stop()
         raise VllmError(f"vLLM did not become ready within {timeout_s:.0f} s; it was stopped"
                         f"{self._diagnosis(diagnose, tail)}",
                         f"raise --startup-timeout if it was still making progress; full log: {self.log_path}")
 
+    def log_lines(self, max_bytes: int = 2 * 1024**2) -> list[str]:
+        """The end of the server log (the file when readable, else the in-memory tail)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - max_bytes))
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return list(self.tail)
+
     def _diagnosis(self, diagnose: Callable[[list[str]], str | None] | None, tail: list[str] | None = None) -> str:
-        lines = list(self.tail if tail is None else tail)
+        lines = self.log_lines() if tail is None else list(tail)
         if diagnose is not None:
             try:
                 d = diagnose(lines)

@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         note = sv.check_memory(plan)
         if note:
             print(f"memory: {note}")
-        rep = sv.check_checkpoint(plan)
+        rep, note = sv.check_checkpoint(plan)
+        if note:
+            print(f"checkpoint: {note}")
         if rep is not None:
             print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             for w in rep.warnings:

@@ -263,6 +263,16 @@ def hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def find_cached_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """The HF cache snapshot folder of repo@revision (a branch/tag through refs/, or a commit), if present."""
+    base = Path(cache_dir or hf_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    rev = revision or "main"
+    ref = base / "refs" / rev
+    commit = ref.read_text().strip() if ref.is_file() else rev
+    snap = base / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
 def _complete_locally(f: RemoteFile, repo_id: str, commit: str, local_dir: str | None, cache_dir: str) -> bool:
     if local_dir is not None:
         p = Path(local_dir) / f.path

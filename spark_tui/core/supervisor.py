@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spark_tui.errors import UsageError, VllmError
+from spark_tui.errors import DownloadError, UsageError, VllmError
 
 LOG_MAX_BYTES = 20 * 1024**2  # rotate the server log at 20 MiB...
 LOG_BACKUPS = 3  # ...keeping 3 old files
@@ -337,16 +337,28 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
     return f"MemAvailable {avail / gib:.1f} GiB >= budget {mem.budget_bytes / gib:.1f} GiB"
 
 
-def check_checkpoint(plan: Any) -> Any | None:
-    """For a local checkpoint directory: completeness + format (part 1). None for a hub repo id."""
-    if not os.path.isdir(str(plan.model)):
-        return None
+def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
+    """Completeness + format of the checkpoint vLLM will load (part 1): a local directory, or the HF cache
+    snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) when unusable."""
     from spark_tui.core import checkpoint as ck
 
     fmt = getattr(getattr(plan, "checkpoint", None), "format", None) or None
-    rep = ck.verify_checkpoint(plan.model, expected_format=fmt)
+    model = str(plan.model)
+    where = model if os.path.isdir(model) else None
+    if where is None and model.count("/") == 1:
+        from spark_tui.core.download import find_cached_snapshot
+
+        snap = find_cached_snapshot(model, getattr(plan.checkpoint, "revision", None))
+        if snap is None:
+            return None, (f"{model} is not in the Hugging Face cache: vLLM will download it while starting "
+                          f"(`spark-tui download {model}` first checks disk space and resumes)")
+        where = str(snap)
+    if where is None:
+        raise DownloadError(f"checkpoint {model} is neither a local directory nor a Hugging Face repo id",
+                            "give --model-path an existing checkpoint folder")
+    rep = ck.verify_checkpoint(where, expected_format=fmt)
     ck.require_complete(rep)
-    return rep
+    return rep, None
 
 
 # ---------------------------------------------------------------------------------------------- verification

@@ -121,6 +121,9 @@ def make_module(data: dict[str, Any]) -> types.ModuleType:
     def nvmlDeviceGetMemoryInfo(h: _Handle, version: Any = None) -> _Struct:
         if h.rec.get("memory") == NOT_SUPPORTED:
             raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if "memory_total_bytes" in h.rec:  # captured by tests/support/capture_nvml.py: exact bytes
+            r = h.rec
+            return _Struct(total=r["memory_total_bytes"], free=r.get("memory_free_bytes"), used=r.get("memory_used_bytes"))
         total = _field(h.rec, "memory_total_mib")
         used = h.rec.get("memory_used_mib")
         free = h.rec.get("memory_free_mib")

@@ -80,6 +80,16 @@ def test_gb10_is_unified_and_memory_not_from_nvml(monkeypatch):
     assert r.host.mem_available_bytes == 118566368 * 1024
 
 
+def test_gb10_nvidia_smi_fixture(monkeypatch):
+    r = _probe(monkeypatch, "gb10-smi")
+    g = r.gpus[0]
+    assert (r.driver_version, r.cuda_driver_version, g.sm_name) == ("580.126.09", "13.0", "sm_121")
+    assert g.unified_memory and g.memory_total_bytes is None
+    # power cap and MIG are N/A on GB10: not available, never 0
+    assert g.power_limit_w is None and g.mig_mode is None
+    assert (g.power_draw_w, g.temperature_c) == (3.0, 36.0)
+
+
 @pytest.mark.parametrize("fid", [f for f in sorted(EXPECTED) if f != "gb10"])
 def test_discrete_gpus_are_not_unified(monkeypatch, fid):
     assert _probe(monkeypatch, fid).gpus[0].unified_memory is False

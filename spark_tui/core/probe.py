@@ -157,8 +157,6 @@ class ProbeResult:
 # is reported to succeed with the host's total (Syllo/nvtop PR #463), so the name alone also counts.
 UNIFIED_MEMORY_NAMES = ("NVIDIA GB10",)
 
-_MIB = 1024 * 1024
-
 
 def read_host() -> HostInfo:
     """This machine's CPU architecture, CPU count, RAM total and MemAvailable (psutil)."""

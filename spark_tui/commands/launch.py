@@ -86,15 +86,23 @@ class _Stats:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            text = httpx.get(self.url + "/metrics", timeout=3).text
+            r = httpx.get(self.url + "/metrics", timeout=3)
         except httpx.HTTPError:
             return None
+        if r.status_code != 200:
+            return None
         v: dict[str, float] = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                              "vllm:generation_tokens_total", "vllm:prompt_tokens_total"):
-                    v[s.name] = v.get(s.name, 0.0) + s.value
+        try:
+            for fam in text_string_to_metric_families(r.text):
+                for s in fam.samples:
+                    if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                                  "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total",
+                                  "vllm:prompt_tokens_total"):
+                        v[s.name] = v.get(s.name, 0.0) + s.value
+        except ValueError:  # not the Prometheus text format
+            return None
+        if not v:
+            return None
         now = time.monotonic()
         gen, prompt = v.get("vllm:generation_tokens_total", 0.0), v.get("vllm:prompt_tokens_total", 0.0)
         rates = ""

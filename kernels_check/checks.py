@@ -142,6 +142,18 @@ def _skip_no_vllm(ctx: Context, name: str, title: str) -> CheckResult | None:
     return None
 
 
+def vllm_config_context() -> Any:
+    """vLLM's kernels may read the current VllmConfig; give them a default one (or nothing, if that fails)."""
+    import contextlib
+
+    try:
+        from vllm.config import VllmConfig, set_current_vllm_config
+
+        return set_current_vllm_config(VllmConfig())
+    except Exception:
+        return contextlib.nullcontext()
+
+
 def _err(e: BaseException) -> str:
     s = f"{type(e).__name__}: {e}"
     return s if len(s) < 400 else s[:397] + "..."
@@ -248,10 +260,6 @@ def check_environment(ctx: Context) -> CheckResult:
     d["sm"] = f"sm_{ctx.sm}"
     d["cudnn"] = t.backends.cudnn.version() if t.backends.cudnn.is_available() else None
     d.update(_probe_environment())
-    try:
-        d["cuda_runtime_driver_api"] = t.cuda.driver_version() if hasattr(t.cuda, "driver_version") else None
-    except Exception:
-        pass
     return CheckResult(name, title, Status.INFO, details=d)
 
 
@@ -346,7 +354,7 @@ def check_fp8_gemm(ctx: Context) -> CheckResult:
         srw = (w.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 448.0)
         aqr = (a / sra).clamp(-448, 448).to(t.float8_e4m3fn)
         wqr = (w / srw).clamp(-448, 448).to(t.float8_e4m3fn)
-        outr = t._scaled_mm(aqr, wqr.t(), scale_a=sra, scale_b=srw.t(), out_dtype=t.bfloat16)
+        outr = t._scaled_mm(aqr, wqr.t(), scale_a=sra, scale_b=srw.t().contiguous(), out_dtype=t.bfloat16)
         refr = (aqr.double() * sra.double()) @ (wqr.double() * srw.double()).t()
         d["rowwise_rel_error"] = rel_error(outr, refr)
     except Exception as e:
@@ -676,7 +684,8 @@ def check_moe_backends(ctx: Context) -> CheckResult:
     by = {r_["backend"]: r_ for r_ in rows}
     auto_w4a4 = next((b for b in order if by.get(b, {}).get("w4a4")), None)
     auto_w4a16 = next((b for b in order if by.get(b, {}).get("w4a16")), None)
-    d = {"sm": f"sm_{ctx.sm}", "backends": rows, "auto_order": order, "auto_pick_w4a4": auto_w4a4,
+    d = {"sm": f"sm_{ctx.sm}", "quant_keys_found": wkey is not None and akey is not None,
+         "backends": rows, "auto_order": order, "auto_pick_w4a4": auto_w4a4,
          "auto_pick_w4a16": auto_w4a16,
          "method": "each kernel class's _supports_current_device() and _supports_quant_scheme(kNvfp4Static, "
                    "kNvfp4Dynamic | None), the checks select_nvfp4_moe_backend runs; order per FACTS.md §2"}

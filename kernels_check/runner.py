@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from kernels_check.checks import CHECKS, CheckSpec, Context, Options, discover
+from kernels_check.checks import CHECKS, CheckSpec, Context, Options, discover, vllm_config_context
 from kernels_check.model import CheckResult, Recommendation, Report, Status, Verdict
 
 NVFP4_CHECKPOINT = "nvidia/Qwen3.6-35B-A3B-NVFP4"
@@ -152,7 +152,11 @@ def run_selftest(options: Options | None = None,
             continue
         c0 = time.perf_counter()
         try:
-            r = spec.fn(ctx)
+            if spec.needs == "vllm" and ctx.vllm is not None:
+                with vllm_config_context():
+                    r = spec.fn(ctx)
+            else:
+                r = spec.fn(ctx)
         except Exception as e:  # a check bug or an unexpected library error: report it, keep going
             tb = traceback.format_exception(type(e), e, e.__traceback__)
             r = CheckResult(spec.name, spec.title, Status.FAIL, reason=f"{type(e).__name__}: {e}"[:400],

@@ -1,4 +1,4 @@
-"""`python -m kernels_check [--json | --markdown] [--list] [--quick] [--no-vllm] [--out FILE]`.
+"""`python -m kernels_check [--json | --markdown] [--list] [--quick] [--no-vllm] [--out FILE] [--from REPORT]`.
 
 Exit codes (also `spark-tui selftest`): 0 native NVFP4, 1 NVFP4 only via a weight-only fallback,
 2 unsupported, 3 no torch / no CUDA GPU (nothing ran). `--list` exits 0.
@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller GEMMs and fewer repeats (2048^3 timing)")
     p.add_argument("--no-vllm", action="store_true", help="skip the checks that need vLLM even if it is installed")
     p.add_argument("--only", action="append", metavar="CHECK", help="run only this check (repeatable)")
+    p.add_argument("--from", dest="from_file", metavar="REPORT.json",
+                   help="render a saved --json report (text, --markdown or --json) instead of running; exits with its code")
     p.add_argument("--out", metavar="FILE", help="also write the report to FILE (format from --json/--markdown)")
     p.add_argument("--progress", action="store_true", help="print each check's status to stderr as it finishes")
 
@@ -36,6 +38,19 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         print(f"kernels_check: error: unknown check {', '.join(bad)}; known: {', '.join(sorted(known))}", file=sys.stderr)
         return 2
+    if args.from_file:
+        from kernels_check.model import Report
+
+        try:
+            report = Report.load(args.from_file)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"kernels_check: error: cannot read report {args.from_file}: {e}", file=sys.stderr)
+            return 2
+        text = render_json(report) if args.json else render_markdown(report) if args.markdown else render_text(report)
+        sys.stdout.write(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return report.exit_code
     if args.list:
         planned = plan_selftest(opts)
         if args.json:

@@ -5,12 +5,12 @@ Expected error bands are relative Frobenius errors ||out - ref|| / ||ref||, each
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import platform
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from kernels_check.model import CheckResult, Status
 
@@ -142,16 +142,23 @@ def _skip_no_vllm(ctx: Context, name: str, title: str) -> CheckResult | None:
     return None
 
 
-def vllm_config_context() -> Any:
-    """vLLM's kernels may read the current VllmConfig; give them a default one (or nothing, if that fails)."""
-    import contextlib
-
+@contextlib.contextmanager
+def vllm_config_context() -> Iterator[None]:
+    """vLLM's kernels may read the current VllmConfig: give them a default one. If making or entering it
+    fails (another vLLM version), run without it: the check itself then reports what breaks."""
+    cm = None
     try:
         from vllm.config import VllmConfig, set_current_vllm_config
 
-        return set_current_vllm_config(VllmConfig())
+        cm = set_current_vllm_config(VllmConfig())
+        cm.__enter__()
     except Exception:
-        return contextlib.nullcontext()
+        cm = None
+    try:
+        yield
+    finally:
+        if cm is not None:
+            cm.__exit__(None, None, None)
 
 
 def _err(e: BaseException) -> str:

@@ -680,7 +680,9 @@ def check_moe_backends(ctx: Context) -> CheckResult:
                     w4a4 = w4a4 or okq
                 else:
                     w4a16 = w4a16 or okq
-        row.update({"device_supported": dev, "w4a4": w4a4 and dev, "w4a16": w4a16 and dev})
+        # scheme_*: the kernel accepts the quant scheme at all; w4a4 / w4a16: and on this device
+        row.update({"device_supported": dev, "scheme_w4a4": w4a4, "scheme_w4a16": w4a16,
+                    "w4a4": w4a4 and dev, "w4a16": w4a16 and dev})
         if notes:
             row["notes"] = notes
         rows.append(row)

@@ -290,7 +290,6 @@ def _engine_dead(m, ll, ctx) -> Diagnosis:
               "Read the first ERROR/traceback above; re-run with VLLM_LOGGING_LEVEL=DEBUG if none is shown.")
 
 
-_NUM = r"(\d+)"
 RULES: tuple[_Rule, ...] = (
     _Rule("out_of_memory", re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory"), _oom),
     _Rule("no_kv_cache_memory", re.compile(r"No available memory for the cache blocks"), _no_kv_memory),

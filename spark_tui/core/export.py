@@ -41,6 +41,11 @@ CONTAINER_HF_CACHE = "/root/.cache/huggingface"  # HF cache inside the official 
 RAY_PORT = 6379  # `ray start --head` default GCS port, as in vLLM's examples/online_serving/multi-node-serving.sh
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# names the shell itself sets or reads while running the generated scripts: refused as plan env
+_SHELL_NAMES = frozenset(
+    "_ IFS PWD OLDPWD SHLVL SHELLOPTS BASHOPTS BASH_ENV ENV BASH_XTRACEFD PS4 UID EUID PPID "
+    "RANDOM SECONDS LINENO BASHPID HOME PATH".split()
+)
 _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 
 
@@ -161,9 +166,13 @@ def is_loopback(host: str) -> bool:
 def gpus_per_replica(plan: Plan) -> int:
     """GPUs one server process uses: tensor parallel x data parallel."""
     pairs = serve_pairs(plan)
-    tp = int(_get(pairs, "--tensor-parallel-size") or plan.tensor_parallel_size or 1)
-    dp = int(_get(pairs, "--data-parallel-size") or plan.data_parallel_size or 1)
-    return max(1, tp * dp)
+    sizes = []
+    for flag in ("--tensor-parallel-size", "--data-parallel-size"):
+        raw = _get(pairs, flag) or "1"
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageError(f"{flag} {raw!r} is not a GPU count", f"give {flag} a positive integer")
+        sizes.append(int(raw))
+    return sizes[0] * sizes[1]
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,8 @@ def _check_env(plan: Plan) -> None:
     for e in plan.env:
         if not _ENV_NAME.match(e.name):
             raise UsageError(f"{e.name!r} is not an environment variable name", "use letters, digits and _")
+        if e.name in _SHELL_NAMES:
+            raise UsageError(f"{e.name} is managed by the shell, not a vLLM setting", f"remove {e.name} from the plan")
     words = [plan.model, *(e.value for e in plan.env), *(w for f in plan.flags for w in f.argv())]
     if any("\0" in w for w in words):
         raise UsageError("a plan value contains a NUL byte", "remove the NUL character from the value")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from spark_tui.core import export as ex
 from spark_tui.core.plan import EnvChoice, FlagChoice, Plan
-from tests.unit.export_support import run_with_stubs, unit_environment, unit_exec_argv
+from tests.unit.test_export_support import run_with_stubs, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import spark_plan
 
 # any character an argv word can hold (no NUL, no lone surrogates), biased towards shell/YAML/systemd
@@ -30,7 +30,8 @@ def hostile_plans(draw) -> Plan:
               for _ in range(draw(st.integers(0, 4)))]
     env = [EnvChoice(draw(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True)), draw(WORD), "r", "s")
            for _ in range(draw(st.integers(0, 2)))]
-    env = list({e.name: e for e in env if e.name not in ("PATH", "HOME", "STUB_OUT", "LC_ALL", "HF_TOKEN")}.values())
+    skip = ex._SHELL_NAMES | {"STUB_OUT", "LC_ALL", "HF_TOKEN", "VLLM_HOST_IP", "RAY_HEAD_IP"}
+    env = list({e.name: e for e in env if e.name not in skip}.values())
     return spark_plan(model=draw(st.one_of(WORD, FLAG)), flags=tuple(flags), env=tuple(env),
                       served_model_name=draw(st.one_of(st.none(), WORD)))
 

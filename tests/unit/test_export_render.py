@@ -274,6 +274,12 @@ def test_header_comment_cannot_be_broken_by_a_device_name():
     assert "\nrm -rf /" not in out
 
 
+@pytest.mark.parametrize("name", ["IFS", "_", "PATH", "BASH_ENV", "1X", "A-B"])
+def test_shell_managed_or_invalid_env_names_are_refused(name):
+    with pytest.raises(UsageError):
+        ex.to_bash(spark_plan(env=(EnvChoice(name, "x", "r", "s"),)))
+
+
 def test_nul_is_refused():
     with pytest.raises(UsageError):
         ex.to_bash(spark_plan(model="a\0b"))

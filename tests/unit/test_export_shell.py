@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spark_tui.core import export as ex
-from tests.unit.export_support import run_with_stubs, shellcheck, unit_environment, unit_exec_argv
+from tests.unit.test_export_support import run_with_stubs, shellcheck, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import multi_gpu_plan, spark_plan
 
 OPTION_SETS = [

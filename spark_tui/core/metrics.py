@@ -23,7 +23,7 @@ wheel; older names from earlier vLLM source):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +78,41 @@ class Snapshot:
         return next((self.histograms[n] for n in names if n in self.histograms), None)
 
 
-def parse_metrics(text: str, t: float, wall: float, model: str | None = None) -> Snapshot:
+def select_families(text: str, histograms: Collection[str] | None) -> str:
+    """Drop non-vLLM families and the histograms not in `histograms` (None: keep all) before parsing.
+
+    Only `# TYPE` lines are looked at (a family's samples follow its TYPE line in the exposition format);
+    the samples themselves are still parsed by prometheus_client. Histogram buckets are most of a vLLM
+    scrape, so this keeps a 1 Hz monitor cheap (bench/monitor_cost.py)."""
+    out: list[str] = []
+    skip = False
+    for line in text.split("\n"):
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            name = parts[2] if len(parts) > 2 else ""
+            kind = parts[3] if len(parts) > 3 else ""
+            skip = (
+                not name.startswith("vllm:")
+                # the 0.0.4 text format exports each counter's and histogram's creation time as a gauge
+                or (kind == "gauge" and name.endswith("_created"))
+                or (histograms is not None and kind == "histogram" and name not in histograms)
+            )
+        elif line.startswith("# HELP "):
+            continue  # documentation only
+        if not skip:
+            out.append(line)
+    return "\n".join(out)
+
+
+def parse_metrics(text: str, t: float, wall: float, model: str | None = None,
+                  histograms: Collection[str] | None = TTFT + ITL) -> Snapshot:
     """Parse a `/metrics` body. With `model`, only samples labelled `model_name=model` count; without,
-    every vLLM sample counts (a server serves one model; its engines are summed)."""
+    every vLLM sample counts (a server serves one model; its engines are summed). Histograms other than
+    `histograms` (default: the TTFT and inter-token latency ones the statistics use) are skipped;
+    pass None to keep every histogram."""
     from prometheus_client.parser import text_string_to_metric_families
+
+    text = select_families(text, histograms)
 
     counters: dict[str, float] = {}
     gauges: dict[str, list[float]] = {}
@@ -90,12 +121,9 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None) ->
     hist_sum: dict[str, float] = {}
     per_pos: dict[int, float] = {}
     models: set[str] = set()
-    typed: set[str] = set()  # counter and histogram families seen
     for fam in text_string_to_metric_families(text):
         if not fam.name.startswith("vllm:"):
             continue
-        if fam.type in ("counter", "histogram"):
-            typed.add(fam.name)
         for s in fam.samples:
             mn = s.labels.get("model_name")
             if mn is not None:
@@ -122,12 +150,7 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None) ->
                     hist_count[fam.name] = hist_count.get(fam.name, 0.0) + v
                 elif s.name.endswith("_sum"):
                     hist_sum[fam.name] = hist_sum.get(fam.name, 0.0) + v
-    # the 0.0.4 text format exports each counter's and histogram's `_created` timestamp as its own gauge
-    g = {
-        n: (sum(vs) / len(vs) if n.endswith("_perc") else sum(vs))
-        for n, vs in gauges.items()
-        if not (n.endswith("_created") and n[: -len("_created")] in typed)
-    }
+    g = {n: (sum(vs) / len(vs) if n.endswith("_perc") else sum(vs)) for n, vs in gauges.items()}
     hists = {
         n: Histogram(tuple(sorted(b.items())), hist_count.get(n, 0.0), hist_sum.get(n, 0.0))
         for n, b in hist_buckets.items()

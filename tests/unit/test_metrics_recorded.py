@@ -102,3 +102,14 @@ def test_older_metric_names_are_read():
     old_st = window_stats([parse_metrics(old, 0, 0)])
     assert old_st.kv_cache_usage == new_st.kv_cache_usage == 0.0
     assert old_st.itl_p50_s == new_st.itl_p50_s is not None
+
+
+def test_histogram_selection_keeps_counters_and_gauges():
+    text = load("qwen35-mtp-accept-1-after")
+    all_h = parse_metrics(text, 0, 0, histograms=None)
+    some = parse_metrics(text, 0, 0)
+    assert set(some.histograms) == {"vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds"}
+    assert len(all_h.histograms) > 10
+    assert some.counters == all_h.counters and some.gauges == all_h.gauges
+    assert some.spec_per_pos == all_h.spec_per_pos == (64.0,)
+    assert window_stats([some]) == window_stats([all_h])

@@ -35,9 +35,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-async def read_server_counters(client, url: str, headers: dict[str, str] | None = None):
-    """Cumulative counters from /metrics through the project's metrics parser (None if unavailable)."""
-    from spark_tui.core.bench import ServerCounters
+async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
+    """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
+    load generator times requests with); None when /metrics cannot be read."""
+    import time
+
     from spark_tui.core.metrics import parse_metrics
 
     try:
@@ -45,14 +47,7 @@ async def read_server_counters(client, url: str, headers: dict[str, str] | None 
         r.raise_for_status()
     except Exception:
         return None
-    s = parse_metrics(r.text)
-    return ServerCounters(
-        generation_tokens=s.counter("vllm:generation_tokens"),
-        prompt_tokens=s.counter("vllm:prompt_tokens"),
-        spec_drafts=s.counter("vllm:spec_decode_num_drafts"),
-        spec_draft_tokens=s.counter("vllm:spec_decode_num_draft_tokens"),
-        spec_accepted_tokens=s.counter("vllm:spec_decode_num_accepted_tokens"),
-    )
+    return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
 
 
 def gather_context() -> dict:
@@ -117,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"  c={lv.concurrency}: {lv.output_tok_s:.1f} tok/s aggregate, {lv.errors} errors", file=sys.stderr)
 
-    res = asyncio.run(run_bench(cfg, lambda c: read_server_counters(c, cfg.url, headers), on_level))
+    res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
     res.context = gather_context()
     d = res.to_dict()
     saved = None if args.no_save else save_result(d)

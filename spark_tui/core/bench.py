@@ -67,17 +67,6 @@ class RequestResult:
 
 
 @dataclass(frozen=True)
-class ServerCounters:
-    """Cumulative server counters read from /metrics (None: the family is absent)."""
-
-    generation_tokens: float | None = None
-    prompt_tokens: float | None = None
-    spec_drafts: float | None = None
-    spec_draft_tokens: float | None = None
-    spec_accepted_tokens: float | None = None
-
-
-@dataclass(frozen=True)
 class Percentiles:
     p50: float | None
     p95: float | None
@@ -97,7 +86,7 @@ class LevelResult:
     output_tokens: int
     prompt_tokens: int
     output_tok_s: float  # aggregate, client-side
-    per_user_tok_s: float | None  # mean over requests of each request's decode speed
+    per_user_tok_s: float | None  # decode tokens / decode time over all requests (after each first token)
     request_per_s: float
     ttft_s: Percentiles
     itl_s: Percentiles
@@ -175,21 +164,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _delta(after: float | None, before: float | None) -> float | None:
-    if after is None or before is None:
-        return None
-    d = after - before
-    return d if d >= 0 else None  # a counter went down: the server restarted inside the window
+def summarise_level(concurrency: int, results: Sequence[RequestResult], server: Any = None,
+                    window_s: float | None = None) -> LevelResult:
+    """Fold one level's request results into figures. Pure.
 
-
-def summarise_level(
-    concurrency: int,
-    results: Sequence[RequestResult],
-    before: ServerCounters | None = None,
-    after: ServerCounters | None = None,
-    window: tuple[float, float] | None = None,
-) -> LevelResult:
-    """Fold one level's request results (+ server counters around it) into figures. Pure."""
+    `server` is a spark_tui.core.metrics.Stats over two /metrics snapshots taken right before the first
+    request and right after the last one (`window_s` apart): the client's tokens over that same window are
+    compared with the server's generation-token rate (the self-check), and speculative-decoding acceptance
+    comes from the same counters."""
     ok = [r for r in results if r.ok]
     errs = [r for r in results if not r.ok]
     if results:
@@ -199,8 +181,11 @@ def summarise_level(
         t0 = t1 = 0.0
     duration = max(t1 - t0, 1e-9)
     out_tok = sum(r.output_tokens for r in ok)
-    users = [r.decode_tok_s for r in ok if r.decode_tok_s is not None]
-    lv = LevelResult(
+    # per-user decode speed, token-weighted: decode tokens over decode time summed across requests (a mean
+    # of per-request rates would let one request whose chunks arrived bunched dominate the figure)
+    dec = [r for r in ok if r.decode_tok_s is not None]
+    dec_time = sum(r.end - r.first_token for r in dec)
+    figures: dict[str, Any] = dict(
         concurrency=concurrency,
         requests=len(results),
         errors=len(errs),
@@ -208,37 +193,23 @@ def summarise_level(
         output_tokens=out_tok,
         prompt_tokens=sum(r.prompt_tokens for r in ok),
         output_tok_s=out_tok / duration if results else 0.0,
-        per_user_tok_s=(sum(users) / len(users)) if users else None,
+        per_user_tok_s=(sum(r.output_tokens - 1 for r in dec) / dec_time) if dec_time > 0 else None,
         request_per_s=len(ok) / duration if results else 0.0,
         ttft_s=Percentiles.of([r.ttft for r in ok if r.ttft is not None]),
         itl_s=Percentiles.of([g for r in ok for g in r.token_gaps]),
         first_errors=tuple(dict.fromkeys(r.error or "error" for r in errs))[:3],
     )
-    if before is None or after is None:
-        return lv
-    w = window or (t0, t1)
-    wdur = max(w[1] - w[0], 1e-9)
-    gen = _delta(after.generation_tokens, before.generation_tokens)
-    server_rate = None if gen is None else gen / wdur
-    client_rate = out_tok / wdur
-    dev = None
-    if server_rate:
-        dev = abs(client_rate - server_rate) / server_rate
-    drafts = _delta(after.spec_drafts, before.spec_drafts)
-    dtok = _delta(after.spec_draft_tokens, before.spec_draft_tokens)
-    acc = _delta(after.spec_accepted_tokens, before.spec_accepted_tokens)
-    return LevelResult(
-        **{
-            **asdict(lv),
-            "ttft_s": lv.ttft_s,
-            "itl_s": lv.itl_s,
-            "server_gen_tok_s": server_rate,
-            "self_check_deviation": dev,
-            "self_check_ok": None if dev is None else dev <= SELF_CHECK_TOLERANCE,
-            "acceptance_rate": (acc / dtok) if (acc is not None and dtok) else None,
-            "mean_acceptance_length": (1 + acc / drafts) if (acc is not None and drafts) else None,
-        }
-    )
+    if server is not None and not server.counter_reset:
+        rate = server.generation_tok_s
+        figures["server_gen_tok_s"] = rate
+        if rate and window_s:
+            dev = abs(out_tok / window_s - rate) / rate
+            figures["self_check_deviation"] = dev
+            figures["self_check_ok"] = dev <= SELF_CHECK_TOLERANCE
+        if server.spec is not None:
+            figures["acceptance_rate"] = server.spec.acceptance_rate
+            figures["mean_acceptance_length"] = server.spec.mean_acceptance_length
+    return LevelResult(**figures)
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -353,7 +324,7 @@ async def run_level(
     model: str,
     concurrency: int,
     prompts: Sequence[list[int] | str],
-    read_counters: Callable[[], Any] | None = None,
+    read_snapshot: Callable[[], Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> LevelResult:
     """Run one concurrency level, bounded by cfg.requests and/or cfg.duration_s."""
@@ -377,21 +348,25 @@ async def run_level(
             issued += 1
             results.append(await one_request(client, cfg, model, prompts[i % len(prompts)]))
 
-    before = await read_counters() if read_counters else None
-    w0 = time.perf_counter()
+    before = await read_snapshot() if read_snapshot else None
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    w1 = time.perf_counter()
-    after = await read_counters() if read_counters else None
-    return summarise_level(concurrency, results, before, after, (w0, w1))
+    after = await read_snapshot() if read_snapshot else None
+    server = None
+    if before is not None and after is not None:
+        from spark_tui.core.metrics import window_stats
+
+        server = window_stats([before, after])
+    return summarise_level(concurrency, results, server, None if server is None else server.window_s)
 
 
 async def run_bench(
     cfg: BenchConfig,
-    read_counters: Callable[[Any], Any] | None = None,
+    read_snapshot: Callable[[Any], Any] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> BenchResult:
-    """All levels in order. `read_counters(client)` is an async callable returning ServerCounters."""
+    """All levels in order. `read_snapshot(client)` is an async callable returning a metrics Snapshot
+    (clocked with time.perf_counter()), or None when /metrics cannot be read."""
     import httpx
 
     limits = httpx.Limits(max_connections=max(cfg.concurrency) + 4, max_keepalive_connections=max(cfg.concurrency) + 4)
@@ -419,7 +394,7 @@ async def run_bench(
         )
         for _ in range(cfg.warmup_requests):
             await one_request(client, cfg, model, prompts[0])
-        rc = (lambda: read_counters(client)) if read_counters else None
+        rc = (lambda: read_snapshot(client)) if read_snapshot else None
         for c in cfg.concurrency:
             if should_stop and should_stop():
                 break

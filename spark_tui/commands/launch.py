@@ -8,7 +8,6 @@ ready and leaves it running; `spark-tui stop` ends it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -115,14 +114,6 @@ class _Stats:
                 f"{rates}  total generated {gen:.0f}")
 
 
-def _plan_summary(plan: Any) -> dict[str, Any]:
-    mem = plan.memory
-    fc = plan.flag("--moe-backend")
-    return {"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id, "format": plan.checkpoint.format,
-            "goal": plan.goal, "kv_cache_tokens": getattr(mem, "kv_cache_tokens", None),
-            "moe_backend": fc.value if fc else None}
-
-
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
     from spark_tui.core import supervisor as sv
@@ -141,20 +132,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             for w in rep.warnings:
                 print(f"  warning: {w}")
-    if args.runtime == "docker":
-        import shutil
-
-        if shutil.which("docker") is None:
-            raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
-        argv = sv.docker_argv(plan, port=port, image=args.image, name=f"spark-tui-vllm-{port}")
-    else:
-        argv = sv.native_argv(plan, sv.resolve_vllm(), port=port)
-    env = dict(plan.env_dict())
-    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
-        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
-    sup = sv.Supervisor(argv, host=plan.host, port=port, model=plan.model,
-                        served_model_name=plan.served_model_name, env=env, detach=args.detach,
-                        runtime=args.runtime, plan_summary=_plan_summary(plan))
+    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image)
     printer = _StartupPrinter()
     sup.subscribe(printer)
     if not args.detach:

@@ -694,6 +694,33 @@ class Supervisor:
         return how
 
 
+def plan_summary(plan: Any) -> dict[str, Any]:
+    """What the state file and the plan check keep of a plan."""
+    mem = plan.memory
+    fc = plan.flag("--moe-backend")
+    return {"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id, "format": plan.checkpoint.format,
+            "goal": plan.goal, "kv_cache_tokens": getattr(mem, "kv_cache_tokens", None),
+            "moe_backend": fc.value if fc else None}
+
+
+def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "native", detach: bool = False,
+                        image: str | None = None) -> "Supervisor":
+    """A Supervisor (not started) for a plan: the argv for the runtime, the plan's env, loopback internals.
+    `spark-tui launch`, `spark-tui tune` and the TUI's Run screen all start servers through this."""
+    port = port or plan.port
+    if runtime == "docker":
+        if shutil.which("docker") is None:
+            raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
+        argv = docker_argv(plan, port=port, image=image, name=f"spark-tui-vllm-{port}")
+    else:
+        argv = native_argv(plan, resolve_vllm(), port=port)
+    env = dict(plan.env_dict())
+    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
+        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
+    return Supervisor(argv, host=plan.host, port=port, model=plan.model, served_model_name=plan.served_model_name,
+                      env=env, detach=detach, runtime=runtime, plan_summary=plan_summary(plan))
+
+
 def install_signal_handlers(sup: Supervisor, exit_code: int = 130) -> None:
     """SIGTERM / SIGHUP (terminal closed) / SIGINT in spark-tui stop the server group, then exit."""
 

@@ -11,8 +11,8 @@
 #   verify  every shard header against the index; a few NVFP4 tensors dequantized on the GPU
 #   serve   plain `vllm serve $CKPT` (no spark-tui involved): health, one completion, 8 parallel
 #           requests, /metrics, the backend / KV-cache lines of the log; then the server is stopped
-#   probe, plan, launch, bench, stop   spark-tui's own commands; override PROBE_CMD, PLAN_CMD,
-#           LAUNCH_CMD, BENCH_CMD, STOP_CMD with the exact command lines of the finished helpers
+# spark-tui's own stages (probe, plan, launch, bench vs vLLM defaults, MTP on/off, KV-cache checks) are run
+# by bench/gpu_visit.sh, which calls this script for `synth verify`; see bench/GPU_VISIT.md.
 # Choose stages with STAGES="env synth verify serve" (default: all, in that order). A second call
 # on the same (still warm) machine skips synth when $CKPT is complete ($CKPT.done exists).
 set -u -o pipefail
@@ -25,7 +25,7 @@ FORMAT=${FORMAT:-nvfp4}              # nvfp4 | bf16 (bf16 needs LAYERS: 72 GB at
 SCALE=${SCALE:-full}                 # full | tiny (tiny: to try this script without a GPU)
 LAYERS=${LAYERS:-}                   # empty: all 40 decoder layers
 BUDGET_S=${BUDGET_S:-470}            # whole run, seconds (a device call allows 600)
-STAGES=${STAGES:-"env synth verify serve probe plan launch bench stop"}
+STAGES=${STAGES:-"env synth verify serve"}
 PORT=${PORT:-8011}
 MAX_LEN=${MAX_LEN:-8192}
 SERVE_WAIT_S=${SERVE_WAIT_S:-330}
@@ -33,12 +33,6 @@ SERVE_ARGS=${SERVE_ARGS:-"--language-model-only --max-model-len $MAX_LEN --gpu-m
 if [ -z "${VLLM_CMD:-}" ]; then
   if command -v vllm >/dev/null; then VLLM_CMD=vllm; else VLLM_CMD="$PY -m vllm.entrypoints.cli.main"; fi
 fi
-SPARK="$PY -m spark_tui"
-PROBE_CMD=${PROBE_CMD:-"$SPARK probe --json > $OUT/probe.json"}
-PLAN_CMD=${PLAN_CMD:-"$SPARK plan --probe-file $OUT/probe.json --json > $OUT/plan.json"}
-LAUNCH_CMD=${LAUNCH_CMD:-"$SPARK launch"}
-BENCH_CMD=${BENCH_CMD:-"$SPARK bench --json > $OUT/bench.json"}
-STOP_CMD=${STOP_CMD:-"$SPARK stop"}
 
 mkdir -p "$OUT"
 export VLLM_CMD OUT REPO PY CKPT FORMAT SCALE LAYERS PORT MAX_LEN SERVE_WAIT_S SERVE_ARGS
@@ -163,11 +157,6 @@ for s in $STAGES; do
     synth) stage synth 300 "$stage_synth" ;;
     verify) stage verify 90 "$stage_verify" ;;
     serve) stage serve $(( SERVE_WAIT_S + 120 )) "$stage_serve" ;;
-    probe) stage probe 60 "$PROBE_CMD" ;;
-    plan) stage plan 60 "$PLAN_CMD" ;;
-    launch) stage launch 360 "$LAUNCH_CMD" ;;
-    bench) stage bench 180 "$BENCH_CMD" ;;
-    stop) stage stop 60 "$STOP_CMD" ;;
     *) echo "unknown stage $s"; printf '%s\tunknown\t0\t-\n' "$s" >> "$OUT/stages.tsv" ;;
   esac
 done

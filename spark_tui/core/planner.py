@@ -301,7 +301,8 @@ def memory_from_flags(arch: mem.Arch, flags: list[FlagChoice], *, total: int, we
         max_num_batched_tokens=bt, kv_dtype_bytes=kv_bytes_el, mtp_k=k, prefix_caching=pc,
         gpu_memory_utilization=util, kv_cache_memory_bytes=kvm, enforce_eager="--enforce-eager" in d,
         initial_block=dev.attention_block_size, kernel_alignment=dev.attention_kernel_block_alignment,
-        gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), weights_note=weights_note)
+        gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), legacy_tokens=compat.kv_tokens_legacy(version),
+        weights_note=weights_note)
     return mem.estimate(arch, inp)
 
 
@@ -427,9 +428,13 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
             util_reason = (f"the probe shows only {t.free_bytes / GiB:.1f} GiB free of {total / GiB:.1f} GiB "
                            "(another process holds memory): lowered so vLLM's startup check passes")
             util_source = "probe memory_free_bytes; FACTS.md §6 (startup check)"
-            warnings.append(f"{(total - t.free_bytes) / GiB:.1f} GiB of GPU memory is in use by other processes")
+            busy = (f"{(total - t.free_bytes) / GiB:.1f} GiB of the {total / GiB:.1f} GiB on {t.name} is in use by "
+                    "other processes")
+            warnings.append(busy)
             if util <= 0.1:
-                raise PlanError(f"{t.name}: too little free GPU memory", "stop the other GPU processes and re-probe")
+                raise PlanError(f"{busy}; {t.free_bytes / GiB:.1f} GiB free is too little to serve the model",
+                                f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore "
+                                "current usage")
 
     # ---- batch sizes
     big = total >= 160 * GiB
@@ -450,10 +455,13 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     probe_L = context or model_max
     e0 = est(probe_L, seqs0, None)
     if e0.kv_cache_bytes <= 0:
+        limited = t.free_bytes is not None and not dev.unified_memory and t.free_bytes < 0.9 * total
         raise PlanError(
             f"{c.repo_id} does not fit on {t.name}: weights {weights / GiB:.1f} GiB + overhead "
-            f"{e0.overhead_bytes / GiB:.1f} GiB exceed the {e0.budget_bytes / GiB:.1f} GiB budget",
-            "pick a smaller checkpoint (spark-tui checkpoints --device ...) or a larger GPU")
+            f"{e0.overhead_bytes / GiB:.1f} GiB exceed the {e0.budget_bytes / GiB:.1f} GiB budget"
+            + (f" ({(total - t.free_bytes) / GiB:.1f} GiB is in use by other processes)" if limited else ""),
+            (f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore current usage"
+             if limited else f"pick a smaller checkpoint (spark-tui checkpoints --device {dev.id}) or a larger GPU"))
     if dev.unified_memory and t.mem_available_bytes is not None:
         kv_bytes = (e0.kv_cache_bytes // GiB) * GiB
         kv_reason = (f"fix the KV pool at what MemAvailable allows ({kv_bytes / GiB:.0f} GiB = utilization x total "

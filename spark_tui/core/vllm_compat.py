@@ -61,6 +61,9 @@ CHANGES: tuple[Change, ...] = (
            "vllm/engine/arg_utils.py:463 (0.33: deprecated, no effect; follows --enable-prefix-caching)"),
     Change("two KV-cache log lines (0.19)", "one line 'GPU KV cache size: N tokens, Maximum concurrency ...'", None,
            None, "vLLM #40691 / PR #40694; FACTS.md §4"),
+    Change("KV-cache tokens logged as num_blocks // groups x block_size", "int(max concurrency x max_model_len)",
+           "0.20.0", None, "vLLM #40691 (wrong for Qwen3.5 in 0.19.0), PR #40694 (merged 2026-04-23; first release "
+           "not verified, 0.20.0 assumed); 0.24.0 verified against real logs (club-3090 #612, #652)"),
     Change("gpu_memory_utilization default 0.9", "default 0.92", None, None,
            "vllm/config/cache.py:215 (0.33); release of the change not verified (FACTS.md open question 4)"),
     Change("fastsafetensors optional (pip install fastsafetensors)", "fastsafetensors>=0.3.3 a hard dependency",
@@ -85,6 +88,12 @@ def has_moe_backend_flag(version: str | None) -> bool:
 
 def gdn_checkpoint_blocks(version: str | None) -> int:
     return 1 if at_least(version, "0.33.0") else 0
+
+
+def kv_tokens_legacy(version: str | None) -> bool:
+    """Before vLLM PR #40694 (merged 2026-04-23, after 0.19.0) the KV-cache token log used blocks // groups x
+    block size; 0.24.0 is verified to print concurrency x max_model_len (tests/data/plan/kv_logs.json)."""
+    return not at_least(version, "0.20.0")
 
 
 def fastsafetensors_bundled(version: str | None) -> bool:

@@ -387,6 +387,7 @@ def _raw(dirs: list[Path], kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
             if pid in out and out[pid][0].startswith(str(base)):
                 raise ProfileError(f"{path}: duplicate id {pid!r} (also in {out[pid][0]})", "give each profile its own id")
             if pid in out:  # user override: merge fields onto the shipped profile
+                _check_sources(str(path), data)  # a changed number needs its own source, not the shipped one
                 data = _merge(out[pid][1], data)
                 path_s = f"{out[pid][0]} + {path}"
             else:

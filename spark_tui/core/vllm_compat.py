@@ -140,8 +140,11 @@ def check_argv(argv: list[str]) -> dict[str, Any]:
                 "message": "vLLM is not importable in this Python: the flags were not checked (install spark-tui[vllm] "
                            "or run the check with vLLM's python)"}
     version = installed_vllm_version()
+    import sys
+
     try:
-        parser_cls, make_arg_parser = _parser_api()
+        with contextlib.redirect_stdout(sys.stderr):  # vLLM logs to stdout: keep `plan --json` output clean
+            parser_cls, make_arg_parser = _parser_api()
     except Exception as e:  # noqa: BLE001 - any import failure of vLLM means "cannot check"
         return {"status": "unavailable", "version": version, "problems": [],
                 "message": f"vLLM {version} is installed but its argument parser could not be imported ({e})"}
@@ -150,19 +153,20 @@ def check_argv(argv: list[str]) -> dict[str, Any]:
         args = args[2:]
     model, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else (None, args)
     problems: list[str] = []
-    parser = make_arg_parser(parser_cls(prog="vllm serve"))
+    with contextlib.redirect_stdout(sys.stderr):
+        parser = make_arg_parser(parser_cls(prog="vllm serve"))
     known = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001 - argparse has no public list
     for tok in rest:
         if tok.startswith("--"):
             name = tok.split("=", 1)[0]
             if name not in known:
-                hint = next((f" (renamed: {c.old} -> {c.new}; {c.evidence})" for c in CHANGES
-                             if c.old.split()[0] == name or (c.new or "").split()[0] == name), "")
+                hint = next((f" ({c.old} -> {c.new or 'removed'}; {c.evidence})" for c in CHANGES
+                             if name in (c.old.split() + (c.new or "").split())), "")
                 problems.append(f"{name}: unknown to vLLM {version}{hint}")
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
-            ns, unknown = parser.parse_known_args(rest + (["--model", model] if model else []))
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            _ns, _unknown = parser.parse_known_args(rest + (["--model", model] if model else []))
     except SystemExit:
         msg = err.getvalue().strip().splitlines()
         problems.append(msg[-1] if msg else "vLLM's parser rejected the arguments")

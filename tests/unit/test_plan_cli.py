@@ -107,3 +107,11 @@ def test_devices_and_checkpoints_commands() -> None:
     assert cks["mmangkad-nvfp4"]["format"] is None and "format" in cks["mmangkad-nvfp4"]["unknown"]
     r = cli("checkpoints")
     assert r.returncode == 0 and "RedHatAI/Qwen3.6-35B-A3B-NVFP4" in r.stdout and "size not published" in r.stdout
+
+
+def test_check_without_vllm_is_not_an_error() -> None:
+    # the project venv has no vLLM: --check says so and the plan still exits 0
+    r = cli("plan", "--device", "rtx-5090", "--check", "--json")
+    assert r.returncode == 0, r.stderr
+    c = json.loads(r.stdout)["check"]
+    assert c["status"] == "unavailable" and "not importable" in c["message"]

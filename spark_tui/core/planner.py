@@ -208,8 +208,14 @@ def _moe_backend(c: CheckpointProfile, sm: int) -> tuple[str | None, str, str]:
                     f"(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
                     f"{R}; FACTS.md §7 (recipes PR #918), open question 3")
         if sm >= 100:
-            return ("flashinfer_trtllm", f"what vLLM auto-picks for NVFP4 on sm_{sm} (family 100); pinned so a change "
-                    "shows in the plan", "FACTS.md §2 table (trtllm_nvfp4_moe.py:204-211)")
+            if c.w4a4 == "yes":
+                return ("flashinfer_trtllm", f"W4A4 NVFP4 on sm_{sm}: what vLLM auto-picks on family 100 (native FP4 "
+                        "TRT-LLM MoE); pinned so a change shows in the plan",
+                        "FACTS.md §2 table (trtllm_nvfp4_moe.py:204-211)")
+            return ("auto", f"vLLM's own choice: FLASHINFER_TRTLLM on sm_{sm} if the checkpoint is W4A4 NVFP4, Marlin or "
+                    "Humming if it is W4A16; which one this checkpoint is has not been verified, and pinning a W4A4-only "
+                    "backend would fail on a W4A16 checkpoint",
+                    "FACTS.md §2 (oracle/nvfp4.py:196-215; W4A16 has no activation key), open question 1")
         return ("marlin", "no FP4 tensor cores before Blackwell: weight-only dequant. vLLM auto-ranks Humming first on "
                 "sm_90 but no benchmark exists; Marlin is the path the official recipe uses",
                 "FACTS.md §2 (humming/priority.py:11), open question 5")
@@ -314,20 +320,27 @@ _OMIT_REASONS = {
                            "sm_10x; FACTS.md §1); FlashInfer with MTP crashed on GQA-16 models (#37754, status unknown)",
     "--enable-chunked-prefill": "left out: on by default (redundant in 0.33)",
     "--async-scheduling": "left out: on by default and compatible with MTP in 0.33 (FACTS.md §1, config/vllm.py:1650-1719)",
-    "--quantization": "left out: vLLM reads the method from the checkpoint. `modelopt` means ModelOpt FP8; this FP4 "
-                      "checkpoint is modelopt_fp4, so `--quantization modelopt` fails at startup with 'Quantization "
-                      "method specified in the model config ... does not match' (FACTS.md §1)",
+    "--quantization": "left out: vLLM reads the quantization method from the checkpoint's config; passing one that "
+                      "does not match fails startup with 'Quantization method specified in the model config ... does "
+                      "not match' (FACTS.md §1)",
 }
+_MODELOPT_FP4 = ("left out: `modelopt` means ModelOpt FP8; this FP4 checkpoint is modelopt_fp4, which vLLM reads from the "
+                 "checkpoint, so `--quantization modelopt` fails at startup with 'Quantization method specified in the "
+                 "model config ... does not match' (FACTS.md §1)")
 
 
-def differences(recipe_args: tuple[str, ...], recipe_title: str, flags: list[FlagChoice]) -> list[str]:
+def differences(recipe_args: tuple[str, ...], flags: list[FlagChoice], checkpoint_format: str | None = None) -> list[str]:
+    """One sentence per flag where the plan deliberately differs from a published recipe."""
     rec = dict(split_args(recipe_args))
     plan = {f.flag: f for f in flags}
     out = []
     for flag, rv in rec.items():
         pf = plan.get(flag)
         if pf is None:
-            out.append(f"{flag}{' ' + rv if rv else ''}: {_OMIT_REASONS.get(flag, 'left out (the vLLM default applies)')}")
+            why = _OMIT_REASONS.get(flag, "left out (the vLLM default applies)")
+            if flag == "--quantization" and rv == "modelopt" and checkpoint_format == "modelopt_fp4":
+                why = _MODELOPT_FP4
+            out.append(f"{flag}{' ' + rv if rv else ''}: {why}")
         elif pf.value != rv:
             if flag == "--tool-call-parser" and {rv, pf.value} == {"qwen3_xml", "qwen3_coder"}:
                 out.append(f"{flag}: recipe {rv}, plan {pf.value}: aliases of the same Qwen3 tool parser (FACTS.md §1)")
@@ -336,7 +349,7 @@ def differences(recipe_args: tuple[str, ...], recipe_title: str, flags: list[Fla
     for flag, pf in plan.items():
         if flag not in rec and flag not in ("--served-model-name",):
             out.append(f"{flag}{' ' + pf.value if pf.value else ''}: added: {pf.reason}")
-    return [f"vs {recipe_title}: {d}" for d in out]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ main API
@@ -527,13 +540,16 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
         if rec.checkpoint != c.id:
             c = cat.checkpoint(rec.checkpoint)
             model = model_path or c.repo_id
-        diffs = [f"spark-tui's own plan differs: {d.split(': ', 1)[1]}" for d in differences(rec.args, rec.title, own)]
-        if "--quantization" in dict(split_args(rec.args)):
-            warnings.append(f"recipe {rec.id}: " + _OMIT_REASONS["--quantization"])
+        diffs = [f"reproducing {rec.title} [{rec.source}]; spark-tui's own plan ({dev.id}, goal {goal}) differs:"]
+        diffs += differences(rec.args, own, c.format)
+        q = dict(split_args(rec.args)).get("--quantization")
+        if q == "modelopt" and c.format == "modelopt_fp4":
+            warnings.append(f"recipe {rec.id}: --quantization modelopt is wrong for this checkpoint: " + _MODELOPT_FP4[10:])
     else:
-        primary = dev.recipe()
-        if primary is not None and primary.checkpoint == c.id:
-            diffs = differences(primary.args, primary.title, flags.items)
+        ref = dev.recipe_for(c.id)
+        if ref is not None:
+            diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
+            diffs += differences(ref.args, flags.items, c.format)
 
     _apply_sets(flags, env, sets)
     k_final = 0

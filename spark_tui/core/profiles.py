@@ -110,6 +110,14 @@ class DeviceProfile:
         rid = rid or self.primary_recipe
         return next((r for r in self.recipes if r.id == rid), None)
 
+    def recipe_for(self, checkpoint_id: str) -> Recipe | None:
+        """The recipe to compare a plan with: the primary one when it serves this checkpoint, else the first
+        recipe that does."""
+        prim = self.recipe()
+        if prim is not None and prim.checkpoint == checkpoint_id:
+            return prim
+        return next((r for r in self.recipes if r.checkpoint == checkpoint_id), None)
+
     def source(self, key: str) -> str:
         return _source_for(self.sources, key) or f"profiles/devices/{self.id}.toml"
 

@@ -33,8 +33,8 @@ def flags(p) -> dict:
     ("dgx-spark", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.8"),
     ("rtx-pro-6000", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.9"),
     ("rtx-5090", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.95"),
-    ("b200", "nvidia/Qwen3.6-35B-A3B-NVFP4", "flashinfer_trtllm", "0.92"),
-    ("b300", "nvidia/Qwen3.6-35B-A3B-NVFP4", "flashinfer_trtllm", "0.92"),
+    ("b200", "nvidia/Qwen3.6-35B-A3B-NVFP4", "auto", "0.92"),
+    ("b300", "nvidia/Qwen3.6-35B-A3B-NVFP4", "auto", "0.92"),
     ("h100", "Qwen/Qwen3.6-35B-A3B-FP8", None, "0.92"),
 ])
 def test_device_plans(cat, device, ckpt, backend, util) -> None:
@@ -95,7 +95,7 @@ def test_refuses_pre_hopper(cat) -> None:
 
 
 def test_recorded_probes_plan(cat) -> None:
-    want = {"rtx-pro-6000": ("rtx-pro-6000-maxq", "marlin"), "rtx-5090": ("rtx-5090", "marlin")}
+    want = {"rtx-pro-6000": ("rtx-pro-6000-maxq", "marlin"), "rtx-5090": ("rtx-5090", "marlin")}  # busy ones below
     for pid, (dev, backend) in want.items():
         pr = ProbeResult.load(PROBES / pid / "probe.json")
         p = plan(cat, probe=pr)
@@ -159,8 +159,16 @@ def test_default_plan_differences_explain_the_recipe(cat) -> None:
     assert not any("--moe-backend" in x for x in d)  # same as the recipe
     b = plan(cat, device="b200")
     assert any("--quantization modelopt" in x and "modelopt_fp4" in x for x in b.differences)
+    assert b.differences[0].startswith("compared with seed 000") and "--recipe seed-000-blackwell" in b.differences[0]
     s = plan(cat, device="b200", recipe="seed-000-blackwell")
     assert flags(s)["--quantization"] == "modelopt" and any("FP8" in w for w in s.warnings)
+    # a W4A4-verified checkpoint gets the TRT-LLM backend pinned on sm_10x
+    r = plan(cat, device="b200", checkpoint="redhatai-nvfp4")
+    assert flags(r)["--moe-backend"] == "flashinfer_trtllm" and any("size" in n for n in r.memory.notes)
+    # on Spark the RedHatAI checkpoint is compared with the seed 000 (Scargall) recipe
+    sp = plan(cat, device="dgx-spark", checkpoint="redhatai-nvfp4")
+    assert flags(sp)["--moe-backend"] == "flashinfer_cutlass" and "Scargall" in sp.differences[0]
+    assert any(x.startswith("--quantization compressed-tensors: left out") for x in sp.differences)
 
 
 def test_set_overrides(cat) -> None:

@@ -128,8 +128,8 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
     same = sum(1 for x in probe.gpus if x.name == g.name)
     host = probe.host
     total = g.memory_total_bytes
-    if total is None:  # GB10: NVML NOT_SUPPORTED -> profile (CUDA total), else host RAM
-        total = m.device.memory_total_bytes or host.ram_total_bytes
+    if total is None:  # GB10: NVML NOT_SUPPORTED; vLLM then uses CUDA's total_memory, i.e. the host RAM total
+        total = host.ram_total_bytes or m.device.memory_total_bytes
     return Target(m.device, total, host.mem_available_bytes if (g.unified_memory or m.device.unified_memory) else None,
                   g.memory_free_bytes, same, g.name, g.sm if g.sm is not None else m.device.sm, src, m.detail)
 

@@ -115,3 +115,24 @@ def test_check_without_vllm_is_not_an_error() -> None:
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)["check"]
     assert c["status"] == "unavailable" and "not importable" in c["message"]
+
+
+def test_plan_arguments_api_for_other_commands(tmp_path, monkeypatch) -> None:
+    """export / launch / tune / the TUI build their parsers with add_plan_arguments and call plan_from_args."""
+    import argparse
+
+    from spark_tui.commands.plan import add_plan_arguments, plan_from_args
+
+    monkeypatch.setenv("SPARK_TUI_HOME", str(tmp_path))
+    p = argparse.ArgumentParser()
+    add_plan_arguments(p)
+    args = p.parse_args(["--device", "rtx-5090", "--context", "32768", "--concurrency", "4", "--mtp", "1",
+                         "--set", "max-num-batched-tokens=4096", "--port", "8100", "--served-model-name", "q"])
+    plan = plan_from_args(args)
+    f = {x.flag: x.value for x in plan.flags}
+    assert (f["--max-model-len"], f["--max-num-seqs"], f["--max-num-batched-tokens"]) == ("32768", "4", "4096")
+    assert plan.port == 8100 and plan.served_model_name == "q"
+    assert json.loads(f["--speculative-config"])["num_speculative_tokens"] == 1
+    assert not any(a.dest in ("json", "check") for a in p._actions)
+    # a namespace from another command that lacks some plan options still works
+    assert plan_from_args(argparse.Namespace(device="h100")).device.id == "h100"

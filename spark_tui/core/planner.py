@@ -301,12 +301,19 @@ def memory_from_flags(arch: mem.Arch, flags: list[FlagChoice], *, total: int, we
     kvm = parse_size(d["--kv-cache-memory-bytes"]) if d.get("--kv-cache-memory-bytes") else None
     L = parse_size(d["--max-model-len"]) if d.get("--max-model-len") else (arch.max_position_embeddings or 4096)
     seqs = int(d.get("--max-num-seqs") or dev.vllm_default_max_num_seqs)
+    align = dev.attention_kernel_block_alignment
+    attn = (d.get("--attention-backend") or "").upper()
+    if attn == "FLASH_ATTN" and dev.sm is not None and 100 <= dev.sm < 120 and arch.head_dim == 256:
+        # FA4's head-dim-256 kernel on sm_10x pages by 128 tokens (v1/attention/backends/fa_utils.py
+        # FA4_HD256_PAGE_SIZE, flash_attn.py get_supported_kernel_block_sizes; 0.32.0 wheel). The automatic
+        # choice on sm_10x is FLASHINFER (16-token alignment), so this applies only when forced.
+        align = 128
     bt = int(d.get("--max-num-batched-tokens") or dev.vllm_default_max_num_batched_tokens)
     inp = mem.MemoryInputs(
         device_total_bytes=total, weights_bytes=weights, max_model_len=L, max_num_seqs=seqs,
         max_num_batched_tokens=bt, kv_dtype_bytes=kv_bytes_el, mtp_k=k, prefix_caching=pc,
         gpu_memory_utilization=util, kv_cache_memory_bytes=kvm, enforce_eager="--enforce-eager" in d,
-        initial_block=dev.attention_block_size, kernel_alignment=dev.attention_kernel_block_alignment,
+        initial_block=max(dev.attention_block_size, align), kernel_alignment=align,
         gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), legacy_tokens=compat.kv_tokens_legacy(version),
         weights_note=weights_note)
     return mem.estimate(arch, inp)

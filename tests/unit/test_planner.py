@@ -252,3 +252,11 @@ def test_input_errors(cat) -> None:
         plan(cat, device="rtx-9090")
     with pytest.raises(PlanError, match="no NVIDIA GPU"):
         plan(cat, probe=ProbeResult(status="no_nvml", message="libnvidia-ml.so not found"))
+
+
+def test_forced_flash_attn_on_sm100_pages_by_128(cat) -> None:
+    auto = plan(cat, device="b200")
+    fa = plan(cat, device="b200", set_flags=["attention-backend=FLASH_ATTN"])
+    assert auto.memory.block_size_tokens == 2144  # FLASHINFER: 16-token alignment
+    assert fa.memory.block_size_tokens == 2176  # 128 x ceil(2,195,456 / (128 x 1024))
+    assert plan(cat, device="rtx-pro-6000", set_flags=["attention-backend=FLASH_ATTN"]).memory.block_size_tokens == 2144

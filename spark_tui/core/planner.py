@@ -257,7 +257,7 @@ def build_flags(t: Target, c: CheckpointProfile, *, goal: str, k: int, context: 
         warnings.append("Qwen3.6-FP8 on RTX PRO 6000 was reported slow: the FP8 MoE config for E=256, N=256 is missing "
                         "(vLLM #44688).")
     if kv_bytes is not None:
-        f.add("--kv-cache-memory-bytes", kv_bytes, kv_reason, "FACTS.md §1 (config/cache.py:374-381); probe MemAvailable")
+        f.add("--kv-cache-memory-bytes", f"{kv_bytes // GiB}G" if kv_bytes % GiB == 0 else kv_bytes, kv_reason, "FACTS.md §1 (config/cache.py:374-381); probe MemAvailable")
     if util is not None:
         f.add("--gpu-memory-utilization", f"{util:.2f}".rstrip("0").rstrip("."), util_reason, util_source)
     f.add("--max-model-len", context, context_reason, context_source)

@@ -25,10 +25,12 @@ def check(tmp_path: Path, *argv: str) -> tuple[int, dict]:
 
 def test_check_accepts_the_plans_and_rejects_bad_flags(tmp_path) -> None:
     # one vLLM import per process is ~20 s on 2 cores: the good and the bad cases share this test
-    rc, d = check(tmp_path, "--device", "dgx-spark", "--vllm-version", "0.32.0")
+    gb10 = ROOT / "tests" / "data" / "probes" / "gb10" / "probe.json"
+    rc, d = check(tmp_path, "--probe-file", str(gb10), "--vllm-version", "0.32.0")
     assert rc == 0, d.get("check")
     assert d["check"]["status"] == "ok" and d["check"]["version"].startswith("0.32.0")
     assert d["argv"][:3] == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4"]
+    assert "--kv-cache-memory-bytes" in d["argv"] and "--language-model-only" in d["argv"]
 
     rc, d = check(tmp_path, "--device", "rtx-pro-6000", "--set", "frobnicate=1", "--set", "kv-cache-dtype=fp9")
     assert rc == 1 and d["check"]["status"] == "invalid"

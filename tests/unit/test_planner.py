@@ -64,7 +64,8 @@ def test_spark_utilisation_from_mem_available(cat) -> None:
     q = plan(cat, probe=pr)
     f = flags(q)
     assert q.device.id == "dgx-spark" and f["--gpu-memory-utilization"] == "0.89"
-    kv = int(f["--kv-cache-memory-bytes"])
+    assert f["--kv-cache-memory-bytes"].endswith("G")  # vLLM's human-readable form: upper case = GiB
+    kv = parse_size(f["--kv-cache-memory-bytes"])
     assert kv % 2**30 == 0 and q.memory.exact_kv_pool and q.memory.kv_cache_bytes == kv
     assert 70 * 2**30 < kv < 90 * 2**30
     assert q.memory.num_blocks == kv // (11 * 2144 * 1024)

@@ -105,6 +105,8 @@ def test_devices_and_checkpoints_commands() -> None:
     cks = {c["id"]: c for c in json.loads(r.stdout)}
     assert list(cks)[0] == "nvidia-nvfp4" and "does not fit" in cks["qwen-bf16"]["why"]
     assert cks["mmangkad-nvfp4"]["format"] is None and "format" in cks["mmangkad-nvfp4"]["unknown"]
+    order = [c["id"] for c in json.loads(cli("checkpoints", "--device", "dgx-spark", "--json").stdout)]
+    assert order[:2] == ["nvidia-nvfp4", "redhatai-nvfp4"] and order[-1] == "mmangkad-nvfp4"  # published, then unverified
     r = cli("checkpoints")
     assert r.returncode == 0 and "RedHatAI/Qwen3.6-35B-A3B-NVFP4" in r.stdout and "size not published" in r.stdout
 

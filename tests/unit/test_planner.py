@@ -261,3 +261,38 @@ def test_forced_flash_attn_on_sm100_pages_by_128(cat) -> None:
     assert auto.memory.block_size_tokens == 2144  # FLASHINFER: 16-token alignment
     assert fa.memory.block_size_tokens == 2176  # 128 x ceil(2,195,456 / (128 x 1024))
     assert plan(cat, device="rtx-pro-6000", set_flags=["attention-backend=FLASH_ATTN"]).memory.block_size_tokens == 2144
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(device=st.sampled_from(["dgx-spark", "rtx-pro-6000", "rtx-5090", "b200", "gb300", "h100", "h200",
+                               "generic-sm12x"]),
+       checkpoint=st.sampled_from([None, "nvidia-nvfp4", "redhatai-nvfp4", "infatoshi-nvfp4-fp8", "qwen-fp8",
+                                   "qwen-bf16"]),
+       goal=st.sampled_from(["latency", "throughput", "context", "balanced"]),
+       context=st.one_of(st.none(), st.integers(1024, 400_000)), concurrency=st.one_of(st.none(), st.integers(1, 64)),
+       mtp=st.one_of(st.none(), st.integers(0, 4)), version=st.sampled_from([None, "0.15.0", "0.24.0", "0.32.0"]))
+def test_any_plan_is_consistent_or_refused(cat, device, checkpoint, goal, context, concurrency, mtp, version) -> None:
+    try:
+        p = plan(cat, device=device, checkpoint=checkpoint, goal=goal, context=context, concurrency=concurrency,
+                 mtp=mtp, vllm_version=version)
+    except PlanError as e:
+        assert e.message and e.hint
+        return
+    f = flags(p)
+    m = p.memory
+    # what the plan says is what vLLM would log for its own flags
+    assert m.max_model_len == int(f["--max-model-len"]) and m.max_num_seqs == int(f["--max-num-seqs"])
+    assert m.fits and m.max_concurrency >= 1
+    assert m.kv_cache_tokens == int(m.num_blocks / m.blocks_per_request * m.max_model_len) or version == "0.15.0"
+    if context is None and concurrency and goal == "context":
+        assert m.max_concurrency >= concurrency or m.max_model_len == 262144
+    if context is not None:
+        assert m.max_model_len == context
+    k = json.loads(f["--speculative-config"])["num_speculative_tokens"] if "--speculative-config" in f else 0
+    assert m.mamba_slots_per_seq == 2 + k + (1 if version is None else 0)
+    assert len(f) == len(p.flags)  # no flag twice
+    assert all(x.reason and x.source for x in p.flags) and all(e.reason and e.source for e in p.env)

@@ -24,7 +24,7 @@ export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SPARK_TUI_HOME=$WORK/home
 SPARK="$PY -m spark_tui"
 STEPS="install env selftest_torch selftest_vllm probe synth plan_default plan_check plan_ctx2 plan_mtp0 launch_plan bench_plan \
-launch_mtp0 bench_mtp0 serve_defaults bench_defaults launch_ctx2 summary"  # by priority: a cut-short visit keeps the first
+launch_mtp0 bench_mtp0 serve_defaults bench_defaults plan_check_gpu launch_ctx2 summary"  # by priority: a cut-short visit keeps the first
 
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
@@ -85,6 +85,8 @@ run_all() {
   step bench_defaults 400 "$SPARK bench --url http://127.0.0.1:$PORT --concurrency 1,16 --requests 32 \
     --prompt-tokens 512 --output-tokens 256 --json --no-save > $KEEP/bench_defaults.json; rc=\$?; \
     pkill -TERM -f 'vllm serve $CKPT'; sleep 10; pkill -KILL -f 'vllm serve $CKPT'; exit \$rc"
+  step plan_check_gpu 600 "cd $REPO && OUT=$KEEP/plancheck $PY -m pytest -p no:cacheprovider \
+    tests/e2e/test_plan_check_gpu.py -q -s"
   step launch_ctx2 600 "$(launch launch_ctx2 --context "$CTX2" --goal context); $SPARK stop --all"
   step summary 60 "$PY $REPO/bench/gpu_visit_summary.py $KEEP > $KEEP/summary.md"
   echo "done" > "$WORK/DONE"

@@ -186,6 +186,41 @@ class _Flags:
         self.items = [f for f in self.items if f.flag != flag]
 
 
+def _put(flags: _Flags, flag: str, value: Any, reason: str, source: str) -> None:
+    """Set a flag keeping its place in the argv (append when new)."""
+    v = None if value is None else str(value)
+    for i, f in enumerate(flags.items):
+        if f.flag == flag:
+            flags.items[i] = FlagChoice(flag, v, reason, source)
+            return
+    flags.items.append(FlagChoice(flag, v, reason, source))
+
+
+def _apply_tuned(flags: _Flags, device: str, checkpoint: str, goal: str, mtp: int | None, concurrency: int | None,
+                 drafter_backend: str | None, cpu: bool = False) -> None:
+    """Apply what `spark-tui tune` measured fastest on this machine, unless the user chose it explicitly."""
+    from spark_tui.core.tuned import load_tuned
+
+    t = load_tuned(device, checkpoint, goal)
+    if t is None:
+        return
+    if mtp is None:
+        if t.mtp == 0:
+            flags.remove("--speculative-config")
+        else:
+            _put(flags, "--speculative-config", spec_config(t.mtp, drafter_backend),
+                 f"MTP k={t.mtp}: the fastest setting `spark-tui tune` measured here", t.mtp_source)
+            if cpu:
+                _put(flags, "--no-enable-prefix-caching", None, "MTP on CPU needs prefix caching off",
+                     "/work/shared/cpu-vllm/README.md")
+    if t.max_num_seqs is not None and concurrency is None:
+        _put(flags, "--max-num-seqs", t.max_num_seqs, "the fastest setting `spark-tui tune` measured here",
+             t.max_num_seqs_source)
+    if t.max_num_batched_tokens is not None:
+        _put(flags, "--max-num-batched-tokens", t.max_num_batched_tokens,
+             "the fastest setting `spark-tui tune` measured here", t.max_num_batched_tokens_source)
+
+
 def spec_config(k: int, drafter_backend: str | None) -> str:
     d: dict[str, Any] = {"method": "mtp", "num_speculative_tokens": k}
     if drafter_backend:
@@ -558,6 +593,8 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
             diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
             diffs += differences(ref.args, flags.items, c.format)
 
+    if rec is None:
+        _apply_tuned(flags, dev.id, c.id, goal, mtp, concurrency, "triton")
     _apply_sets(flags, env, sets)
     k_final = 0
     sc = flags.get("--speculative-config")
@@ -637,6 +674,8 @@ def _cpu_plan(dev: DeviceProfile, t: Target, arch: mem.Arch, model_path: str, se
               "FACTS.md §1 (method mtp)")
         f.add("--no-enable-prefix-caching", None, "MTP on CPU: with prefix caching the first request returns 500 "
               "(a Triton-only kernel)", "/work/shared/cpu-vllm/README.md")
+    if arch.mtp_layers:
+        _apply_tuned(f, dev.id, "local", "balanced", mtp, None, None, cpu=True)
     _apply_sets(f, env, sets)
     total = int((dev.memory_gb or 24) * GiB)
     memory = memory_from_flags(arch, f.items, total=total, weights=0, version=version, cpu=True, dev=dev,

@@ -55,3 +55,13 @@ def test_tune_latency_mtp_off_vs_k1_picks_its_own_best(vllm_env, tiny_qwen35_mtp
     r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r2.returncode == 0 and "resuming: 2 candidate(s)" in r2.stderr and "starting vLLM" not in r2.stderr
     assert json.loads(r2.stdout)["best"] == d["best"]
+    # the plan now carries the measured winner, with "measured on this machine" as its source
+    rp = subprocess.run([sys.executable, "-m", "spark_tui", "plan", "--device", "cpu-test", "--model-path",
+                         str(tiny_qwen35_mtp_accept), "--json"], capture_output=True, text=True, env=env, timeout=60)
+    plan = json.loads(rp.stdout)
+    spec = next((f for f in plan["flags"] if f["flag"] == "--speculative-config"), None)
+    if best_mtp == 0:
+        assert spec is None
+    else:
+        assert json.loads(spec["value"])["num_speculative_tokens"] == best_mtp
+        assert spec["source"].startswith("measured on this machine")

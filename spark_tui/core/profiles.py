@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from spark_tui.errors import ProfileError
+from spark_tui.errors import ProfileError, UsageError
 
 KINDS = ("devices", "checkpoints", "models")
 UNKNOWN_WORDS = ("not verified", "not published", "unknown", "from memavailable")
@@ -177,7 +177,7 @@ class Catalog:
 
     def device(self, did: str) -> DeviceProfile:
         if did not in self.devices:
-            raise ProfileError(
+            raise UsageError(  # an id the user typed: bad input (exit 2), not a broken profile file (exit 4)
                 f"no device profile {did!r}",
                 f"one of: {', '.join(sorted(self.devices))} (see `spark-tui devices`)",
             )
@@ -189,7 +189,7 @@ class Catalog:
         for c in self.checkpoints.values():  # accept the HF repo id too
             if c.repo_id.lower() == cid.lower():
                 return c
-        raise ProfileError(
+        raise UsageError(
             f"no checkpoint profile {cid!r}",
             f"one of: {', '.join(sorted(self.checkpoints))} (see `spark-tui checkpoints`)",
         )

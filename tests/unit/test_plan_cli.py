@@ -54,7 +54,7 @@ def test_plan_exit_codes() -> None:
     r = cli("plan", "--device", "a100")
     assert r.returncode == 5 and "sm_80" in r.stderr and "Traceback" not in r.stderr
     r = cli("plan", "--device", "nope")
-    assert r.returncode == 4 and "no device profile" in r.stderr
+    assert r.returncode == 2 and "no device profile" in r.stderr and "see `spark-tui devices`" in r.stderr
     r = cli("plan", "--device", "rtx-5090", "--goal", "fast")
     assert r.returncode == 2
     r = cli("plan", "--probe-file", str(ROOT / "missing.json"))

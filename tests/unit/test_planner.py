@@ -248,9 +248,10 @@ def test_input_errors(cat) -> None:
         plan(cat, device="rtx-5090", mtp=20)
     with pytest.raises(UsageError, match="recipe"):
         plan(cat, device="rtx-5090", recipe="nope")
-    from spark_tui.errors import ProfileError
-    with pytest.raises(ProfileError):
+    with pytest.raises(UsageError, match="no device profile 'rtx-9090'"):
         plan(cat, device="rtx-9090")
+    with pytest.raises(UsageError, match="no checkpoint profile"):
+        plan(cat, device="rtx-5090", checkpoint="someone/else")
     with pytest.raises(PlanError, match="no NVIDIA GPU"):
         plan(cat, probe=ProbeResult(status="no_nvml", message="libnvidia-ml.so not found"))
 

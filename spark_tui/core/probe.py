@@ -3,7 +3,7 @@
 The snapshot is a frozen value the UI and planner receive. `ProbeResult.to_dict()` is the
 `spark-tui probe --json` API (schema_version 1, documented in README "Probe JSON"): a field that
 NVML reports as NOT_SUPPORTED (or that could not be read) is `null` in JSON and `None` here, never 0.
-`take_probe()` (NVML + psutil) lives in `spark_tui.core.nvml`-backed code below.
+`take_probe()` below reads NVML through the one wrapper `spark_tui.core.nvml` and the host through psutil.
 """
 
 from __future__ import annotations
@@ -150,3 +150,150 @@ class ProbeResult:
             raise UsageError(f"probe file {p} is not valid JSON ({e})", "write one with `spark-tui probe --json > box.json`") from None
         r = cls.from_dict(data)
         return ProbeResult(**{**{f.name: getattr(r, f.name) for f in fields(r)}, "source": f"file:{p}"})
+
+
+# GPUs whose memory is the host's RAM (integrated / coherent UMA). On GB10 nvmlDeviceGetMemoryInfo returns
+# NVML_ERROR_NOT_SUPPORTED (XuehaiPan/nvitop PR #208, NVIDIA/cosmos-framework PR #22); on some drivers it
+# is reported to succeed with the host's total (Syllo/nvtop PR #463), so the name alone also counts.
+UNIFIED_MEMORY_NAMES = ("NVIDIA GB10",)
+
+
+def read_host() -> HostInfo:
+    """This machine's CPU architecture, CPU count, RAM total and MemAvailable (psutil)."""
+    import os
+    import platform
+
+    ram_total = mem_available = None
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        ram_total, mem_available = int(vm.total), int(vm.available)
+    except Exception:  # psutil missing or /proc unreadable: report "not available", never 0
+        pass
+    return HostInfo(
+        cpu_arch=platform.machine() or None,
+        cpu_count=os.cpu_count(),
+        ram_total_bytes=ram_total,
+        mem_available_bytes=mem_available,
+        os=f"{platform.system()} {platform.release()}".strip() or None,
+    )
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _num(v: Any, scale: float = 1.0) -> float | None:
+    from spark_tui.core.nvml import is_na
+
+    if v is None or is_na(v):
+        return None
+    return round(float(v) * scale, 3)
+
+
+def _int_or_none(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _read_gpu(index: int) -> GpuInfo:
+    from spark_tui.core import nvml
+    from spark_tui.core.nvml import is_na, query, value_or_none
+
+    m = nvml.lib()
+    h = query("nvmlDeviceGetHandleByIndex", index)
+    if is_na(h):
+        return GpuInfo(index=index, name=f"unavailable ({h.reason})")
+    name = value_or_none(query("nvmlDeviceGetName", h)) or "unknown"
+    uuid = value_or_none(query("nvmlDeviceGetUUID", h))
+
+    bus_id = dev_id = None
+    pci = query("nvmlDeviceGetPciInfo", h)
+    if not is_na(pci):
+        b = getattr(pci, "busId", None)
+        bus_id = (b.decode() if isinstance(b, bytes) else b) or None
+        d = getattr(pci, "pciDeviceId", None)
+        dev_id = f"0x{int(d):08X}" if d else None
+
+    cc = query("nvmlDeviceGetCudaComputeCapability", h)
+    compute_capability = None if is_na(cc) else (int(cc[0]), int(cc[1]))
+
+    mem = query("nvmlDeviceGetMemoryInfo", h)
+    total = free = used = None
+    if not is_na(mem):
+        total = _int_or_none(getattr(mem, "total", None))
+        free = _int_or_none(getattr(mem, "free", None))
+        used = _int_or_none(getattr(mem, "used", None))
+        if not total:  # a zero-sized framebuffer is "not available", never 0
+            total = free = used = None
+    unified = name in UNIFIED_MEMORY_NAMES or (is_na(mem) and mem.reason == "not_supported")
+
+    limit = query("nvmlDeviceGetEnforcedPowerLimit", h)
+    if is_na(limit):
+        limit = query("nvmlDeviceGetPowerManagementLimit", h)
+
+    mig = query("nvmlDeviceGetMigMode", h)
+    mig_mode = None
+    if not is_na(mig):
+        current = mig[0] if isinstance(mig, (list, tuple)) else mig
+        mig_mode = "enabled" if current == getattr(m, "NVML_DEVICE_MIG_ENABLE", 1) else "disabled"
+
+    util = query("nvmlDeviceGetUtilizationRates", h)
+    temp = query("nvmlDeviceGetTemperature", h, getattr(m, "NVML_TEMPERATURE_GPU", 0))
+    power = query("nvmlDeviceGetPowerUsage", h)
+    sm_clock = query("nvmlDeviceGetClockInfo", h, getattr(m, "NVML_CLOCK_SM", 1))
+    mem_clock = query("nvmlDeviceGetClockInfo", h, getattr(m, "NVML_CLOCK_MEM", 2))
+
+    return GpuInfo(
+        index=index,
+        name=name,
+        uuid=uuid,
+        pci_bus_id=bus_id,
+        pci_device_id=dev_id,
+        compute_capability=compute_capability,
+        memory_total_bytes=total,
+        memory_free_bytes=free,
+        memory_used_bytes=used,
+        unified_memory=unified,
+        power_limit_w=_num(limit, 1e-3),
+        mig_mode=mig_mode,
+        utilization_pct=None if is_na(util) else _num(util.gpu),
+        memory_utilization_pct=None if is_na(util) or unified else _num(util.memory),
+        temperature_c=_num(temp),
+        power_draw_w=_num(power, 1e-3),
+        sm_clock_mhz=None if is_na(sm_clock) else int(sm_clock),
+        mem_clock_mhz=None if is_na(mem_clock) else int(mem_clock),
+    )
+
+
+def take_probe(host: HostInfo | None = None) -> ProbeResult:
+    """Snapshot this machine's GPUs (NVML) and host. Never raises for a missing driver or GPU: the
+    result's `status` says no_nvml / no_driver / no_gpu / error, with a message and a hint."""
+    from spark_tui.core import nvml
+    from spark_tui.core.nvml import NvmlUnavailable, query, value_or_none
+
+    host = read_host() if host is None else host
+    taken = _now_iso()
+    try:
+        nvml.init()
+        count = nvml.device_count()
+    except NvmlUnavailable as e:
+        return ProbeResult(status=e.status, message=e.message, hint=e.hint, host=host, taken_at=taken)
+    driver = value_or_none(query("nvmlSystemGetDriverVersion"))
+    cuda_raw = query("nvmlSystemGetCudaDriverVersion_v2")
+    if nvml.is_na(cuda_raw):
+        cuda_raw = query("nvmlSystemGetCudaDriverVersion")
+    cuda = None if nvml.is_na(cuda_raw) or not cuda_raw else nvml.cuda_version_string(int(cuda_raw))
+    nvml_version = value_or_none(query("nvmlSystemGetNVMLVersion"))
+    common = dict(driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version, host=host, taken_at=taken)
+    if count == 0:
+        return ProbeResult(
+            status=NO_GPU,
+            message="the NVIDIA driver is loaded but reports no GPU",
+            hint="check `nvidia-smi -L`, CUDA_VISIBLE_DEVICES, and that the container was given the GPUs (`--gpus all`)",
+            **common,
+        )
+    gpus = tuple(_read_gpu(i) for i in range(count))
+    return ProbeResult(status=OK, message=f"{count} GPU{'s' if count != 1 else ''}", gpus=gpus, **common)

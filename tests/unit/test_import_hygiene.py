@@ -1,0 +1,93 @@
+"""Headless modules never pull in the UI or the heavy ML stack (harlequin's test_import_hygiene pattern).
+
+Each headless module (spark_tui, spark_tui.cli, spark_tui.errors, every spark_tui.core.* and every
+spark_tui.commands.* except tui) is imported in a fresh interpreter, which then reports whether textual,
+torch or vllm ended up in sys.modules. The CLI fast paths run as real `python -X importtime -m spark_tui`
+processes and their import log is checked the same way. Modules are discovered from the tree, so new
+ones are covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "spark_tui"
+BANNED = ("textual", "torch", "vllm")
+UI_ONLY_COMMANDS = {"tui"}  # the TUI entry point may import textual
+
+
+def headless_modules() -> list[str]:
+    mods = ["spark_tui", "spark_tui.cli", "spark_tui.errors", "spark_tui.__main__"]
+    for sub, skip in (("core", set()), ("commands", UI_ONLY_COMMANDS)):
+        for info in pkgutil.iter_modules([str(PKG / sub)]):
+            if info.name not in skip:
+                mods.append(f"spark_tui.{sub}.{info.name}")
+    return [m for m in mods if m != "spark_tui.__main__"]  # __main__ runs the CLI: covered below
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_discovery_finds_the_known_modules():
+    mods = headless_modules()
+    for m in ("spark_tui.cli", "spark_tui.core.probe", "spark_tui.core.nvml", "spark_tui.commands.probe"):
+        assert m in mods
+    assert "spark_tui.commands.tui" not in mods
+
+
+@pytest.mark.parametrize("module", headless_modules())
+def test_headless_module_imports_no_ui_or_ml(module):
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(json.dumps(sorted(m for m in {BANNED!r} if m in sys.modules)))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == [], f"{module} imports {p.stdout.strip()}"
+
+
+def _imported_top_level(importtime_stderr: str) -> set[str]:
+    """Top-level package names from `python -X importtime` ('import time: self | cumulative | name')."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.add(name.split(".")[0])
+    return names
+
+
+FAST_PATHS = [["--help"], ["plan", "--help"], ["probe", "--help"], ["probe", "--json"]]
+if (PKG / "commands" / "plan.py").exists():  # the plan command lives on its own branch until merged
+    FAST_PATHS.append(["plan", "--json"])
+
+
+@pytest.mark.parametrize("argv", FAST_PATHS, ids=" ".join)
+def test_cli_fast_path_imports_no_ui_or_ml(argv):
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "spark_tui", *argv], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    imported = _imported_top_level(p.stderr)
+    assert "spark_tui" in imported, "the import log was not captured"
+    assert "Traceback" not in p.stderr
+    assert imported.isdisjoint(BANNED), f"`spark-tui {' '.join(argv)}` imports {sorted(imported & set(BANNED))}"
+
+
+def test_importtime_parser_sees_a_banned_import():
+    # the check above can fail: importing textual shows up in the same log format
+    if importlib.util.find_spec("textual") is None:
+        pytest.skip("textual not installed")
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import textual"], capture_output=True,
+                       text=True, timeout=120)
+    assert "textual" in _imported_top_level(p.stderr)

@@ -1,0 +1,3 @@
+from kernels_check.cli import main
+
+raise SystemExit(main())

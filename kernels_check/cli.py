@@ -1,0 +1,88 @@
+"""`python -m kernels_check [--json | --markdown] [--list] [--quick] [--no-vllm] [--out FILE] [--from REPORT]`.
+
+Exit codes (also `spark-tui selftest`): 0 native NVFP4, 1 NVFP4 only via a weight-only fallback,
+2 unsupported, 3 no torch / no CUDA GPU (nothing ran). `--list` exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the report as JSON (the documented API)")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown report to paste into an issue")
+    p.add_argument("--list", action="store_true", help="list the checks and whether each will run here; run nothing")
+    p.add_argument("--quick", action="store_true", help="smaller GEMMs and fewer repeats (2048^3 timing)")
+    p.add_argument("--no-vllm", action="store_true", help="skip the checks that need vLLM even if it is installed")
+    p.add_argument("--only", action="append", metavar="CHECK", help="run only this check (repeatable)")
+    p.add_argument("--from", dest="from_file", metavar="REPORT.json",
+                   help="render a saved --json report (text, --markdown or --json) instead of running; exits with its code")
+    p.add_argument("--out", metavar="FILE", help="also write the report to FILE (format from --json/--markdown)")
+    p.add_argument("--progress", action="store_true", help="print each check's status to stderr as it finishes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kernels_check.checks import CHECKS, Options
+    from kernels_check.render import render_json, render_markdown, render_text
+    from kernels_check.runner import plan_selftest, run_selftest
+
+    opts = Options.quick() if args.quick else Options()
+    opts.use_vllm = not args.no_vllm
+    known = {c.name for c in CHECKS}
+    bad = [n for n in (args.only or []) if n not in known]
+    if bad:
+        print(f"kernels_check: error: unknown check {', '.join(bad)}; known: {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    if args.from_file:
+        from kernels_check.model import Report
+
+        try:
+            report = Report.load(args.from_file)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"kernels_check: error: cannot read report {args.from_file}: {e}", file=sys.stderr)
+            return 2
+        text = render_json(report) if args.json else render_markdown(report) if args.markdown else render_text(report)
+        sys.stdout.write(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return report.exit_code
+    if args.list:
+        planned = plan_selftest(opts)
+        if args.json:
+            print(json.dumps([{"name": p.name, "title": p.title, "will_run": p.will_run, "reason": p.reason}
+                              for p in planned], indent=2))
+        else:
+            for p in planned:
+                print(f"{'run ' if p.will_run else 'skip'}  {p.name:<17} {p.title}" + ("" if p.will_run else f"  ({p.reason})"))
+        return 0
+
+    def progress(r):
+        print(f"kernels_check: {r.name}: {r.status.value} ({r.seconds:.1f}s)", file=sys.stderr, flush=True)
+
+    report = run_selftest(opts, on_result=progress if args.progress else None, only=args.only)
+    text = render_json(report) if args.json else render_markdown(report) if args.markdown else render_text(report)
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kernels_check",
+                                description="Hardware-compatibility self-test: runs BF16 / FP8 / NVFP4 kernels and "
+                                "vLLM's MoE and KV-cache ops, checks them against float64 references.",
+                                epilog="exit codes: 0 native NVFP4, 1 weight-only fallback, 2 unsupported, 3 no GPU")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("kernels_check: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,709 @@
+"""Launch supervision: start `vllm serve` for a plan, follow its log, confirm readiness, stop it cleanly.
+
+The supervisor owns the vLLM process (the UI only subscribes). It:
+
+- starts the server in its own process group (`start_new_session=True`), so one `killpg` reaches the API
+  server and every engine/worker process it forks;
+- copies its output line by line to a rotating log under `state_dir()/logs/` and to subscribers
+  (callables receiving frozen events: `LogLine`, `Ready`, `Exited`);
+- records a state file `state_dir()/servers/<pid>.json` (pid, pgid, port, plan summary, log path) that
+  `spark-tui stop` reads;
+- confirms readiness with GET /health = 200 and /v1/models listing the served model, and ends a start
+  that exceeds the startup timeout by stopping the group;
+- stops with SIGTERM to the group, then SIGKILL after a grace period.
+
+No orphans when spark-tui dies (attached mode, the default):
+1. SIGTERM / SIGHUP / SIGINT in spark-tui: `install_signal_handlers()` stops the group, then exits.
+2. SIGKILL of spark-tui (or a crash that skips handlers): a watchdog process (`python -m
+   spark_tui.core.supervisor --watchdog ...`, in its own session so a closing terminal's SIGHUP does not
+   reach it) polls spark-tui's pid every 0.5 s; when it is gone it stops the server group (SIGTERM,
+   then SIGKILL after the grace period) and exits. It also exits by itself once the group is gone.
+3. Belt and braces: the API server is started with PR_SET_PDEATHSIG=SIGTERM (Linux prctl through ctypes in
+   `preexec_fn`), so it gets SIGTERM even if the watchdog is gone too. PDEATHSIG fires when the *thread*
+   that forked the child exits, not the process, so it is only set when `start()` runs on the main thread
+   (a TUI worker thread that ends would otherwise kill a healthy server); the watchdog covers other threads.
+   It reaches only the API server, not its children: vLLM ends its own children on SIGTERM, and the
+   watchdog's killpg reaches all of them anyway.
+
+Detached mode (`--detach`): no watchdog and no PDEATHSIG, by design: the server must outlive spark-tui.
+Only `spark-tui stop` (or killing the group yourself) ends it; the state file records `detached: true`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spark_tui.errors import UsageError, VllmError
+
+LOG_MAX_BYTES = 20 * 1024**2  # rotate the server log at 20 MiB...
+LOG_BACKUPS = 3  # ...keeping 3 old files
+DEFAULT_GRACE_S = 15.0
+WATCHDOG_POLL_S = 0.5
+
+
+# ---------------------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class LogLine:
+    text: str
+    t: float  # time.time()
+
+
+@dataclass(frozen=True)
+class Ready:
+    url: str
+    seconds: float  # since start
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Exited:
+    returncode: int | None
+    stopped_by_us: bool
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    """The startup checklist changed (spark_tui.core.vllm_log.StartupTracker phases)."""
+
+    phases: tuple[Any, ...]  # vllm_log.PhaseState
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """A typed event parsed from the log (vllm_log.Event: KvCacheSize, MoeBackend, EngineStats, ...)."""
+
+    event: Any
+
+
+SupervisorEvent = LogLine | PhaseChanged | LogEvent | Ready | Exited
+Subscriber = Callable[[SupervisorEvent], None]
+
+
+# ---------------------------------------------------------------------------------------------- state files
+def servers_dir() -> Path:
+    from spark_tui.core.paths import state_dir
+
+    return state_dir() / "servers"
+
+
+def logs_dir() -> Path:
+    from spark_tui.core.paths import state_dir
+
+    return state_dir() / "logs"
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    pid: int
+    pgid: int
+    host: str
+    port: int
+    model: str  # what vLLM serves (repo id or path)
+    served_model_name: str | None
+    log_path: str
+    argv: tuple[str, ...]
+    started_at: float
+    detached: bool
+    runtime: str = "native"
+    watchdog_pid: int | None = None
+    parent_pid: int | None = None
+    plan_summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::', '') else self.host}:{self.port}"
+
+    def path(self) -> Path:
+        return servers_dir() / f"{self.pid}.json"
+
+    def save(self) -> Path:
+        p = self.path()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls, p: Path) -> ServerRecord:
+        d = json.loads(p.read_text())
+        d["argv"] = tuple(d.get("argv") or ())
+        return cls(**d)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - psutil missing or the process just went away
+        return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of the group exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        import psutil
+    except ImportError:
+        return True
+    for p in psutil.process_iter():
+        try:
+            if _pgid(p) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def _pgid(p: Any) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except (ProcessLookupError, PermissionError, OSError):
+        return None
+
+
+def list_servers(prune: bool = True) -> list[ServerRecord]:
+    """Recorded servers whose process group is still alive (stale files are removed when prune)."""
+    out = []
+    d = servers_dir()
+    if not d.is_dir():
+        return out
+    for p in sorted(d.glob("*.json")):
+        try:
+            r = ServerRecord.load(p)
+        except (OSError, ValueError, TypeError):
+            if prune:
+                p.unlink(missing_ok=True)
+            continue
+        if group_alive(r.pgid):
+            out.append(r)
+        elif prune:
+            p.unlink(missing_ok=True)
+    return out
+
+
+def stop_group(pgid: int, grace_s: float = DEFAULT_GRACE_S, first: int = signal.SIGTERM) -> str:
+    """Signal the group, wait up to grace_s for it to vanish, then SIGKILL. Returns "clean" / "killed" / "gone"."""
+    try:
+        os.killpg(pgid, first)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return "clean"
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "clean"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.05)
+    return "killed"
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def resolve_vllm() -> list[str]:
+    """$SPARK_TUI_VLLM, else `vllm` on PATH, else this Python's `-m vllm.entrypoints.cli.main`."""
+    env = os.environ.get("SPARK_TUI_VLLM")
+    if env:
+        import shlex
+
+        parts = shlex.split(env)
+        if not parts or not (shutil.which(parts[0]) or os.access(parts[0], os.X_OK)):
+            raise VllmError(f"SPARK_TUI_VLLM={env!r} is not an executable", "point it at the `vllm` program")
+        return parts
+    exe = shutil.which("vllm")
+    if exe:
+        return [exe]
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    raise VllmError("vLLM is not installed (no `vllm` on PATH, no vllm module in this Python)",
+                    "install it (`pip install 'spark-tui[vllm]'`), or set SPARK_TUI_VLLM=/path/to/vllm, "
+                    "or use --runtime docker")
+
+
+def _with_port(plan: Any, port: int | None) -> Any:
+    if port is None or port == plan.port:
+        return plan
+    import dataclasses
+
+    flags = tuple(f for f in plan.flags if f.flag != "--port")  # --port given to launch wins over the plan's
+    return dataclasses.replace(plan, port=port, flags=flags)
+
+
+def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:
+    """The export helper's `serve_argv` (plan.argv() + missing --host/--port/parallel flags), run by the
+    resolved vLLM command (which may be several words: python -m vllm.entrypoints.cli.main)."""
+    from spark_tui.core.export import serve_argv
+
+    return list(vllm_cmd) + serve_argv(_with_port(plan, port))[1:]
+
+
+def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm") -> list[str]:
+    """`docker run` for the plan as an argv, from the export helper's pieces (the same container flags,
+    image and port publishing as `spark-tui export --format docker`). Secrets are passed by name only."""
+    from spark_tui.core import export as ex
+
+    plan = _with_port(plan, port)
+    host, p = ex.effective_host(plan), ex.effective_port(plan)
+    argv = ["docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host", "-p", ex._publish(host, p),
+            "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
+    for s in plan.secret_env:  # `-e NAME` copies the value from our environment; it never appears in argv
+        argv += ["-e", s]
+    for e in plan.env:
+        argv += ["-e", f"{e.name}={e.value}"]
+    args = ex.container_args(plan)
+    if os.path.isdir(plan.model):  # a local checkpoint: mount it read-only at the same path
+        argv += ["-v", f"{os.path.abspath(plan.model)}:{os.path.abspath(plan.model)}:ro"]
+    argv.append(ex.image_for(plan, ex.ExportOptions(image=image)))
+    return argv + args
+
+
+# ---------------------------------------------------------------------------------------------- preflight
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("0.0.0.0", "") else "0.0.0.0", port))
+        except OSError as e:
+            raise VllmError(f"port {port} on {host} is already in use ({e.strerror})",
+                            "stop what uses it (`spark-tui stop --all` for a server spark-tui started) "
+                            "or choose another with --port") from None
+
+
+def mem_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_memory(plan: Any, available: int | None = None) -> str | None:
+    """On unified memory (GB10) the plan's budget must fit in MemAvailable now (vLLM refuses otherwise,
+    FACTS.md §6). Raises VllmError when short; returns a note otherwise (None when not applicable)."""
+    mem = getattr(plan, "memory", None)
+    dev = getattr(plan, "device", None)
+    if mem is None or dev is None or not getattr(dev, "unified_memory", False):
+        return None
+    avail = mem_available_bytes() if available is None else available
+    if avail is None:
+        return "MemAvailable unknown: memory check skipped"
+    gib = 1024**3
+    if avail < mem.budget_bytes:
+        raise VllmError(
+            f"not enough free memory: the plan needs {mem.budget_bytes / gib:.1f} GiB "
+            f"(gpu-memory-utilization x {mem.device_total_bytes / gib:.1f} GiB) but MemAvailable is "
+            f"{avail / gib:.1f} GiB ({(mem.budget_bytes - avail) / gib:.1f} GiB short)",
+            "close other programs, drop the page cache (`sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`), "
+            "or plan a lower --gpu-memory-utilization",
+        )
+    return f"MemAvailable {avail / gib:.1f} GiB >= budget {mem.budget_bytes / gib:.1f} GiB"
+
+
+def check_checkpoint(plan: Any) -> Any | None:
+    """For a local checkpoint directory: completeness + format (part 1). None for a hub repo id."""
+    if not os.path.isdir(str(plan.model)):
+        return None
+    from spark_tui.core import checkpoint as ck
+
+    fmt = getattr(getattr(plan, "checkpoint", None), "format", None) or None
+    rep = ck.verify_checkpoint(plan.model, expected_format=fmt)
+    ck.require_complete(rep)
+    return rep
+
+
+# ---------------------------------------------------------------------------------------------- verification
+@dataclass(frozen=True)
+class Verification:
+    predicted_kv_tokens: int | None
+    actual_kv_tokens: int | None
+    kv_error_pct: float | None  # (actual - predicted) / predicted x 100
+    planned_moe_backend: str | None
+    actual_moe_backend: str | None
+    mismatches: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.actual_kv_tokens is not None:
+            pred = f"{self.predicted_kv_tokens:,}" if self.predicted_kv_tokens is not None else "no prediction"
+            err = f" ({self.kv_error_pct:+.1f}%)" if self.kv_error_pct is not None else ""
+            out.append(f"KV cache: {self.actual_kv_tokens:,} tokens, plan predicted {pred}{err}")
+        if self.actual_moe_backend or self.planned_moe_backend:
+            out.append(f"MoE backend: {self.actual_moe_backend or 'not logged'}"
+                       f" (plan: {self.planned_moe_backend or 'auto'})")
+        return out + [f"MISMATCH: {m}" for m in self.mismatches]
+
+
+def _norm_backend(s: str | None) -> str | None:
+    return None if s is None else s.strip().lower().replace("-", "_")
+
+
+def verify_against_plan(plan: Any, summary: Any, kv_tolerance_pct: float = 10.0) -> Verification:
+    """Compare what vLLM logged (a vllm_log.StartupSummary: kv_cache_tokens, moe_backend) with the plan."""
+    mem = getattr(plan, "memory", None)
+    pred = getattr(mem, "kv_cache_tokens", None) if mem is not None else None
+    actual = summary.kv_cache_tokens
+    err = None
+    mismatches = []
+    if pred and actual is not None:
+        err = (actual - pred) / pred * 100.0
+        if abs(err) > kv_tolerance_pct:
+            mismatches.append(f"KV cache is {actual:,} tokens, the plan predicted {pred:,} ({err:+.1f}%)")
+    fc = plan.flag("--moe-backend") if hasattr(plan, "flag") else None
+    planned = fc.value if fc is not None else None
+    chosen = summary.moe_backend
+    if planned and _norm_backend(planned) != "auto" and chosen is not None:
+        if _norm_backend(planned) != _norm_backend(chosen):
+            mismatches.append(f"vLLM chose MoE backend {chosen}, the plan asked for {planned}")
+    return Verification(pred, actual, err, planned, chosen, tuple(mismatches))
+
+
+# ---------------------------------------------------------------------------------------------- log file
+class RotatingLog:
+    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "ab")
+
+    def write(self, data: bytes) -> None:
+        if self.f.tell() + len(data) > self.max_bytes and self.f.tell() > 0:
+            self.f.close()
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            self.f = open(self.path, "ab")
+        self.f.write(data)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# ---------------------------------------------------------------------------------------------- the process
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except OSError:
+        pass
+
+
+def start_watchdog(parent_pid: int, pgid: int, grace_s: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spark_tui.core.supervisor", "--watchdog", str(parent_pid), str(pgid), str(grace_s)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+    )
+
+
+def watchdog_main(parent_pid: int, pgid: int, grace_s: float) -> int:
+    """Stop the server group when spark-tui (parent_pid) is gone; exit when the group is gone."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    while True:
+        if not group_alive(pgid):
+            return 0
+        if not pid_alive(parent_pid):
+            stop_group(pgid, grace_s)
+            return 0
+        time.sleep(WATCHDOG_POLL_S)
+
+
+class Supervisor:
+    """One vLLM server process (group). Thread-safe subscribe; `start()` then `wait_ready()`."""
+
+    def __init__(self, argv: list[str], *, host: str, port: int, model: str, served_model_name: str | None = None,
+                 env: dict[str, str] | None = None, log_path: Path | None = None, detach: bool = False,
+                 runtime: str = "native", plan_summary: dict[str, Any] | None = None,
+                 grace_s: float = DEFAULT_GRACE_S, cwd: str | None = None) -> None:
+        self.argv = list(argv)
+        self.host, self.port, self.model = host, port, model
+        self.served_model_name = served_model_name
+        self.env = env
+        self.detach = detach
+        self.runtime = runtime
+        self.plan_summary = plan_summary or {}
+        self.grace_s = grace_s
+        self.cwd = cwd
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = Path(log_path) if log_path else logs_dir() / f"vllm-{stamp}-{port}.log"
+        from spark_tui.core.vllm_log import StartupTracker, VllmLogParser
+
+        self.parser = VllmLogParser(max_lines=5000)
+        self.tracker = StartupTracker()
+        self._phase_sig: tuple = ()
+        self.proc: subprocess.Popen | None = None
+        self.watchdog: subprocess.Popen | None = None
+        self.record: ServerRecord | None = None
+        self.started_at = 0.0
+        self._subs: list[Subscriber] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._stopped_by_us = False
+        self.tail: list[str] = []  # last lines, for diagnosis
+
+    # -- subscribers
+    def subscribe(self, fn: Subscriber) -> None:
+        with self._lock:
+            self._subs.append(fn)
+
+    def _emit(self, ev: SupervisorEvent) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for s in subs:
+            try:
+                s(ev)
+            except Exception:  # noqa: BLE001 - a broken subscriber must not kill the log pump
+                pass
+
+    @property
+    def url(self) -> str:
+        h = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{h}:{self.port}"
+
+    def start(self) -> ServerRecord:
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        main_thread = threading.current_thread() is threading.main_thread()
+        use_pdeathsig = not self.detach and main_thread and sys.platform.startswith("linux")
+        log = RotatingLog(self.log_path)
+        log.write(("+ " + " ".join(self.argv) + "\n").encode())
+        self.started_at = time.time()
+        # attached: output through a pipe we pump (rotating log + subscribers). Detached: straight into the
+        # log file, because a pipe would break (EPIPE/SIGPIPE in vLLM) once spark-tui exits; we follow the
+        # file for subscribers while we live (the file is then not rotated).
+        out = subprocess.PIPE if not self.detach else log.f
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=self.cwd, start_new_session=True, preexec_fn=_set_pdeathsig if use_pdeathsig else None,
+            )
+        except OSError as e:
+            log.close()
+            raise VllmError(f"cannot start {self.argv[0]}: {e.strerror}", "check the vLLM installation "
+                            "(SPARK_TUI_VLLM) or --runtime") from None
+        pgid = os.getpgid(self.proc.pid)
+        if not self.detach:
+            self.watchdog = start_watchdog(os.getpid(), pgid, self.grace_s)
+        self.record = ServerRecord(
+            pid=self.proc.pid, pgid=pgid, host=self.host, port=self.port, model=self.model,
+            served_model_name=self.served_model_name, log_path=str(self.log_path), argv=tuple(self.argv),
+            started_at=self.started_at, detached=self.detach, runtime=self.runtime,
+            watchdog_pid=self.watchdog.pid if self.watchdog else None, parent_pid=os.getpid(),
+            plan_summary=self.plan_summary,
+        )
+        self.record.save()
+        target = self._pump if not self.detach else self._follow
+        self._reader = threading.Thread(target=target, args=(self.proc, log), daemon=True, name="vllm-log")
+        self._reader.start()
+        return self.record
+
+    def _line(self, raw: bytes) -> None:
+        decoded = raw.decode("utf-8", "replace")
+        text = decoded.rstrip("\r\n").rsplit("\r", 1)[-1]  # a tqdm bar redrawn with \r: its last state
+        self.tail.append(text)
+        if len(self.tail) > 400:
+            del self.tail[:200]
+        self._emit(LogLine(text, time.time()))
+        n0 = self.parser._count
+        events = self.parser.feed(decoded if decoded.endswith("\n") else decoded + "\n")
+        for ll in self.parser.lines[-(self.parser._count - n0):] if self.parser._count > n0 else ():
+            self.tracker.observe_line(ll)
+        for ev in events:
+            self.tracker.observe(ev)
+            self._emit(LogEvent(ev))
+        sig = tuple((p.key, p.status, p.detail) for p in self.tracker.phases())
+        if sig != self._phase_sig:
+            self._phase_sig = sig
+            self._emit(PhaseChanged(tuple(self.tracker.phases())))
+
+    def summary(self) -> Any:
+        """What the log said so far (vllm_log.StartupSummary)."""
+        return self.tracker.summary()
+
+    def _follow(self, proc: subprocess.Popen, log: RotatingLog) -> None:
+        """Detached: read the log file the server writes, line by line, until it exits."""
+        log.close()
+        with open(self.log_path, "rb") as f:
+            f.readline()  # our "+ argv" line
+            buf = b""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    buf += chunk
+                    if buf.endswith(b"\n"):
+                        self._line(buf)
+                        buf = b""
+                    continue
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self._emit(Exited(proc.returncode, self._stopped_by_us))
+
+    def _pump(self, proc: subprocess.Popen, log: RotatingLog) -> None:
+        assert proc.stdout is not None
+        try:
+            for raw in iter(proc.stdout.readline, b""):
+                log.write(raw)
+                self._line(raw)
+        finally:
+            rc = proc.wait()
+            log.write(f"[spark-tui] vLLM exited with {rc}\n".encode())
+            log.close()
+            if self.record is not None and not group_alive(self.record.pgid):
+                self.record.path().unlink(missing_ok=True)
+            self._emit(Exited(rc, self._stopped_by_us))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def probe_ready(self, timeout: float = 2.0) -> tuple[str, ...] | None:
+        """The served model ids when /health is 200 and /v1/models lists the model, else None."""
+        import httpx
+
+        try:
+            with httpx.Client(timeout=timeout) as c:
+                if c.get(self.url + "/health").status_code != 200:
+                    return None
+                r = c.get(self.url + "/v1/models")
+                if r.status_code != 200:
+                    return None
+                ids = tuple(m.get("id") for m in r.json().get("data", []))
+        except (httpx.HTTPError, ValueError):
+            return None
+        want = self.served_model_name or self.model
+        return ids if want in ids or (not self.served_model_name and ids) else None
+
+    def wait_ready(self, timeout_s: float, poll_s: float = 0.5,
+                   diagnose: Callable[[list[str]], str | None] | None = None) -> Ready:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                if self._reader:
+                    self._reader.join(timeout=5)
+                rc = self.proc.returncode if self.proc else None
+                raise VllmError(f"vLLM exited with code {rc} during startup{self._diagnosis(diagnose)}",
+                                f"full log: {self.log_path}")
+            ids = self.probe_ready()
+            if ids is not None:
+                ev = Ready(self.url, time.time() - self.started_at, ids)
+                self._emit(ev)
+                return ev
+            time.sleep(poll_s)
+        tail = list(self.tail)
+        self.stop()
+        raise VllmError(f"vLLM did not become ready within {timeout_s:.0f} s; it was stopped"
+                        f"{self._diagnosis(diagnose, tail)}",
+                        f"raise --startup-timeout if it was still making progress; full log: {self.log_path}")
+
+    def _diagnosis(self, diagnose: Callable[[list[str]], str | None] | None, tail: list[str] | None = None) -> str:
+        lines = list(self.tail if tail is None else tail)
+        if diagnose is not None:
+            try:
+                d = diagnose(lines)
+                if d:
+                    return "\n" + d
+            except Exception:  # noqa: BLE001 - a diagnosis must never hide the failure
+                pass
+        last = [ln for ln in lines if ln.strip()][-8:]
+        return ("\nlast log lines:\n  " + "\n  ".join(last)) if last else ""
+
+    def stop(self, grace_s: float | None = None) -> str:
+        """SIGTERM the group, SIGKILL after the grace period; remove the state file; end the watchdog."""
+        if self.proc is None:
+            return "gone"
+        self._stopped_by_us = True
+        how = stop_group(os.getpgid(self.proc.pid) if self.alive() else self.record.pgid,
+                         self.grace_s if grace_s is None else grace_s)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self._reader:
+            self._reader.join(timeout=5)
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait(timeout=2)
+        if self.record is not None:
+            self.record.path().unlink(missing_ok=True)
+        return how
+
+
+def install_signal_handlers(sup: Supervisor, exit_code: int = 130) -> None:
+    """SIGTERM / SIGHUP (terminal closed) / SIGINT in spark-tui stop the server group, then exit."""
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signum, signal.SIG_IGN)
+        try:
+            sup.stop()
+        finally:
+            os._exit(128 + signum if signum != signal.SIGINT else exit_code)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+
+
+def find_servers(pid: int | None = None) -> list[ServerRecord]:
+    recs = list_servers()
+    if pid is None:
+        return recs
+    found = [r for r in recs if r.pid == pid or r.pgid == pid]
+    if not found:
+        raise UsageError(f"no running server launched by spark-tui has pid {pid}",
+                         "list them with `spark-tui stop` (no arguments)")
+    return found
+
+
+def _main(argv: Iterable[str]) -> int:
+    args = list(argv)
+    if len(args) == 4 and args[0] == "--watchdog":
+        return watchdog_main(int(args[1]), int(args[2]), float(args[3]))
+    print("usage: python -m spark_tui.core.supervisor --watchdog PARENT_PID PGID GRACE_S", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

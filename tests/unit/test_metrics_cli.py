@@ -1,0 +1,81 @@
+"""The monitor command's pure parts: formatting, URL handling, import hygiene, errors without a server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spark_tui.commands.monitor import format_gpu, format_stats, metrics_url, report
+from spark_tui.core.metrics import snapshots_from, window_stats
+from spark_tui.errors import UsageError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "metrics"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stats(model: str, window: bool):
+    texts = [(0.0, (DATA / f"{model}-0-fresh.txt").read_text()), (2.0, (DATA / f"{model}-1-after.txt").read_text())]
+    snaps = snapshots_from(texts if window else texts[1:])
+    return window_stats(snaps), snaps[-1]
+
+
+def test_format_without_spec_decode_says_na():
+    st, _ = stats("qwen3-moe", window=True)
+    line = format_stats(st)
+    assert line.startswith("gen 64.0 tok/s, prompt ")
+    assert "MTP n/a" in line and "KV 0.0%" in line
+
+
+def test_format_spec_decode_cumulative():
+    st, _ = stats("qwen35-mtp-accept", window=False)
+    line = format_stats(st)
+    assert line.startswith("since start: gen 128 tok")
+    assert "MTP accept 100.0% len 2.00 pos [1.00]" in line
+
+
+def test_report_json_fields():
+    st, snap = stats("qwen35-mtp", window=False)
+    d = json.loads(json.dumps(report(st, snap, "http://x/metrics", None)))
+    assert d["schema_version"] == 1 and d["cumulative"] is True and d["generation_tok_s"] is None
+    assert d["spec_decode"]["acceptance_rate"] == 0.0
+    assert d["spec_decode"]["per_position_acceptance"] == [0.0]
+    assert d["gpu"] is None
+
+
+def test_gpu_line_is_honest_without_gpu():
+    assert format_gpu({"status": "no_nvml", "message": "", "gpus": []}) == "GPU: no GPU (no_nvml)"
+    assert "n/a" in format_gpu({"status": "unavailable", "message": "GPU probe not available", "gpus": []})
+    g = {"status": "ok", "message": "", "mem_available_bytes": 100 * 2**30, "gpus": [
+        {"index": 0, "name": "NVIDIA GB10", "utilization_pct": 87.0, "memory_used_bytes": None,
+         "memory_total_bytes": None, "unified_memory": True, "temperature_c": 61.0, "power_draw_w": None}]}
+    assert format_gpu(g) == "GPU0 87% unified, MemAvailable 100.0 GiB 61C"
+
+
+def test_metrics_url():
+    assert metrics_url("http://h:8000") == "http://h:8000/metrics"
+    assert metrics_url("http://h:8000/metrics/") == "http://h:8000/metrics"
+    with pytest.raises(UsageError):
+        metrics_url("h:8000")
+
+
+def test_import_is_light():
+    code = ("import sys, spark_tui.commands.monitor, spark_tui.core.metrics\n"
+            "bad = [m for m in ('httpx', 'torch', 'vllm', 'textual', 'prometheus_client') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+
+
+def test_unreachable_server_exits_6_with_hint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave: nothing listens there
+    r = subprocess.run([sys.executable, "-m", "spark_tui", "monitor", "--url", f"http://127.0.0.1:{port}",
+                        "--once", "--json", "--no-gpu"], capture_output=True, text=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT)}, timeout=60)
+    assert r.returncode == 6
+    assert "cannot read" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr

@@ -1,13 +1,15 @@
-"""Device screen: each GPU as a card, host memory, and the live state; no GPU -> pick a target profile."""
+"""Device screen: each GPU as a card (name, SM, memory, driver/CUDA, live state) with the verdict from the
+profiles core; no GPU -> says so and lets the user pick a target device profile to plan for."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Select, Static
 
 from spark_tui.core.probe import GpuInfo, ProbeResult
+from spark_tui.ui.messages import TargetDeviceChosen
+from spark_tui.ui.screens.base import StepScreen
 
 
 def _gib(b: int | None) -> str:
@@ -24,7 +26,7 @@ def gpu_card_text(g: GpuInfo, probe: ProbeResult) -> str:
     if g.unified_memory:
         h = probe.host
         lines.append(
-            f"memory: unified with the CPU — {_gib(h.ram_total_bytes)} RAM, {_gib(h.mem_available_bytes)} "
+            f"memory: unified with the CPU: {_gib(h.ram_total_bytes)} RAM, {_gib(h.mem_available_bytes)} "
             "MemAvailable (NVML reports no framebuffer size here)"
         )
     else:
@@ -38,21 +40,83 @@ def gpu_card_text(g: GpuInfo, probe: ProbeResult) -> str:
     return "\n".join(lines)
 
 
-class DeviceScreen(Screen):
-    TITLE = "Device"
+def verdict_text(device_id: str | None) -> str:
+    """The verdict line for the matched device profile (spark_tui.ui.support.device_verdict)."""
+    from spark_tui.ui.support import device_verdict
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield VerticalScroll(Static("probing…", id="device-status"), id="device-cards")
-        yield Footer()
+    if device_id is None:
+        return "[b]verdict:[/b] no device profile matches this GPU; pick a target below to plan for"
+    v = device_verdict(device_id)
+    colour = {"native NVFP4": "green", "fallback": "yellow", "unsupported": "red"}.get(v.verdict, "white")
+    return f"[b]verdict ({device_id}):[/b] [{colour}]{v.verdict}[/] — {v.reason}"
 
-    def show_probe(self, probe: ProbeResult) -> None:
+
+class DeviceScreen(StepScreen):
+    MODE = "device"
+    BINDINGS = [("t", "focus_target", "Target device")]
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="device-body"):
+            yield Static("probing…", id="device-status")
+            yield VerticalScroll(id="device-cards")
+            yield Static("Plan for device profile:", id="target-label")
+            yield Select([], prompt="(choose a device profile)", id="target", allow_blank=True)
+
+    def on_mount(self) -> None:
+        self._fill_targets()
+        self.watch(self.app, "probe", self.show_probe, init=True)
+        self.watch(self.app, "target_device", self._target_changed, init=True)
+
+    def _fill_targets(self) -> None:
+        from spark_tui.ui.support import device_choices
+
+        try:
+            choices = device_choices()
+        except Exception as e:  # a broken profile file: say so, the rest of the screen still works
+            self.notify(str(e), title="device profiles", severity="error")
+            return
+        self.query_one("#target", Select).set_options(choices)
+
+    def _target_changed(self, did: str | None) -> None:
+        sel = self.query_one("#target", Select)
+        if did is not None and sel.value != did:
+            with self.prevent(Select.Changed):
+                sel.value = did
+        self.show_probe(self.app.probe)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "target" and isinstance(event.value, str):
+            self.post_message(TargetDeviceChosen(event.value))
+
+    def action_focus_target(self) -> None:
+        self.query_one("#target", Select).focus()
+
+    def show_probe(self, probe: ProbeResult | None) -> None:
+        status = self.query_one("#device-status", Static)
+        if probe is None:
+            status.update("probing…")
+            return
+        src = "" if probe.source == "nvml" else f"  (recorded probe: {probe.source})"
         cards = self.query_one("#device-cards", VerticalScroll)
-        cards.remove_children()
+        texts: list[tuple[str, str]] = []
         if not probe.ok:
-            cards.mount(Static(f"[b]No GPU here[/b]: {probe.message}\n{probe.hint}", classes="card warn"))
-        for g in probe.gpus:
-            cards.mount(Static(gpu_card_text(g, probe), classes="card"))
+            status.update(f"[b]No GPU here[/b]{src}: {probe.message}\n{probe.hint}\n"
+                          "Pick the device you plan for below (t); every other step works without a GPU.")
+        else:
+            status.update(f"{len(probe.gpus)} GPU{'s' if len(probe.gpus) > 1 else ''}{src}")
+            target = self.app.target_device
+            for g in probe.gpus:
+                texts.append((gpu_card_text(g, probe) + "\n" + verdict_text(target), "card"))
+        if not probe.ok and self.app.target_device:
+            texts.append((verdict_text(self.app.target_device), "card warn"))
         h = probe.host
-        cards.mount(Static(f"host: {h.cpu_arch or 'n/a'}, {h.cpu_count or 'n/a'} CPUs, RAM {_gib(h.ram_total_bytes)}, "
-                           f"MemAvailable {_gib(h.mem_available_bytes)}", classes="card host"))
+        texts.append((f"host: {h.cpu_arch or 'n/a'}, {h.cpu_count or 'n/a'} CPUs, RAM {_gib(h.ram_total_bytes)}, "
+                      f"MemAvailable {_gib(h.mem_available_bytes)}", "card host"))
+        existing = list(cards.query(Static))
+        if len(existing) == len(texts):  # live refresh: update in place (no flicker, keeps scroll)
+            for w, (t, cls) in zip(existing, texts):
+                w.update(t)
+                w.set_classes(cls)
+            return
+        cards.remove_children()
+        cards.mount_all([Static(t, classes=cls) for t, cls in texts])

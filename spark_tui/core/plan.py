@@ -48,6 +48,32 @@ class MemoryEstimate:
     max_concurrency: float  # predicted "Maximum concurrency for N tokens per request: X"
     headroom_bytes: int  # device total - budget (what the OS / other processes keep)
     notes: tuple[str, ...] = ()
+    # added by the planner (spark_tui.core.memory); defaults keep older constructors working
+    num_blocks: int = 0  # vLLM's num_gpu_blocks
+    bytes_per_block: int = 0  # one block across the largest KV cache group
+    blocks_per_request: int = 0  # blocks one max_model_len request takes (all groups)
+    kv_cache_groups: int = 0
+    mamba_slots_per_seq: int = 0  # DeltaNet state slots per request (1+k, or 2+k(+1) with prefix caching)
+    mamba_state_bytes_per_layer: int = 0  # one layer, one slot, before padding to the attention page
+    activation_bytes: int = 0
+    cuda_graph_bytes: int = 0
+    non_torch_bytes: int = 0
+    max_num_seqs: int = 0
+    fits: bool = True  # KV pool > 0 and at least one max_model_len request fits
+    exact_kv_pool: bool = False  # True with --kv-cache-memory-bytes
+
+    def bar(self) -> list[tuple[str, int]]:
+        """Segments for a memory bar, summing to device_total_bytes: weights, KV, DeltaNet state, overhead,
+        headroom. DeltaNet state is what max_num_seqs running requests hold (capped at the pool)."""
+        state = min(self.state_bytes_per_seq * max(self.max_num_seqs, 0), self.kv_cache_bytes)
+        used = self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+        return [
+            ("weights", self.weights_bytes),
+            ("kv", self.kv_cache_bytes - state),
+            ("deltanet_state", state),
+            ("overhead", self.overhead_bytes),
+            ("headroom", max(self.device_total_bytes - used, 0)),
+        ]
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,10 @@ class Plan:
     vllm_version: str | None = None  # the vLLM version the argv is written for
     secret_env: tuple[str, ...] = ("HF_TOKEN",)  # referenced, never valued
     differences: tuple[str, ...] = ()  # deliberate differences from the seed recipe for this device
+    checkpoint_reason: str = ""  # why this checkpoint (planner)
+    checkpoint_source: str = ""
+    match: str = ""  # how the device profile was matched (PCI id / name / SM family / --device)
+    recipe: str | None = None  # the published recipe reproduced (plan --recipe), else None
 
     def argv(self) -> list[str]:
         out = ["vllm", "serve", self.model]
@@ -125,4 +155,8 @@ class Plan:
             "nodes": self.nodes,
             "vllm_version": self.vllm_version,
             "secret_env": list(self.secret_env),
+            "checkpoint_reason": self.checkpoint_reason,
+            "checkpoint_source": self.checkpoint_source,
+            "match": self.match,
+            "recipe": self.recipe,
         }

@@ -76,9 +76,10 @@ class _Ctx:
     def util(self) -> float | None:
         v = self.args.get("gpu_memory_utilization")
         try:
-            return float(v) if v is not None else None
+            f = float(v) if v is not None else None
         except (TypeError, ValueError):
             return None
+        return f if f is not None and math.isfinite(f) and 0.0 < f <= 1.0 else None
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ def _max_len_new(m, ll, ctx) -> Diagnosis:
            "Lower --max-model-len") + (", or make room: --kv-cache-dtype fp8 halves the KV cache, or raise "
                                        "--gpu-memory-utilization.")
     return _d("max_model_len_too_large",
-              f"One request of --max-model-len {max_len} tokens needs {need:g} GiB of KV cache but only "
-              f"{have:g} GiB is available.", fix, fix_args, max_model_len=max_len, needed_gib=need,
+              f"One request of --max-model-len {max_len} tokens needs more KV cache ({need:g} GiB) than is "
+              f"available ({have:g} GiB).", fix, fix_args, max_model_len=max_len, needed_gib=need,
               available_gib=have, estimated_max_model_len=int(est) if est else None)
 
 
@@ -156,6 +157,17 @@ def _max_len_old(m, ll, ctx) -> Diagnosis:
               "--gpu-memory-utilization.",
               [{"flag": "--max-model-len", "value": str(fits)}], max_model_len=max_len,
               estimated_max_model_len=fits)
+
+
+def _max_len_model(m, ll, ctx) -> Diagnosis:
+    # config/model.py:2645-2649 (0.32) "User-specified max_model_len (N) is greater than the derived max_model_len
+    # (KEY=M or model_max_length=X in model's config.json)." (a WARNING instead when VLLM_ALLOW_LONG_MAX_MODEL_LEN)
+    asked, key, derived = int(m.group(1)), m.group(2), int(float(m.group(3)))
+    sev = "warning" if ll.level == "WARNING" else "error"
+    return _d("max_model_len_above_model",
+              f"--max-model-len {asked} is longer than the model was built for ({key}={derived} in its "
+              "config.json).", f"Use --max-model-len {derived} or less.",
+              [{"flag": "--max-model-len", "value": str(derived)}], sev, max_model_len=asked, model_max=derived)
 
 
 def _no_kernel(m, ll, ctx) -> Diagnosis:
@@ -278,24 +290,26 @@ def _engine_dead(m, ll, ctx) -> Diagnosis:
               "Read the first ERROR/traceback above; re-run with VLLM_LOGGING_LEVEL=DEBUG if none is shown.")
 
 
-_NUM = r"(\d+)"
 RULES: tuple[_Rule, ...] = (
     _Rule("out_of_memory", re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory"), _oom),
     _Rule("no_kv_cache_memory", re.compile(r"No available memory for the cache blocks"), _no_kv_memory),
     _Rule("max_model_len_too_large", re.compile(
-        r"max seq len \((\d+)\), \(([\d.]+) GiB KV cache is needed, which is larger than the available KV cache "
-        r"memory \(([\d.]+) GiB\)\.(?: Based on the available memory, the estimated maximum model length is "
+        r"max seq len \((\d+)\), \((\d+(?:\.\d+)?) GiB KV cache is needed, which is larger than the available KV cache "
+        r"memory \((\d+(?:\.\d+)?) GiB\)\.(?: Based on the available memory, the estimated maximum model length is "
         r"(\d+)\.)?"), _max_len_new),
     _Rule("max_model_len_too_large", re.compile(
         r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache "
         r"\((\d+)\)"), _max_len_old),
+    _Rule("max_model_len_above_model", re.compile(
+        r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len \((\w+)=(\d+(?:\.\d+)?)"),
+        _max_len_model),
     _Rule("no_kernel_image", re.compile(r"no kernel image is available for execution on the device"), _no_kernel),
     _Rule("quantization_unsupported_gpu", re.compile(
         r"not supported for the current GPU\. (?:Minimum|Min|Required) capability: (\d+)\. Current capability: "
         r"(-?\d+)"), _quant_capability),
     _Rule("startup_memory_check", re.compile(
-        r"Free memory on device (\S+) \(([\d.]+)/([\d.]+) GiB\) on startup is less than desired GPU memory "
-        r"utilization \(([\d.]+), ([\d.]+) GiB\)"), _free_memory),
+        r"Free memory on device (\S+) \((\d+(?:\.\d+)?)/(\d+(?:\.\d+)?) GiB\) on startup is less than desired GPU memory "
+        r"utilization \((\d+(?:\.\d+)?), (\d+(?:\.\d+)?) GiB\)"), _free_memory),
     _Rule("quantization_mismatch", re.compile(
         r"Quantization method specified in the model config \(([^)]*)\) does not match the quantization method "
         r"specified in the `quantization` argument \(([^)]*)\)"), _quant_mismatch),
@@ -356,7 +370,10 @@ def diagnose_lines(lines: Sequence[LogLine], events: Iterable[Event]) -> list[Di
             m = rule.pattern.search(text)
             if not m:
                 continue
-            d = rule.build(m, ll, ctx)
+            try:
+                d = rule.build(m, ll, ctx)
+            except (ValueError, ArithmeticError):  # numbers no real vLLM message carries (0 GiB total, ...)
+                continue
             key = d.kind
             if key not in found:
                 found[key] = d

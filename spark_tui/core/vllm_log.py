@@ -327,20 +327,20 @@ _LOAD_START = re.compile(r"Starting to load model (.+?)(?:\.\.\.)?$")
 # `\r` was lost (copied logs): the last frame wins.
 _LOAD_BAR = re.compile(r"Loading (?:\w+ )?checkpoint shards:\s*(\d+)% Completed \| (\d+)/(\d+)")
 # default_loader.py:501 (0.32) "Loading weights took %.2f seconds".
-_WEIGHTS = re.compile(r"Loading weights took ([\d.]+) seconds")
+_WEIGHTS = re.compile(r"Loading weights took (\d+(?:\.\d+)?) seconds")
 # gpu_model_runner.py:5150 (0.32) "Model loading took %s GiB memory and %.6f seconds"; 0.9-0.10 printed
 # "Model loading took X GiB and Y seconds" (PR #20998 log); V0 "Loading model weights took X GB" (issue #10517).
-_MODEL_LOADED = re.compile(r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds")
-_MODEL_LOADED_V0 = re.compile(r"Loading model weights took ([\d.]+) GB")
+_MODEL_LOADED = re.compile(r"Model loading took (\d+(?:\.\d+)?) GiB(?: memory)? and (\d+(?:\.\d+)?) seconds")
+_MODEL_LOADED_V0 = re.compile(r"Loading model weights took (\d+(?:\.\d+)?) GB")
 # v1/worker/gpu_worker.py:760 (0.32) "Available KV cache memory: %s GiB".
-_KV_MEM = re.compile(r"Available KV cache memory: ([\d.]+) GiB")
+_KV_MEM = re.compile(r"Available KV cache memory: (\d+(?:\.\d+)?) GiB")
 # platforms/interface.py:1097 (0.32) "Setting attention block size to %d tokens ..."
 _BLOCK = re.compile(r"Setting attention block size to (\d+) tokens")
 # v1/core/kv_cache_utils.py:2328 (0.32, one line): "%s KV cache size: %s tokens, Maximum concurrency for %s tokens
 # per request: %.2fx" with %s = "GPU" | "CPU" | "GPU + host". 0.19-0.24 printed two lines (issues #40691,
 # club-3090#612); both halves are matched independently so either form yields both events.
 _KV_SIZE = re.compile(rf"\b(GPU|CPU|XPU|TPU|NPU|HPU)(?: \+ host)? KV cache size: ({_NUM}) tokens")
-_CONCURRENCY = re.compile(rf"Maximum concurrency for ({_NUM}) tokens per request: ([\d.]+)x")
+_CONCURRENCY = re.compile(rf"Maximum concurrency for ({_NUM}) tokens per request: (\d+(?:\.\d+)?)x")
 # V0 worker / early V1 kv_cache_utils.py:395 (PR #12569 log): "# GPU blocks: N[, # CPU blocks: M]".
 _GPU_BLOCKS = re.compile(r"#?\s?GPU blocks: (\d+)(?:, # CPU blocks: (\d+))?")
 _COMPILE = re.compile(r"torch\.compile (?:took|takes) [\d.]+ s in total|Compiling a graph for .* takes [\d.]+ s"
@@ -349,32 +349,32 @@ _COMPILE = re.compile(r"torch\.compile (?:took|takes) [\d.]+ s in total|Compilin
 # <= 0.9 "Capturing CUDA graph shapes". tqdm's default bar "desc:  40%|████      | 2/5 [...]".
 _GRAPH_BAR = re.compile(r"Capturing CUDA graph(?:s| shapes)(?: \(([^)]*)\))?:\s*(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
 # gpu_model_runner.py:6582 (0.32) "Graph capturing finished in %.0f secs, took %.2f GiB".
-_GRAPH_DONE = re.compile(r"Graph capturing finished in ([\d.]+) secs?, took (-?[\d.]+) GiB")
+_GRAPH_DONE = re.compile(r"Graph capturing finished in (\d+(?:\.\d+)?) secs?, took (-?\d+(?:\.\d+)?) GiB")
 # v1/engine/core.py:386-403 (0.32): three forms, compilation suffix optional.
 _INIT_DONE = re.compile(
-    r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s)?"
+    r"init engine \(profile, create kv cache, warmup model\) took (\d+(?:\.\d+)?) s(?:econds)?(?: \(compilation: (\d+(?:\.\d+)?) s)?"
 )
 # entrypoints/launchers/api_server/entry.py:140 (0.32) "Starting vLLM server on %s"; 0.6-0.9
 # "Starting vLLM API server on http://..." / "Starting vLLM API server 0 on ...".
 _SERVER = re.compile(r"Starting vLLM (?:API )?server(?: \d+)? on (\S+)")
 _APP_READY = re.compile(r"Application startup complete\.")  # uvicorn, not vLLM source (FACTS §4)
-_STATS = re.compile(r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s")
+_STATS = re.compile(r"Avg prompt throughput: (\d+(?:\.\d+)?) tokens/s, Avg generation throughput: (\d+(?:\.\d+)?) tokens/s")
 _STATS_ENGINE = re.compile(r"Engine (\d+): Avg prompt")
 _STATS_RUNNING = re.compile(r"Running: (\d+) reqs")
 _STATS_WAITING = re.compile(r"Waiting: (\d+) reqs")
 _STATS_PENDING = re.compile(r"Pending: (\d+) reqs")  # V0 name for waiting
 _STATS_PREEMPT = re.compile(r"Preemptions: (\d+)")
-_STATS_KV = re.compile(r"(?:GPU|CPU|XPU|TPU|NPU|HPU) KV cache usage: ([\d.]+)%")
-_STATS_PREFIX = re.compile(r"(?<!External )Prefix cache hit rate: ([\d.]+)%")
+_STATS_KV = re.compile(r"(?:GPU|CPU|XPU|TPU|NPU|HPU) KV cache usage: (\d+(?:\.\d+)?)%")
+_STATS_PREFIX = re.compile(r"(?<!External )Prefix cache hit rate: (\d+(?:\.\d+)?)%")
 _SPEC = re.compile(r"SpecDecoding metrics: ")
 _SPEC_FIELDS = {
-    "mean": re.compile(r"Mean acceptance length: ([\d.]+)"),
-    "acc_tps": re.compile(r"Accepted throughput: ([\d.]+) tokens/s"),
-    "draft_tps": re.compile(r"Drafted throughput: ([\d.]+) tokens/s"),
+    "mean": re.compile(r"Mean acceptance length: (\d+(?:\.\d+)?)"),
+    "acc_tps": re.compile(r"Accepted throughput: (\d+(?:\.\d+)?) tokens/s"),
+    "draft_tps": re.compile(r"Drafted throughput: (\d+(?:\.\d+)?) tokens/s"),
     "acc": re.compile(r"Accepted: (\d+) tokens"),
     "draft": re.compile(r"Drafted: (\d+) tokens"),
     "pos": re.compile(r"Per-position acceptance rate: ([\d., ]*?)(?:, Avg|$)"),
-    "avg": re.compile(r"Avg Draft acceptance rate: ([\d.]+)%"),
+    "avg": re.compile(r"Avg Draft acceptance rate: (\d+(?:\.\d+)?)%"),
 }
 # Requested shutdown. 0.32 (real CPU log): "[shutdown] API server: shutdown triggered"
 # (launchers/launcher.py:254), "[shutdown] EngineCore: trigger received signal=SIGTERM" (v1/engine/core.py:1455);
@@ -454,7 +454,10 @@ class VllmLogParser:
             self.lines.append(ll)
             if len(self.lines) > self.max_lines:
                 del self.lines[: len(self.lines) - self.max_lines]
-        return self._events(ll)
+        try:
+            return self._events(ll)
+        except (ValueError, ArithmeticError, RecursionError):  # a number vLLM never prints (e.g. 1e999): skip line
+            return []
 
     # ---- matching ------------------------------------------------------------------------------------------
     def _events(self, ll: LogLine) -> list[Event]:
@@ -688,6 +691,10 @@ class StartupTracker:
     def _reach(self, key: str) -> None:
         self._phase = max(self._phase, PHASE_KEYS.index(key))
 
+    def _complete(self, key: str) -> None:
+        """`key` finished: the next phase is the active one (a failure from now on belongs to it)."""
+        self._phase = max(self._phase, min(PHASE_KEYS.index(key) + 1, len(PHASE_KEYS) - 1))
+
     def _set(self, key: str, value, first: bool = False) -> None:
         if first and self._s.get(key) is not None:
             return
@@ -746,10 +753,10 @@ class StartupTracker:
                 self._progress["weights"] = max(self._progress.get("weights", 0.0), ev.done / ev.total)
             self._detail["weights"] = f"{ev.done}/{ev.total} shards"
         elif isinstance(ev, WeightsLoaded):
-            self._reach("weights")
+            self._complete("weights")
             s("load_seconds", ev.seconds, first=True)
         elif isinstance(ev, ModelLoaded):
-            self._reach("weights")
+            self._complete("weights")
             s("weights_gib", ev.gib, first=True)
             if ev.seconds is not None and not self._s.get("_load_from_model"):
                 s("load_seconds", ev.seconds)
@@ -761,7 +768,7 @@ class StartupTracker:
         elif isinstance(ev, KvCacheMemory):
             s("kv_cache_gib", ev.gib, first=True)
         elif isinstance(ev, (KvCacheSize, MaxConcurrency, GpuBlocks)):
-            self._reach("kv_cache")
+            self._complete("kv_cache")
             if isinstance(ev, KvCacheSize):
                 s("kv_cache_tokens", ev.tokens, first=True)
             elif isinstance(ev, MaxConcurrency):
@@ -789,7 +796,7 @@ class StartupTracker:
             self._progress["graphs"] = 1.0
             self._detail["graphs"] = f"{ev.seconds:g} s, {ev.gib:g} GiB"
         elif isinstance(ev, EngineInitDone):
-            self._reach("graphs")
+            self._complete("graphs")
             s("init_engine_seconds", ev.seconds, first=True)
             s("compilation_seconds", ev.compilation_seconds, first=True)
             self._progress["graphs"] = 1.0

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spark_tui.cli import main
 from spark_tui.core.diagnose import KINDS, diagnose_text, has_failure
@@ -63,6 +65,24 @@ def test_max_len_too_large_new_format_gives_vllm_estimate():
                       "estimated_max_model_len": 87840}
     assert d.evidence_lines == (1,)
     assert [p.status for p in tracker.phases()][0] == "failed"
+
+
+def test_max_len_too_large_real_cpu_032():
+    summary, diags, tracker = diag("cpu-0.32.0-max-len-too-large.log")
+    assert kinds(diags) == [("max_model_len_too_large", "error")]  # not also engine_died: that is the symptom
+    d = diags[0]
+    assert d.fix_args == ({"flag": "--max-model-len", "value": "384"},)
+    assert d.data["max_model_len"] == 2048 and d.data["estimated_max_model_len"] == 384
+    assert d.evidence_lines == (81, 114)
+    assert {p.key: p.status for p in tracker.phases()}["kv_cache"] == "failed"
+    assert summary.vllm_version == "0.32.0" and not summary.ready
+
+
+def test_max_len_above_model_real_cpu_032():
+    _, diags, _ = diag("cpu-0.32.0-max-len-above-model.log")
+    assert kinds(diags) == [("max_model_len_above_model", "error")]
+    assert diags[0].fix_args == ({"flag": "--max-model-len", "value": "2048"},)
+    assert diags[0].data == {"max_model_len": 4096, "model_max": 2048}
 
 
 def test_max_len_too_large_v0_format():
@@ -206,3 +226,32 @@ def test_cli_unreadable_input(capsys, tmp_path):
     assert rc == 2 and out == "" and "cannot read" in err and "hint:" in err
     rc, _, err = run_cli(["diagnose", str(tmp_path)], capsys)  # a directory
     assert rc == 2 and "cannot read" in err
+
+
+def test_headless_modules_import_nothing_heavy():
+    import subprocess
+
+    code = ("import sys, spark_tui.core.vllm_log, spark_tui.core.diagnose, spark_tui.commands.diagnose; "
+            "heavy = [m for m in ('textual', 'torch', 'vllm', 'httpx', 'huggingface_hub') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([
+    "ERROR 01-01 00:00:00 [core.py:1] ", "ValueError: ", "max seq len (", "), (", " GiB KV cache is needed, "
+    "which is larger than the available KV cache memory (", " GiB).", "Free memory on device cuda:0 (", "/",
+    " GiB) on startup is less than desired GPU memory utilization (", ", ", "Unknown vLLM environment variable "
+    "detected: ", "VLLM_X", "EngineDeadError", "Shutting down", "\n", "\r", "12", "0.5", "nan", "1e309", "(",
+    ")", "'", "non-default args: {'gpu_memory_utilization': ", "}", "'port': ", "Address already in use",
+    "CUDA out of memory. Tried to allocate 2 GiB", "To serve at least one request with the model's",
+    "0", "1.2.3", "The model's max seq len (", ") is larger than the maximum number of tokens that can be stored in KV cache (",
+]), max_size=60))
+def test_diagnose_never_raises(parts):
+    summary, diags, tracker = diagnose_text("".join(parts))
+    for d in diags:
+        json.dumps(d.to_dict())
+    json.dumps(summary.to_dict())

@@ -74,7 +74,7 @@ class SparkApp(App):
         self.call_after_refresh(self._painted)
         if self._initial_probe is not None:
             self.probe = self._initial_probe
-            self._device_from_probe(self._initial_probe)
+            self.replan()
         if self.live_probe:
             self.probe_loop()
 
@@ -98,17 +98,8 @@ class SparkApp(App):
     def on_probe_updated(self, msg: ProbeUpdated) -> None:
         first = self.probe is None
         self.probe = msg.probe
-        if first:
-            self._device_from_probe(msg.probe)
-
-    def _device_from_probe(self, probe: ProbeResult) -> None:
-        """Plan for the GPU found here (matched to a device profile by the profiles core)."""
-        from spark_tui.ui.support import device_for_probe
-
-        if self.target_device is None:
-            did = device_for_probe(probe)
-            if did is not None:
-                self.target_device = did
+        if first:  # plan for this machine once; live refreshes do not re-plan under the user's feet
+            self.replan()
 
     # ------------------------------------------------------------------ choices -> plan
     def on_target_device_chosen(self, msg: TargetDeviceChosen) -> None:
@@ -130,12 +121,13 @@ class SparkApp(App):
         self.replan()
 
     def replan(self) -> None:
-        if self.target_device is None:
+        """Plan for the chosen device profile, else for the GPU probed here (as `spark-tui plan` does)."""
+        if self.target_device is None and (self.probe is None or not self.probe.ok):
             return
         self.run_planner(self.target_device, self.checkpoint_id, dict(self.overrides))
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
-    def run_planner(self, device: str, checkpoint: str | None, overrides: dict) -> None:
+    def run_planner(self, device: str | None, checkpoint: str | None, overrides: dict) -> None:
         from spark_tui.errors import SparkError
         from spark_tui.ui.support import build_plan
 

@@ -8,9 +8,9 @@ from typing import Any
 from spark_tui.core.probe import ProbeResult
 
 
-def device_for_probe(probe: ProbeResult) -> str | None:
+def device_for_probe(probe: ProbeResult | None) -> str | None:
     """The device profile id the profiles core matches to the first GPU (None: no GPU, or no match)."""
-    if not probe.ok:
+    if probe is None or not probe.ok:
         return None
     from spark_tui.core.profiles import catalog, match_gpu
 
@@ -19,12 +19,37 @@ def device_for_probe(probe: ProbeResult) -> str | None:
     return None if m is None else m.device.id
 
 
-def build_plan(device: str, checkpoint: str | None, overrides: dict[str, Any], probe: ProbeResult | None) -> Any:
-    """The plan `spark-tui plan` would print for these choices (commands.plan.make_plan)."""
-    from spark_tui.commands.plan import make_plan
+OVERRIDE_KEYS = ("context", "concurrency", "goal", "mtp", "set_flags", "model_path")
 
-    return make_plan(device=device, checkpoint=checkpoint, probe=probe if probe is not None and probe.ok else None,
-                     **overrides)
+
+def build_plan(device: str | None, checkpoint: str | None, overrides: dict[str, Any], probe: ProbeResult | None) -> Any:
+    """The plan `spark-tui plan` would print for these choices (core.planner.make_plan): the chosen device
+    profile, else the probed GPU."""
+    from spark_tui.core.planner import make_plan
+
+    kw = {k: v for k, v in overrides.items() if k in OVERRIDE_KEYS and v not in (None, "", [])}
+    return make_plan(device=device, probe=None if device else probe, checkpoint=checkpoint, **kw)
+
+
+def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[Any, str, list[str]]], str]:
+    """Every checkpoint profile for the target as (profile, why, warnings): the planner's own choice first
+    (core.planner.choose_checkpoint with no --checkpoint), then the rest with the warnings the planner gives
+    when that one is forced. Returns the rows and the target's name."""
+    from spark_tui.core.planner import choose_checkpoint, resolve_target
+    from spark_tui.core.profiles import catalog
+
+    cat = catalog()
+    if device is None and (probe is None or not probe.ok):
+        return [(c, "", []) for c in cat.checkpoints.values()], "no device chosen yet (Device step)"
+    t = resolve_target(cat, device, None if device else probe)
+    best, why, source, _ = choose_checkpoint(cat, t, None)
+    rows = [(best, f"{why} [{source}]", [])]
+    for c in sorted(cat.checkpoints.values(), key=lambda c: c.id):
+        if c.id == best.id:
+            continue
+        _, _, _, warns = choose_checkpoint(cat, t, c.id)
+        rows.append((c, "", warns))
+    return rows, f"{t.name} ({t.profile.id})"
 
 
 def device_choices() -> list[tuple[str, str]]:

@@ -104,7 +104,9 @@ class DeviceScreen(StepScreen):
                           "Pick the device you plan for below (t); every other step works without a GPU.")
         else:
             status.update(f"{len(probe.gpus)} GPU{'s' if len(probe.gpus) > 1 else ''}{src}")
-            target = self.app.target_device
+            from spark_tui.ui.support import device_for_probe
+
+            target = self.app.target_device or device_for_probe(probe)
             for g in probe.gpus:
                 texts.append((gpu_card_text(g, probe) + "\n" + verdict_text(target), "card"))
         if not probe.ok and self.app.target_device:

@@ -34,6 +34,14 @@ def phases_markup(phases) -> str:
     return "\n".join(out)
 
 
+def fix_to_set(arg: dict) -> str:
+    """A diagnosis fix_arg ({"flag", "value"}: None removes, "" a bare switch) as a planner --set item (pure)."""
+    value = arg.get("value")
+    if value is None:
+        return f"{arg['flag']}="
+    return arg["flag"] if value == "" else f"{arg['flag']}={value}"
+
+
 class LaunchFailed:
     """Posted (inside ServerEvent) when the start fails before or during startup."""
 
@@ -117,9 +125,9 @@ class RunScreen(StepScreen):
         if self.fix is None:
             self.notify("No fix to apply.", title="Fix")
             return
-        sets = [f"{a['flag']}={a['value']}" if a.get("value") else a["flag"] for a in self.fix.fix_args]
+        sets = [fix_to_set(a) for a in self.fix.fix_args]
         ov = dict(self.app.overrides)
-        ov["set"] = list(dict.fromkeys([*ov.get("set", []), *sets]))
+        ov["set_flags"] = list(dict.fromkeys([*ov.get("set_flags", []), *sets]))
         self.notify("applied: " + " ".join(sets) + "; relaunching with the new plan", title="Fix")
         self.fix = None
         self._relaunch_after_plan = True

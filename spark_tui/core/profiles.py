@@ -442,7 +442,9 @@ def match_gpu(cat: Catalog, name: str | None, pci_device: str | None, sm: int | 
     """Pick the device profile for a probed GPU: PCI device id, then name pattern, then SM family rule."""
     specific = [d for d in cat.devices.values() if not d.generic and not d.cpu]
     if pci_device:
-        pid = pci_device.lower().removeprefix("0x")[-4:]
+        pid = pci_device.lower().removeprefix("0x")
+        if len(pid) == 8:  # NVML pciDeviceId "0xDDDDVVVV": device id in the high 16 bits
+            pid = pid[:4]
         for d in specific:
             if pid in d.pci_device_ids:
                 return Match(d, "pci-device-id", f"PCI device id {pid} is listed in {d.id}")

@@ -67,7 +67,7 @@ class DashboardScreen(StepScreen):
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="dash-body"):
-            yield Input(placeholder="vLLM URL, e.g. http://127.0.0.1:8000 (Enter)", id="dash-url")
+            yield Input(placeholder="vLLM URL, e.g. http://127.0.0.1:8000 (Enter)", id="dash-url", compact=True)
             yield Static("", id="dash-status")
             with Horizontal(classes="spark-row"):
                 yield Static("generation n/a", id="dash-gen", classes="spark-label")
@@ -77,9 +77,9 @@ class DashboardScreen(StepScreen):
                 yield Sparkline([], id="spark-prompt")
             with Horizontal(id="dash-grid"):
                 with Vertical():
-                    yield Static("", id="dash-load", classes="panel")
-                    yield Static("", id="dash-latency", classes="panel")
-                yield Static("", id="dash-mtp", classes="panel")
+                    yield Static("running n/a  waiting n/a\nKV cache n/a", id="dash-load", classes="panel")
+                    yield Static("TTFT n/a\nITL n/a", id="dash-latency", classes="panel")
+                yield Static("MTP acceptance n/a", id="dash-mtp", classes="panel")
             yield Static("", id="dash-gpu")
 
     def on_mount(self) -> None:

@@ -31,8 +31,8 @@ class DownloadScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         with Vertical(id="dl-body"):
             with Horizontal(id="dl-inputs"):
-                yield Input(placeholder="repo id, e.g. nvidia/Qwen3.6-35B-A3B-NVFP4", id="dl-repo")
-                yield Input(placeholder="folder (empty: HF cache)", id="dl-dir")
+                yield Input(placeholder="repo id, e.g. nvidia/Qwen3.6-35B-A3B-NVFP4", id="dl-repo", compact=True)
+                yield Input(placeholder="folder (empty: HF cache)", id="dl-dir", compact=True)
             yield Static("", id="dl-status")
             yield ProgressBar(total=None, show_eta=False, id="dl-total")
             yield Static("", id="dl-line")

@@ -30,8 +30,8 @@ class ExportScreen(StepScreen):
         from spark_tui.core.export import FORMATS
 
         with Horizontal(id="export-bar"):
-            yield Select([(f, f) for f in FORMATS], value="bash", allow_blank=False, id="export-format")
-            yield Input(placeholder="write to (file, or folder for ray)", id="export-path")
+            yield Select([(f, f) for f in FORMATS], value="bash", allow_blank=False, id="export-format", compact=True)
+            yield Input(placeholder="write to (file, or folder for ray)", id="export-path", compact=True)
         yield Static("", id="export-status")
         with VerticalScroll(id="export-preview-box"):
             yield Static("", id="export-preview")

@@ -50,7 +50,7 @@ class ModelScreen(StepScreen):
         yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="model-detail-box"):
             yield Static("", id="model-detail")
-        yield Input(placeholder="serve a local checkpoint folder instead (Enter; empty clears)", id="model-path")
+        yield Input(placeholder="serve a local checkpoint folder instead (Enter; empty clears)", id="model-path", compact=True)
 
     def on_mount(self) -> None:
         t = self.query_one("#model-table", DataTable)

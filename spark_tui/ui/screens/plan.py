@@ -79,7 +79,6 @@ class MemoryBar(Widget):
             legend, colour = SEGMENTS.get(name, (name, "white"))
             t.append("■ ", style=colour)
             t.append(f"{legend} {b / 2**30:.1f}  ")
-        t.append(f"of {m.device_total_bytes / 2**30:.1f} GiB")
         return t
 
 
@@ -226,8 +225,8 @@ class PlanScreen(StepScreen):
         pred = self.query_one("#plan-predicted", Static)
         if m is not None:
             fit = "" if getattr(m, "fits", True) else "  [red]does not fit[/]"
-            pred.update(f"predicted: KV cache {m.kv_cache_tokens:,} tokens, max concurrency "
-                        f"{m.max_concurrency:.2f}x at {m.max_model_len:,} tokens{fit}")
+            pred.update(f"GiB of {m.device_total_bytes / 2**30:.1f}. Predicted: KV cache {m.kv_cache_tokens:,} "
+                        f"tokens, {m.max_concurrency:.2f}x concurrency at {m.max_model_len:,}{fit}")
         else:
             pred.update("no memory estimate for this plan")
         table.clear()
@@ -235,11 +234,26 @@ class PlanScreen(StepScreen):
             table.add_row(f.flag, "" if f.value is None else f.value, f"{f.reason} [{f.source}]")
         for e in plan.env:
             table.add_row(f"env {e.name}", e.value, f"{e.reason} [{e.source}]")
-        notes = [f"[yellow]warning:[/] {w}" for w in plan.warnings]
+        self._notes(plan)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.app.plan is not None:
+            self._notes(self.app.plan)
+
+    def _notes(self, plan: Any) -> None:
+        """The highlighted flag's reason and source first (the table's third column is off-screen at 80
+        columns), then the check result, warnings and differences from the recipe."""
+        table = self.query_one("#plan-flags", DataTable)
+        rows = [(f.flag, f.reason, f.source) for f in plan.flags] + [
+            (f"env {e.name}", e.reason, e.source) for e in plan.env]
+        notes = []
+        if rows and table.cursor_row is not None and table.cursor_row < len(rows):
+            flag, reason, source = rows[table.cursor_row]
+            notes.append(f"[b]{flag}[/b]: {reason} [dim][{source}][/]")
+        notes += [f"[yellow]warning:[/] {w}" for w in plan.warnings]
         if self.check_result is not None:
             r = self.check_result
             colour = {"ok": "green", "invalid": "red"}.get(r["status"], "yellow")
-            notes.insert(0, f"[{colour}]check: {r['message']}[/]")
-            notes[1:1] = [f"  [red]- {p}[/]" for p in r.get("problems", [])]
+            notes[0:0] = [f"[{colour}]check: {r['message']}[/]"] + [f"  [red]- {p}[/]" for p in r.get("problems", [])]
         notes += [f"differs from the recipe: {x}" for x in plan.differences]
         self.query_one("#plan-notes", Static).update("\n".join(notes))

@@ -65,7 +65,7 @@ class RunScreen(StepScreen):
                 yield Static("", id="run-status")
                 yield Static("", id="run-phases")
             yield Static("", id="run-diagnosis")
-        yield Input(placeholder="search the log (Enter; empty shows all)", id="run-search")
+        yield Input(placeholder="search the log (Enter; empty shows all)", id="run-search", compact=True)
         yield Log(id="run-log", max_lines=LOG_KEEP)
 
     def on_mount(self) -> None:
@@ -75,6 +75,7 @@ class RunScreen(StepScreen):
         self.fix: Any = None
         self.watch(self.app, "plan", self._plan_changed, init=True)
         self.query_one("#run-search", Input).display = False
+        self._diag("")
 
     # ------------------------------------------------------------------ status
     def _plan_changed(self, plan: Any) -> None:
@@ -103,7 +104,7 @@ class RunScreen(StepScreen):
         self.lines.clear()
         self.query_one("#run-log", Log).clear()
         self.diagnoses, self.fix = [], None
-        self.query_one("#run-diagnosis", Static).update("")
+        self._diag("")
         self.query_one("#run-status", Static).update(f"starting vLLM for {plan.model} …")
         self.app.server_state = "starting"
         self.launch(plan)
@@ -221,7 +222,7 @@ class RunScreen(StepScreen):
         elif isinstance(ev, tuple) and ev[0] == "verified":
             lines = ev[2].lines()
             if lines:
-                self.query_one("#run-diagnosis", Static).update("[b]vs plan[/b]\n" + "\n".join(lines))
+                self._diag("[b]vs plan[/b]\n" + "\n".join(lines))
         elif isinstance(ev, sv.Exited):
             if self.app.server_state in ("ready", "starting") and not ev.stopped_by_us:
                 self.app.server_state = "failed"
@@ -236,6 +237,11 @@ class RunScreen(StepScreen):
             if ev[2]:
                 self.action_launch()
 
+    def _diag(self, text: str) -> None:
+        box = self.query_one("#run-diagnosis", Static)
+        box.update(text)
+        box.display = bool(text)
+
     def _show_diagnoses(self, diags: list[Any]) -> None:
         errors = [d for d in diags if d.severity == "error"]
         self.diagnoses = diags
@@ -247,4 +253,4 @@ class RunScreen(StepScreen):
         if self.fix is not None:
             args = " ".join(f"{a['flag']} {a.get('value') or ''}".strip() for a in self.fix.fix_args)
             text += f"\n[b]f[/b] applies {args} and relaunches"
-        self.query_one("#run-diagnosis", Static).update(text)
+        self._diag(text)

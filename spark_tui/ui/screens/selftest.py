@@ -21,8 +21,7 @@ class SelftestScreen(StepScreen):
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="selftest-body"):
-            yield Static("Press l to list what the self-test will run on this machine (imports torch and vLLM, "
-                         "runs no kernel), r to run it.", id="selftest-status")
+            yield Static("", id="selftest-status")
             yield DataTable(id="selftest-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="selftest-verdict")
 
@@ -34,6 +33,7 @@ class SelftestScreen(StepScreen):
         t.add_column("result / reason", key="what")
         self.report = None
         self.running = False
+        self.action_list()  # show what will run before anything runs (no kernel is launched by listing)
 
     def action_list(self) -> None:
         self.query_one("#selftest-status", Static).update("finding torch / CUDA / vLLM …")

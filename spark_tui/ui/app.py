@@ -9,6 +9,7 @@ process is owned by the core Supervisor; the app keeps the handle so quitting ca
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -37,7 +38,7 @@ def _screen_factory(mode: str):
 
 
 class SparkApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere find it too
     TITLE = "spark-tui"
     DEFAULT_MODE = "device"
     MODES = {mode: _screen_factory(mode) for mode, _, _ in STEPS}

@@ -1,6 +1,7 @@
 """Messages posted up the widget tree (attributes down, messages up).
 
-Workers (threads) talk to the UI only through these. High-rate ones (live GPU state, metrics samples,
+Workers (threads) talk to the UI only through these. Dataclasses: Message.__post_init__ initialises the
+message part (Textual's dataclass support), so none of them defines its own. High-rate ones (live GPU state, metrics samples,
 download progress) are `bubble=False` and `can_replace` so a burst collapses to the newest value.
 """
 
@@ -20,9 +21,6 @@ class ProbeUpdated(Message, bubble=False):
 
     probe: ProbeResult
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
     def can_replace(self, message: Message) -> bool:  # bursts collapse to the newest snapshot
         return isinstance(message, ProbeUpdated)
 
@@ -33,18 +31,12 @@ class TargetDeviceChosen(Message):
 
     device_id: str
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
 
 @dataclass
 class CheckpointChosen(Message):
     """The user picked a checkpoint profile on the Model screen."""
 
     checkpoint_id: str
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
 
 @dataclass
@@ -53,9 +45,6 @@ class OverridesChanged(Message):
 
     overrides: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
 
 @dataclass
 class CacheScanned(Message, bubble=False):
@@ -63,9 +52,6 @@ class CacheScanned(Message, bubble=False):
 
     cached: dict[str, tuple[str, int]]
     error: str = ""
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
 
 @dataclass
@@ -76,9 +62,6 @@ class MetricsSample(Message, bubble=False):
     error: str = ""
     gpu: str = ""
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, MetricsSample)
 
@@ -88,9 +71,6 @@ class DownloadEvent(Message, bubble=False):
     """One event of spark_tui.core.download (DownloadStarted, FileProgress, FileDone, ...)."""
 
     event: Any
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def can_replace(self, message: Message) -> bool:  # only progress ticks of the same file collapse
         from spark_tui.core.download import FileProgress
@@ -105,9 +85,6 @@ class ServerEvent(Message, bubble=False):
 
     event: Any
 
-    def __post_init__(self) -> None:
-        super().__init__()
-
 
 @dataclass
 class SelftestResult(Message, bubble=False):
@@ -117,5 +94,3 @@ class SelftestResult(Message, bubble=False):
     report: Any = None
     planned: Any = None  # list[PlannedCheck] from plan_selftest()
 
-    def __post_init__(self) -> None:
-        super().__init__()

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.syntax import Syntax
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer
 from textual.widgets import Input, Select, Static
 
 from spark_tui.ui.screens.base import StepScreen
@@ -33,12 +33,12 @@ class ExportScreen(StepScreen):
             yield Select([(f, f) for f in FORMATS], value="bash", allow_blank=False, id="export-format", compact=True)
             yield Input(placeholder="write to (file, or folder for ray)", id="export-path", compact=True)
         yield Static("", id="export-status")
-        with VerticalScroll(id="export-preview-box"):
+        with ScrollableContainer(id="export-preview-box"):
             yield Static("", id="export-preview")
 
     def on_mount(self) -> None:
         self.files: list[Any] = []
-        self.watch(self.app, "plan", self._render, init=True)
+        self.watch(self.app, "plan", self._show_plan, init=True)
 
     @property
     def fmt(self) -> str:
@@ -47,9 +47,9 @@ class ExportScreen(StepScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "export-format":
-            self._render(self.app.plan)
+            self._show_plan(self.app.plan)
 
-    def _render(self, plan: Any) -> None:
+    def _show_plan(self, plan: Any) -> None:
         from spark_tui.core.export import combined, render
         from spark_tui.errors import SparkError
 
@@ -73,7 +73,7 @@ class ExportScreen(StepScreen):
         if not path.value or Path(path.value).name in _all_names():
             path.value = self.files[0].name if len(self.files) == 1 else "."
         preview.update(Syntax(combined(self.files), LANG.get(self.fmt, "bash"), theme="ansi_dark",
-                              word_wrap=True, background_color="default"))
+                              word_wrap=False, background_color="default"))
 
     def action_focus_format(self) -> None:
         self.query_one("#export-format", Select).focus()

@@ -73,8 +73,10 @@ class ModelScreen(StepScreen):
     def scan_cache(self) -> None:
         from huggingface_hub import scan_cache_dir
 
+        from spark_tui.core.download import hf_cache_dir
+
         try:
-            info = scan_cache_dir()
+            info = scan_cache_dir(hf_cache_dir())
         except Exception as e:  # CacheNotFound (no cache yet) and friends: nothing downloaded
             self.post_message(CacheScanned({}, error=f"{type(e).__name__}: {e}"))
             return

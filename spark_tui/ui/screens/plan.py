@@ -36,17 +36,18 @@ def bar_cells(segments: list[tuple[str, int]], width: int) -> list[tuple[str, in
         return [(n, 0) for n, _ in segments]
     exact = [max(b, 0) * width / total for _, b in segments]
     cells = [int(x) for x in exact]
-    for i, (_, b) in enumerate(segments):
-        if b > 0 and cells[i] == 0 and sum(cells) < width:
-            cells[i] = 1
+    if sum(1 for _, b in segments if b > 0) <= width:
+        cells = [max(c, 1) if b > 0 else c for c, (_, b) in zip(cells, segments)]
+    while sum(cells) > width:  # the minimum cells overshot: take from the largest segment that can spare one
+        k = max((i for i in range(len(cells)) if cells[i] > 1), key=lambda i: cells[i], default=None)
+        if k is None:
+            k = max(range(len(cells)), key=lambda i: cells[i])
+        cells[k] -= 1
     order = sorted(range(len(segments)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
     j = 0
-    while sum(cells) < width and order:
+    while sum(cells) < width:
         cells[order[j % len(order)]] += 1
         j += 1
-    while sum(cells) > width:
-        k = max(range(len(cells)), key=lambda i: cells[i])
-        cells[k] -= 1
     return [(segments[i][0], cells[i]) for i in range(len(segments))]
 
 

@@ -128,7 +128,8 @@ class RunScreen(StepScreen):
             return
         sets = [fix_to_set(a) for a in self.fix.fix_args]
         ov = dict(self.app.overrides)
-        ov["set_flags"] = list(dict.fromkeys([*ov.get("set_flags", []), *sets]))
+        fixed = {x.partition("=")[0] for x in sets}
+        ov["set_flags"] = [x for x in ov.get("set_flags", []) if x.partition("=")[0] not in fixed] + sets
         self.notify("applied: " + " ".join(sets) + "; relaunching with the new plan", title="Fix")
         self.fix = None
         self._relaunch_after_plan = True

@@ -76,16 +76,19 @@ class DashboardScreen(StepScreen):
                 yield Static("prompt n/a", id="dash-prompt", classes="spark-label")
                 yield Sparkline([], id="spark-prompt")
             with Horizontal(id="dash-grid"):
-                with Vertical():
+                with Vertical(classes="dash-col"):
                     yield Static("running n/a  waiting n/a\nKV cache n/a", id="dash-load", classes="panel")
                     yield Static("TTFT n/a\nITL n/a", id="dash-latency", classes="panel")
-                yield Static("MTP acceptance n/a", id="dash-mtp", classes="panel")
-            yield Static("", id="dash-gpu")
+                with Vertical(classes="dash-col"):
+                    yield Static("MTP acceptance n/a", id="dash-mtp", classes="panel")
+                    yield Static("GPU: n/a", id="dash-gpu", classes="panel")
 
     def on_mount(self) -> None:
         self.gen_hist: deque[float] = deque(maxlen=HISTORY)
         self.prompt_hist: deque[float] = deque(maxlen=HISTORY)
         self.samples = 0
+        if not self.app.live_probe:
+            self.query_one("#dash-gpu", Static).update("GPU: recorded probe, no live GPU state")
         self.watch(self.app, "server_url", self._url_changed, init=True)
 
     def _url_changed(self, url: str | None) -> None:

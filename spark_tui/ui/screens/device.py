@@ -4,7 +4,7 @@ profiles core; no GPU -> says so and lets the user pick a target device profile 
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Select, Static
 
 from spark_tui.core.probe import GpuInfo, ProbeResult
@@ -58,7 +58,7 @@ class DeviceScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="device-body"):
             yield Static("probing…", id="device-status")
-            yield VerticalScroll(id="device-cards")
+            yield Vertical(id="device-cards")
             yield Static("Plan for device profile:", id="target-label")
             yield Select([], prompt="(choose a device profile)", id="target", allow_blank=True)
 
@@ -97,7 +97,7 @@ class DeviceScreen(StepScreen):
             status.update("probing…")
             return
         src = "" if probe.source == "nvml" else f"  (recorded probe: {probe.source})"
-        cards = self.query_one("#device-cards", VerticalScroll)
+        cards = self.query_one("#device-cards", Vertical)
         texts: list[tuple[str, str]] = []
         if not probe.ok:
             status.update(f"[b]No GPU here[/b]{src}: {probe.message}\n{probe.hint}\n"

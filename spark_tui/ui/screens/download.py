@@ -34,7 +34,7 @@ class DownloadScreen(StepScreen):
                 yield Input(placeholder="repo id, e.g. nvidia/Qwen3.6-35B-A3B-NVFP4", id="dl-repo", compact=True)
                 yield Input(placeholder="folder (empty: HF cache)", id="dl-dir", compact=True)
             yield Static("", id="dl-status")
-            yield ProgressBar(total=None, show_eta=False, id="dl-total")
+            yield ProgressBar(total=1, show_eta=False, id="dl-total")  # not indeterminate: no animation before a start
             yield Static("", id="dl-line")
             yield DataTable(id="dl-files", cursor_type="row", zebra_stripes=True)
 

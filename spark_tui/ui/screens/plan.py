@@ -79,7 +79,8 @@ class MemoryBar(Widget):
         for name, b in segs:
             legend, colour = SEGMENTS.get(name, (name, "white"))
             t.append("■ ", style=colour)
-            t.append(f"{legend} {b / 2**30:.1f}  ")
+            t.append(f"{legend} {b / 2**30:.1f} ")
+        t.append("GiB")
         return t
 
 
@@ -226,8 +227,8 @@ class PlanScreen(StepScreen):
         pred = self.query_one("#plan-predicted", Static)
         if m is not None:
             fit = "" if getattr(m, "fits", True) else "  [red]does not fit[/]"
-            pred.update(f"GiB of {m.device_total_bytes / 2**30:.1f}. Predicted: KV cache {m.kv_cache_tokens:,} "
-                        f"tokens, {m.max_concurrency:.2f}x concurrency at {m.max_model_len:,}{fit}")
+            pred.update(f"of {m.device_total_bytes / 2**30:.1f} GiB; predicted KV cache {m.kv_cache_tokens:,} tokens, "
+                        f"{m.max_concurrency:.2f}x at {m.max_model_len:,}{fit}")
         else:
             pred.update("no memory estimate for this plan")
         table.clear()

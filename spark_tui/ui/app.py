@@ -75,7 +75,7 @@ class SparkApp(App):
         self.call_after_refresh(self._painted)
         if self._initial_probe is not None:
             self.probe = self._initial_probe
-            self.replan()
+            self.call_after_refresh(self.replan)  # plan after the first paint
         if self.live_probe:
             self.probe_loop()
 

@@ -3,6 +3,7 @@ profiles core; no GPU -> says so and lets the user pick a target device profile 
 
 from __future__ import annotations
 
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Select, Static
@@ -63,23 +64,31 @@ class DeviceScreen(StepScreen):
             yield Select([], prompt="(choose a device profile)", id="target", allow_blank=True)
 
     def on_mount(self) -> None:
-        self._fill_targets()
+        self.profiles_ready = False
         self.watch(self.app, "probe", self.show_probe, init=True)
         self.watch(self.app, "target_device", self._target_changed, init=True)
+        self.load_profiles()
 
-    def _fill_targets(self) -> None:
+    @work(thread=True, exclusive=True, group="profiles", exit_on_error=False)
+    def load_profiles(self) -> None:
+        """Read the device profiles (TOML) off the UI thread; the first paint does not wait for them."""
         from spark_tui.ui.support import device_choices
 
-        try:
-            choices = device_choices()
-        except Exception as e:  # a broken profile file: say so, the rest of the screen still works
-            self.notify(str(e), title="device profiles", severity="error")
-            return
-        self.query_one("#target", Select).set_options(choices)
+        choices = device_choices()  # a broken profile raises ProfileError: the worker handler notifies
+        self.app.call_from_thread(self._profiles_loaded, choices)
+
+    def _profiles_loaded(self, choices: list[tuple[str, str]]) -> None:
+        self.profiles_ready = True
+        sel = self.query_one("#target", Select)
+        with self.prevent(Select.Changed):
+            sel.set_options(choices)
+            if self.app.target_device:
+                sel.value = self.app.target_device
+        self.show_probe(self.app.probe)
 
     def _target_changed(self, did: str | None) -> None:
         sel = self.query_one("#target", Select)
-        if did is not None and sel.value != did:
+        if did is not None and sel.value != did and self.profiles_ready:
             with self.prevent(Select.Changed):
                 sel.value = did
         self.show_probe(self.app.probe)
@@ -90,6 +99,13 @@ class DeviceScreen(StepScreen):
 
     def action_focus_target(self) -> None:
         self.query_one("#target", Select).focus()
+
+    def _verdict(self, probe: ProbeResult) -> str:
+        if not self.profiles_ready:
+            return "[b]verdict:[/b] reading the device profiles …"
+        from spark_tui.ui.support import device_for_probe
+
+        return verdict_text(self.app.target_device or device_for_probe(probe))
 
     def show_probe(self, probe: ProbeResult | None) -> None:
         status = self.query_one("#device-status", Static)
@@ -104,13 +120,10 @@ class DeviceScreen(StepScreen):
                           "Pick the device you plan for below (t); every other step works without a GPU.")
         else:
             status.update(f"{len(probe.gpus)} GPU{'s' if len(probe.gpus) > 1 else ''}{src}")
-            from spark_tui.ui.support import device_for_probe
-
-            target = self.app.target_device or device_for_probe(probe)
             for g in probe.gpus:
-                texts.append((gpu_card_text(g, probe) + "\n" + verdict_text(target), "card"))
+                texts.append((gpu_card_text(g, probe) + "\n" + self._verdict(probe), "card"))
         if not probe.ok and self.app.target_device:
-            texts.append((verdict_text(self.app.target_device), "card warn"))
+            texts.append((self._verdict(probe), "card warn"))
         h = probe.host
         texts.append((f"host: {h.cpu_arch or 'n/a'}, {h.cpu_count or 'n/a'} CPUs, RAM {_gib(h.ram_total_bytes)}, "
                       f"MemAvailable {_gib(h.mem_available_bytes)}", "card host"))

@@ -146,7 +146,7 @@ class SparkApp(App):
     def _plan_failed(self, e: Any) -> None:
         self.plan_error = f"{e.message}" + (f"\nfix: {e.hint}" if e.hint else "")
         self.plan = None
-        self.notify(self.plan_error, title="No plan", severity="error", timeout=8)
+        self.notify(self.plan_error, title="No plan", severity="error", timeout=8, markup=False)
 
     # ------------------------------------------------------------------ failures of any worker
     @on(Worker.StateChanged)
@@ -160,7 +160,8 @@ class SparkApp(App):
             text = err.message + (f"\nfix: {err.hint}" if err.hint else "")
         else:
             text = f"{type(err).__name__}: {err}"
-        self.notify(text, title=f"{event.worker.name or event.worker.group} failed", severity="error", timeout=10)
+        self.notify(text, title=f"{event.worker.name or event.worker.group} failed", severity="error", timeout=10,
+                    markup=False)
 
     # ------------------------------------------------------------------ quitting
     def server_alive(self) -> bool:

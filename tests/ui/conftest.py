@@ -30,3 +30,11 @@ def isolated_dirs(tmp_path, monkeypatch):
     profiles._cached.cache_clear()
     yield tmp_path
     profiles._cached.cache_clear()
+
+
+def plain(widget) -> str:
+    """What a Static shows, without markup (dynamic text in the app is escaped, so compare rendered text)."""
+    from rich.text import Text
+
+    c = widget.content
+    return c.plain if isinstance(c, Text) else Text.from_markup(str(c)).plain

@@ -8,7 +8,7 @@ from textual.widgets import DataTable, Input, Static
 from spark_tui.ui.app import SparkApp
 from tests.support.runtime_ckpt import write_tiny_checkpoint
 from tests.support.runtime_hub import FakeHub, Repo
-from tests.ui.conftest import load_probe
+from tests.ui.conftest import load_probe, plain
 
 REPO = "spark-test/tiny-nvfp4"
 
@@ -47,16 +47,16 @@ async def test_download_pause_resume_and_finish(tmp_path, monkeypatch):
             await pilot.press("s", "p")  # pause while it is still listing
             await app.workers.wait_for_complete()
             await pilot.pause()
-            status = str(scr.query_one("#dl-status", Static).content)
+            status = plain(scr.query_one("#dl-status", Static))
             assert status.startswith("paused")
             await pilot.press("s")  # resume
-            assert await _wait(app, pilot, lambda: "done" in str(scr.query_one("#dl-status", Static).content))
+            assert await _wait(app, pilot, lambda: "done" in plain(scr.query_one("#dl-status", Static)))
             t = scr.query_one("#dl-files", DataTable)
             names = {str(t.get_row_at(i)[0]) for i in range(t.row_count)}
             assert "pytorch_model.bin" not in names and "README.md" not in names
             assert {p for p in files if p.endswith(".safetensors")} <= names
             assert all(str(t.get_row_at(i)[2]) == "✓" for i in range(t.row_count))
-            line = str(scr.query_one("#dl-line", Static).content)
+            line = plain(scr.query_one("#dl-line", Static))
             assert f"files {t.row_count}/{t.row_count}" in line
             # again: everything is already here
             await pilot.press("s")
@@ -75,5 +75,5 @@ async def test_download_error_is_shown_with_its_fix(monkeypatch):
             await pilot.press("s")
             await app.workers.wait_for_complete()
             await pilot.pause()
-            status = str(app.screen.query_one("#dl-status", Static).content)
+            status = plain(app.screen.query_one("#dl-status", Static))
             assert "was not found" in status and "check the repository id" in status

@@ -10,14 +10,14 @@ import pytest
 from textual.widgets import DataTable, Input, Select, Static
 
 from spark_tui.ui.app import SparkApp
-from tests.ui.conftest import load_probe
+from tests.ui.conftest import load_probe, plain
 
 SIZES = [(80, 24), (120, 40)]
 
 
 def text(app, selector: str) -> str:
     w = app.screen.query_one(selector, Static)
-    return str(w.content)
+    return plain(w)
 
 
 async def settle(app, pilot) -> None:
@@ -32,7 +32,7 @@ async def test_device_card_and_verdict_from_recorded_gb10(size):
     app = SparkApp(probe=load_probe("gb10"), live_probe=False)
     async with app.run_test(size=size) as pilot:
         await settle(app, pilot)
-        cards = " ".join(str(s.content) for s in app.screen.query("#device-cards Static"))
+        cards = " ".join(plain(s) for s in app.screen.query("#device-cards Static"))
         assert "NVIDIA GB10" in cards and "sm_121" in cards
         assert "unified with the CPU" in cards and "113.1 GiB MemAvailable" in cards  # honest GB10 memory
         assert "verdict (dgx-spark)" in cards and "native NVFP4" in cards
@@ -43,12 +43,12 @@ async def test_device_verdict_fallback_on_hopper_and_unsupported_on_ampere():
     app = SparkApp(probe=load_probe("h200"), live_probe=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        cards = " ".join(str(s.content) for s in app.screen.query("#device-cards Static"))
+        cards = " ".join(plain(s) for s in app.screen.query("#device-cards Static"))
         assert "fallback" in cards and "h200" in cards
     app = SparkApp(probe=load_probe("a100"), live_probe=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
-        cards = " ".join(str(s.content) for s in app.screen.query("#device-cards Static"))
+        cards = " ".join(plain(s) for s in app.screen.query("#device-cards Static"))
         assert "unsupported" in cards
         assert app.plan is None and app.plan_error  # the planner refuses it; the app says so, no crash
 
@@ -72,7 +72,7 @@ async def test_no_gpu_for_real_then_pick_a_target_profile():
             if app.plan is not None:
                 break
         assert app.target_device == "rtx-5090" and app.plan.device.id == "rtx-5090"
-        cards = " ".join(str(s.content) for s in app.screen.query("#device-cards Static"))
+        cards = " ".join(plain(s) for s in app.screen.query("#device-cards Static"))
         assert "verdict (rtx-5090)" in cards and "native NVFP4" in cards
         app.workers.cancel_group(app, "probe")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -99,7 +100,7 @@ class DashboardScreen(StepScreen):
                 "No server to watch: launch one on Run (5), or give a URL (u), or start with "
                 "`spark-tui --url http://host:port`.")
             return
-        self.query_one("#dash-status", Static).update(f"watching {url}/metrics …")
+        self.query_one("#dash-status", Static).update(f"watching {escape(url)}/metrics …")
         self.action_clear()
         self.scrape_loop(url)
 
@@ -108,7 +109,7 @@ class DashboardScreen(StepScreen):
             return
         url = event.value.strip().rstrip("/")
         if url and not url.startswith(("http://", "https://")):
-            self.notify(f"{url!r} is not an http(s) URL", title="URL", severity="error")
+            self.notify(f"{url!r} is not an http(s) URL", title="URL", severity="error", markup=False)
             return
         self.app.server_url = url or None
 
@@ -154,17 +155,17 @@ class DashboardScreen(StepScreen):
         status = self.query_one("#dash-status", Static)
         url = self.app.server_url
         if msg.gpu:
-            self.query_one("#dash-gpu", Static).update(msg.gpu)
+            self.query_one("#dash-gpu", Static).update(escape(msg.gpu))
         if msg.error:
-            status.update(f"[red]{msg.error}[/]")
+            status.update(f"[red]{escape(msg.error)}[/]")
             return
         if msg.stats is None:
-            status.update(f"watching {url}/metrics: first scrape done, rates after the next one")
+            status.update(f"watching {escape(url or '')}/metrics: first scrape done, rates after the next one")
             return
         s = msg.stats
         self.samples += 1
-        status.update(f"watching {url}/metrics  (rates over the last {s.window_s:.0f} s; "
-                      f"model {', '.join(s.model_names) or 'n/a'})")
+        status.update(f"watching {escape(url or '')}/metrics  (rates over the last {s.window_s:.0f} s; "
+                      f"model {escape(', '.join(s.model_names)) or 'n/a'})")
         self.gen_hist.append(s.generation_tok_s or 0.0)
         self.prompt_hist.append(s.prompt_tok_s or 0.0)
         self.query_one("#spark-gen", Sparkline).data = list(self.gen_hist)

@@ -3,6 +3,7 @@ profiles core; no GPU -> says so and lets the user pick a target device profile 
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -23,7 +24,7 @@ def _val(v, unit: str = "", fmt: str = "{:.0f}") -> str:
 
 def gpu_card_text(g: GpuInfo, probe: ProbeResult) -> str:
     """The text of one GPU card (pure: tested without a terminal)."""
-    lines = [f"[b]GPU {g.index}: {g.name}[/b]  {g.sm_name or 'sm unknown'}"]
+    lines = [f"[b]GPU {g.index}: {escape(g.name)}[/b]  {g.sm_name or 'sm unknown'}"]
     if g.unified_memory:
         h = probe.host
         lines.append(
@@ -32,8 +33,8 @@ def gpu_card_text(g: GpuInfo, probe: ProbeResult) -> str:
         )
     else:
         lines.append(f"memory: {_gib(g.memory_total_bytes)} total, {_gib(g.memory_free_bytes)} free")
-    lines.append(f"driver {probe.driver_version or 'n/a'}, CUDA {probe.cuda_driver_version or 'n/a'}"
-                 f", power limit {_val(g.power_limit_w, ' W')}, MIG {g.mig_mode or 'n/a'}")
+    lines.append(escape(f"driver {probe.driver_version or 'n/a'}, CUDA {probe.cuda_driver_version or 'n/a'}"
+                        f", power limit {_val(g.power_limit_w, ' W')}, MIG {g.mig_mode or 'n/a'}"))
     lines.append(
         f"util {_val(g.utilization_pct, '%')}  temp {_val(g.temperature_c, ' °C')}  power {_val(g.power_draw_w, ' W')}"
         f"  SM clock {_val(g.sm_clock_mhz, ' MHz')}"
@@ -49,7 +50,7 @@ def verdict_text(device_id: str | None) -> str:
         return "[b]verdict:[/b] no device profile matches this GPU; pick a target below to plan for"
     v = device_verdict(device_id)
     colour = {"native NVFP4": "green", "fallback": "yellow", "unsupported": "red"}.get(v.verdict, "white")
-    return f"[b]verdict ({device_id}):[/b] [{colour}]{v.verdict}[/] — {v.reason}"
+    return f"[b]verdict ({escape(device_id)}):[/b] [{colour}]{v.verdict}[/] — {escape(v.reason)}"
 
 
 class DeviceScreen(StepScreen):
@@ -112,11 +113,11 @@ class DeviceScreen(StepScreen):
         if probe is None:
             status.update("probing…")
             return
-        src = "" if probe.source == "nvml" else f"  (recorded probe: {probe.source})"
+        src = "" if probe.source == "nvml" else f"  (recorded probe: {escape(probe.source)})"
         cards = self.query_one("#device-cards", Vertical)
         texts: list[tuple[str, str]] = []
         if not probe.ok:
-            status.update(f"[b]No GPU here[/b]{src}: {probe.message}\n{probe.hint}\n"
+            status.update(f"[b]No GPU here[/b]{src}: {escape(probe.message)}\n{escape(probe.hint)}\n"
                           "Pick the device you plan for below (t); every other step works without a GPU.")
         else:
             status.update(f"{len(probe.gpus)} GPU{'s' if len(probe.gpus) > 1 else ''}{src}")
@@ -125,8 +126,8 @@ class DeviceScreen(StepScreen):
         if not probe.ok and self.app.target_device:
             texts.append((self._verdict(probe), "card warn"))
         h = probe.host
-        texts.append((f"host: {h.cpu_arch or 'n/a'}, {h.cpu_count or 'n/a'} CPUs, RAM {_gib(h.ram_total_bytes)}, "
-                      f"MemAvailable {_gib(h.mem_available_bytes)}", "card host"))
+        texts.append((escape(f"host: {h.cpu_arch or 'n/a'}, {h.cpu_count or 'n/a'} CPUs, RAM {_gib(h.ram_total_bytes)}, "
+                             f"MemAvailable {_gib(h.mem_available_bytes)}"), "card host"))
         existing = list(cards.query(Static))
         if len(existing) == len(texts):  # live refresh: update in place (no flicker, keeps scroll)
             for w, (t, cls) in zip(existing, texts):

@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any
 
+from rich.text import Text
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -75,7 +77,7 @@ class DownloadScreen(StepScreen):
         folder = self.query_one("#dl-dir", Input).value.strip() or None
         self.cancel_event = threading.Event()
         self.paused = False
-        self.query_one("#dl-status", Static).update(f"listing {repo} …")
+        self.query_one("#dl-status", Static).update(f"listing {escape(repo)} …")
         self.run_download(repo, folder, self.cancel_event)
 
     def action_pause(self) -> None:
@@ -120,7 +122,7 @@ class DownloadScreen(StepScreen):
         status = self.query_one("#dl-status", Static)
         if isinstance(ev, tuple) and ev[0] == "disk":
             _, target, free, missing = ev
-            status.update(f"to {target}: {dl.fmt_bytes(missing)} to fetch, {dl.fmt_bytes(free)} free on disk")
+            status.update(f"to {escape(target)}: {dl.fmt_bytes(missing)} to fetch, {dl.fmt_bytes(free)} free on disk")
             return
         if self.state is None or isinstance(ev, dl.DownloadStarted):
             self.state = dl.ProgressState()
@@ -128,10 +130,10 @@ class DownloadScreen(StepScreen):
         if isinstance(ev, dl.DownloadStarted):
             table.clear()
             self.sizes = {}
-            status.update(f"{ev.repo_id}@{ev.commit[:10]}: {len(ev.files)} files, {dl.fmt_bytes(ev.total_bytes)} "
-                          f"({dl.fmt_bytes(ev.cached_bytes)} already here) → {ev.target}")
+            status.update(f"{escape(ev.repo_id)}@{escape(ev.commit[:10])}: {len(ev.files)} files, {dl.fmt_bytes(ev.total_bytes)} "
+                          f"({dl.fmt_bytes(ev.cached_bytes)} already here) → {escape(ev.target)}")
             for path in ev.files:
-                table.add_row(path, "", "", key=path)
+                table.add_row(Text(path), "", "", key=path)
             bar = self.query_one("#dl-total", ProgressBar)
             bar.update(total=max(ev.missing_bytes, 1), progress=0)
         elif isinstance(ev, dl.FileProgress):
@@ -144,13 +146,13 @@ class DownloadScreen(StepScreen):
                 table.update_cell(ev.path, "size", dl.fmt_bytes(ev.size))
                 table.update_cell(ev.path, "done", "cached" if ev.cached else "✓")
         elif isinstance(ev, dl.DownloadFinished):
-            status.update(f"[green]done[/]: {dl.fmt_bytes(ev.fetched_bytes)} in {ev.seconds:.0f} s → {ev.path}")
-            self.app.notify(f"checkpoint ready at {ev.path}", title="Download")
+            status.update(f"[green]done[/]: {dl.fmt_bytes(ev.fetched_bytes)} in {ev.seconds:.0f} s → {escape(ev.path)}")
+            self.app.notify(f"checkpoint ready at {ev.path}", title="Download", markup=False)
         elif isinstance(ev, dl.DownloadFailed):
             if self.paused:
                 status.update("paused: s resumes (finished files are kept, partial files continue).")
             else:
-                status.update(f"[red]{ev.message}[/]\n{ev.hint}")
+                status.update(f"[red]{escape(ev.message)}[/]\n{escape(ev.hint)}")
         if self.state is not None and self.state.total:
             self.query_one("#dl-total", ProgressBar).update(progress=min(self.state.done, self.state.total))
             self.query_one("#dl-line", Static).update(self.state.line())

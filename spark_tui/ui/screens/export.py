@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.syntax import Syntax
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Horizontal, ScrollableContainer
 from textual.widgets import Input, Select, Static
@@ -65,11 +66,11 @@ class ExportScreen(StepScreen):
             self.files = render(plan, self.fmt)
         except SparkError as e:
             self.files = []
-            status.update(f"[red]{e.message}[/]\nfix: {e.hint}")
+            status.update(f"[red]{escape(e.message)}[/]\nfix: {escape(e.hint)}")
             preview.update("")
             return
         names = ", ".join(f.name for f in self.files)
-        status.update(f"{self.fmt}: {names}  (w writes, y copies the serve command)")
+        status.update(escape(f"{self.fmt}: {names}  (w writes, y copies the serve command)"))
         if not path.value or Path(path.value).name in _all_names():
             path.value = self.files[0].name if len(self.files) == 1 else "."
         preview.update(Syntax(combined(self.files), LANG.get(self.fmt, "bash"), theme="ansi_dark",
@@ -102,7 +103,7 @@ class ExportScreen(StepScreen):
         targets = _targets(self.files, str(Path(raw).expanduser()), self.fmt)
         dirs = [t for t in targets if t.is_dir()]
         if dirs:
-            self.notify(f"{dirs[0]} is a folder: give a file path", title="Write", severity="error")
+            self.notify(f"{dirs[0]} is a folder: give a file path", title="Write", severity="error", markup=False)
             return
         existing = [t for t in targets if t.exists()]
         if existing:
@@ -125,9 +126,9 @@ class ExportScreen(StepScreen):
             for f, path in zip(self.files, targets, strict=True):
                 _write(path, f.content, 0o755 if f.executable else 0o644, force)
         except OSError as e:
-            self.notify(f"cannot write: {e.strerror} ({e.filename})", title="Write", severity="error")
+            self.notify(f"cannot write: {e.strerror} ({e.filename})", title="Write", severity="error", markup=False)
             return
-        self.notify("wrote " + ", ".join(str(p) for p in targets), title="Write")
+        self.notify("wrote " + ", ".join(str(p) for p in targets), title="Write", markup=False)
 
 
 def _all_names() -> set[str]:

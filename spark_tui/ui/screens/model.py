@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -100,7 +102,7 @@ class ModelScreen(StepScreen):
         try:
             rows, target = checkpoint_rows(self.app.target_device, self.app.probe)
         except SparkError as e:
-            status.update(f"[red]{e.message}[/]\nfix: {e.hint}")
+            status.update(f"[red]{escape(e.message)}[/]\nfix: {escape(e.hint)}")
             return
         self.rows = rows
         t = self.query_one("#model-table", DataTable)
@@ -110,14 +112,14 @@ class ModelScreen(StepScreen):
         for i, (c, why, warns) in enumerate(rows):
             mark = "★ " if i == 0 else ("• " if c.id == chosen else "  ")
             local = self.cached.get(c.repo_id)
-            t.add_row(mark + c.id, c.format or "not verified", "n/a" if c.size_on_disk_gb is None
-                      else f"{c.size_on_disk_gb:g}", c.license or "n/a", accuracy_summary(c.accuracy),
+            t.add_row(Text(mark + c.id), Text(c.format or "not verified"), "n/a" if c.size_on_disk_gb is None
+                      else f"{c.size_on_disk_gb:g}", Text(c.license or "n/a"), accuracy_summary(c.accuracy),
                       "✓ cached" if local else "—", key=c.id)
         if rows:
             t.move_cursor(row=min(keep, len(rows) - 1))
         model_path = self.app.overrides.get("model_path")
-        status.update(f"Checkpoints for [b]{target}[/b] (★ recommended; Enter uses the highlighted one)"
-                      + (f"\nserving the local folder {model_path}" if model_path else ""))
+        status.update(f"Checkpoints for [b]{escape(target)}[/b] (★ recommended; Enter uses the highlighted one)"
+                      + (f"\nserving the local folder {escape(model_path)}" if model_path else ""))
         self._detail()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -129,14 +131,15 @@ class ModelScreen(StepScreen):
             return
         c, why, warns = self.rows[t.cursor_row]
         local = self.cached.get(c.repo_id)
-        lines = [f"[b]{c.name}[/b] {c.repo_id}" + (f"@{c.revision}" if c.revision else ""),
-                 f"[b]why:[/b] {why}" if why else ""]
-        lines += [f"[yellow]warning:[/] {w}" for w in warns]
-        lines.append(f"weights: {c.weights or 'n/a'}; MTP head: {c.mtp_head if c.mtp_head is not None else 'not verified'}")
+        lines = [f"[b]{escape(c.name)}[/b] {escape(c.repo_id)}" + (f"@{escape(c.revision)}" if c.revision else ""),
+                 f"[b]why:[/b] {escape(why)}" if why else ""]
+        lines += [f"[yellow]warning:[/] {escape(w)}" for w in warns]
+        lines.append(escape(f"weights: {c.weights or 'n/a'}; MTP head: "
+                            f"{c.mtp_head if c.mtp_head is not None else 'not verified'}"))
         if c.accuracy:
-            lines.append(f"published accuracy ({c.source('accuracy')}): {accuracy_detail(c.accuracy)}")
+            lines.append(escape(f"published accuracy ({c.source('accuracy')}): {accuracy_detail(c.accuracy)}"))
         if local:
-            lines.append(f"downloaded: {local[0]} ({local[1] / 1e9:.1f} GB on disk)")
+            lines.append(escape(f"downloaded: {local[0]} ({local[1] / 1e9:.1f} GB on disk)"))
         else:
             lines.append("not in the Hugging Face cache: the Download step (4) fetches it")
         self.query_one("#model-detail", Static).update("\n".join(x for x in lines if x))
@@ -147,7 +150,7 @@ class ModelScreen(StepScreen):
             return
         c = self.rows[t.cursor_row][0]
         self.post_message(CheckpointChosen(c.id))
-        self.notify(f"planning with {c.repo_id}", title="Checkpoint")
+        self.notify(f"planning with {c.repo_id}", title="Checkpoint", markup=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_choose()
@@ -166,7 +169,7 @@ class ModelScreen(StepScreen):
         path = os.path.expanduser(event.value.strip())
         ov = dict(self.app.overrides)
         if path and not os.path.isdir(path):
-            self.notify(f"{path} is not a folder", title="Local checkpoint", severity="error")
+            self.notify(f"{path} is not a folder", title="Local checkpoint", severity="error", markup=False)
             return
         if path:
             ov["model_path"] = path

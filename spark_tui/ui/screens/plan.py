@@ -9,6 +9,7 @@ import shlex
 from typing import Any
 
 from rich.text import Text
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -134,7 +135,7 @@ class PlanScreen(StepScreen):
                 try:
                     ov[key] = int(raw)
                 except ValueError:
-                    self.notify(f"{key}: {raw!r} is not a whole number", title="Overrides", severity="error")
+                    self.notify(f"{key}: {raw!r} is not a whole number", title="Overrides", severity="error", markup=False)
                     return None
         goal = self.query_one("#ov-goal", Select).value
         if isinstance(goal, str) and goal != "balanced":
@@ -144,7 +145,7 @@ class PlanScreen(StepScreen):
             try:
                 ov["set_flags"] = shlex.split(raw)
             except ValueError as e:
-                self.notify(f"FLAG=VALUE list: {e}", title="Overrides", severity="error")
+                self.notify(f"FLAG=VALUE list: {e}", title="Overrides", severity="error", markup=False)
                 return None
         return ov
 
@@ -205,14 +206,14 @@ class PlanScreen(StepScreen):
     # ------------------------------------------------------------------ drawing
     def _show_error(self, err: str) -> None:
         if err:
-            self.query_one("#plan-status", Static).update(f"[red]{err}[/]")
+            self.query_one("#plan-status", Static).update(f"[red]{escape(err)}[/]")
 
     def _show(self, plan: Any) -> None:
         status = self.query_one("#plan-status", Static)
         table = self.query_one("#plan-flags", DataTable)
         mem = self.query_one("#plan-memory", MemoryBar)
         if plan is None:
-            status.update(self.app.plan_error and f"[red]{self.app.plan_error}[/]"
+            status.update(self.app.plan_error and f"[red]{escape(self.app.plan_error)}[/]"
                           or "No plan yet: choose a device on the Device step (1).")
             mem.set_memory(None)
             table.clear()
@@ -220,8 +221,8 @@ class PlanScreen(StepScreen):
             self.query_one("#plan-notes", Static).update("")
             return
         d = plan.device
-        status.update(f"[b]{d.name}[/b] ({d.id}{', sm_' + str(d.sm) if d.sm else ''}) → [b]{plan.checkpoint.repo_id}"
-                      f"[/b], goal {plan.goal}, vLLM {plan.vllm_version or 'n/a'}")
+        status.update(f"[b]{escape(d.name)}[/b] ({escape(d.id)}{', sm_' + str(d.sm) if d.sm else ''}) → "
+                      f"[b]{escape(plan.checkpoint.repo_id)}[/b], goal {escape(plan.goal)}, vLLM {escape(plan.vllm_version or 'n/a')}")
         m = plan.memory
         mem.set_memory(m)
         pred = self.query_one("#plan-predicted", Static)
@@ -233,9 +234,9 @@ class PlanScreen(StepScreen):
             pred.update("no memory estimate for this plan")
         table.clear()
         for f in plan.flags:
-            table.add_row(f.flag, "" if f.value is None else f.value, f"{f.reason} [{f.source}]")
+            table.add_row(Text(f.flag), Text("" if f.value is None else f.value), Text(f"{f.reason} [{f.source}]"))
         for e in plan.env:
-            table.add_row(f"env {e.name}", e.value, f"{e.reason} [{e.source}]")
+            table.add_row(Text(f"env {e.name}"), Text(e.value), Text(f"{e.reason} [{e.source}]"))
         self._notes(plan)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -251,11 +252,11 @@ class PlanScreen(StepScreen):
         notes = []
         if rows and table.cursor_row is not None and table.cursor_row < len(rows):
             flag, reason, source = rows[table.cursor_row]
-            notes.append(f"[b]{flag}[/b]: {reason} [dim][{source}][/]")
-        notes += [f"[yellow]warning:[/] {w}" for w in plan.warnings]
+            notes.append(f"[b]{escape(flag)}[/b]: {escape(reason)} [dim]{escape('[' + source + ']')}[/]")
+        notes += [f"[yellow]warning:[/] {escape(w)}" for w in plan.warnings]
         if self.check_result is not None:
             r = self.check_result
             colour = {"ok": "green", "invalid": "red"}.get(r["status"], "yellow")
-            notes[0:0] = [f"[{colour}]check: {r['message']}[/]"] + [f"  [red]- {p}[/]" for p in r.get("problems", [])]
-        notes += [f"differs from the recipe: {x}" for x in plan.differences]
+            notes[0:0] = [f"[{colour}]check: {escape(r['message'])}[/]"] + [f"  [red]- {escape(p)}[/]" for p in r.get("problems", [])]
+        notes += [f"differs from the recipe: {escape(x)}" for x in plan.differences]
         self.query_one("#plan-notes", Static).update("\n".join(notes))

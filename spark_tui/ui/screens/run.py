@@ -11,6 +11,7 @@ import os
 from collections import deque
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -29,8 +30,8 @@ def phases_markup(phases) -> str:
     out = []
     for ph in phases:
         prog = f" {ph.progress * 100:.0f}%" if ph.progress is not None and ph.status == "active" else ""
-        detail = f" [dim]({ph.detail})[/]" if ph.detail else ""
-        out.append(f"{MARK.get(ph.status, ph.status)} {ph.title}{prog}{detail}")
+        detail = f" [dim]({escape(ph.detail)})[/]" if ph.detail else ""
+        out.append(f"{MARK.get(ph.status, ph.status)} {escape(ph.title)}{prog}{detail}")
     return "\n".join(out)
 
 
@@ -89,8 +90,8 @@ class RunScreen(StepScreen):
         if plan is None:
             st.update("No plan yet: choose a device (1) and a checkpoint (2); the plan (3) is what runs here.")
         else:
-            st.update(f"Ready to launch [b]{plan.model}[/b] on {plan.device.name} at "
-                      f"{plan.host}:{plan.port} (l).")
+            st.update(f"Ready to launch [b]{escape(plan.model)}[/b] on {escape(plan.device.name)} at "
+                      f"{escape(plan.host)}:{plan.port} (l).")
 
     # ------------------------------------------------------------------ actions
     def action_launch(self) -> None:
@@ -105,7 +106,7 @@ class RunScreen(StepScreen):
         self.query_one("#run-log", Log).clear()
         self.diagnoses, self.fix = [], None
         self._diag("")
-        self.query_one("#run-status", Static).update(f"starting vLLM for {plan.model} …")
+        self.query_one("#run-status", Static).update(f"starting vLLM for {escape(plan.model)} …")
         self.app.server_state = "starting"
         self.launch(plan)
 
@@ -130,7 +131,7 @@ class RunScreen(StepScreen):
         ov = dict(self.app.overrides)
         fixed = {x.partition("=")[0] for x in sets}
         ov["set_flags"] = [x for x in ov.get("set_flags", []) if x.partition("=")[0] not in fixed] + sets
-        self.notify("applied: " + " ".join(sets) + "; relaunching with the new plan", title="Fix")
+        self.notify("applied: " + " ".join(sets) + "; relaunching with the new plan", title="Fix", markup=False)
         self.fix = None
         self._relaunch_after_plan = True
         self.app.overrides = ov
@@ -218,19 +219,19 @@ class RunScreen(StepScreen):
             self.app.server_state = "ready"
             self.app.server_url = ev.url
             self.query_one("#run-status", Static).update(
-                f"[green]ready[/] in {ev.seconds:.0f} s at {ev.url} (models: {', '.join(ev.models)}); "
+                f"[green]ready[/] in {ev.seconds:.0f} s at {escape(ev.url)} (models: {escape(', '.join(ev.models))}); "
                 "the Dashboard (6) watches it.")
         elif isinstance(ev, tuple) and ev[0] == "verified":
             lines = ev[2].lines()
             if lines:
-                self._diag("[b]vs plan[/b]\n" + "\n".join(lines))
+                self._diag("[b]vs plan[/b]\n" + escape("\n".join(lines)))
         elif isinstance(ev, sv.Exited):
             if self.app.server_state in ("ready", "starting") and not ev.stopped_by_us:
                 self.app.server_state = "failed"
                 self.query_one("#run-status", Static).update(f"[red]vLLM exited with code {ev.returncode}[/]")
         elif isinstance(ev, LaunchFailed):
             self.app.server_state = "failed"
-            self.query_one("#run-status", Static).update(f"[red]{ev.message}[/]\n{ev.hint}")
+            self.query_one("#run-status", Static).update(f"[red]{escape(ev.message)}[/]\n{escape(ev.hint)}")
             self._show_diagnoses(ev.diagnoses)
         elif isinstance(ev, tuple) and ev[0] == "stopped":
             self.app.server_state = "stopped"
@@ -250,8 +251,8 @@ class RunScreen(StepScreen):
         if not errors:
             return
         d = errors[0]
-        text = f"[b red]{d.kind}[/]: {d.cause}\n[b]fix:[/b] {d.fix}"
+        text = f"[b red]{escape(d.kind)}[/]: {escape(d.cause)}\n[b]fix:[/b] {escape(d.fix)}"
         if self.fix is not None:
             args = " ".join(f"{a['flag']} {a.get('value') or ''}".strip() for a in self.fix.fix_args)
-            text += f"\n[b]f[/b] applies {args} and relaunches"
+            text += f"\n[b]f[/b] applies {escape(args)} and relaunches"
         self._diag(text)

@@ -6,6 +6,8 @@ kernels_check.plan_selftest() / run_selftest() are the same functions `spark-tui
 
 from __future__ import annotations
 
+from rich.text import Text
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -73,8 +75,8 @@ class SelftestScreen(StepScreen):
         if msg.planned is not None:
             t.clear()
             for p in msg.planned:
-                t.add_row(p.name, "will run" if p.will_run else "skip", "", p.title if p.will_run else p.reason,
-                          key=p.name)
+                t.add_row(Text(p.name), "will run" if p.will_run else "skip", "",
+                          Text(p.title if p.will_run else p.reason), key=p.name)
             n = sum(p.will_run for p in msg.planned)
             if not self.running:
                 self.query_one("#selftest-status", Static).update(
@@ -82,7 +84,7 @@ class SelftestScreen(StepScreen):
         if msg.result is not None:
             r = msg.result
             colour = {"pass": "green", "fail": "red", "not_native": "yellow"}.get(r.status.value, "white")
-            row = (r.name, f"[{colour}]{r.status.symbol}[/]", f"{r.seconds:.1f}", summary_line(r))
+            row = (Text(r.name), Text(r.status.symbol, style=colour), f"{r.seconds:.1f}", Text(summary_line(r)))
             if r.name in t.rows:
                 for col, v in zip(("name", "status", "s", "what"), row):
                     t.update_cell(r.name, col, v)
@@ -92,13 +94,13 @@ class SelftestScreen(StepScreen):
             self.report = msg.report
             rec = msg.report.recommendation
             colour = {"native_nvfp4": "green", "nvfp4_weight_only_fallback": "yellow"}.get(rec.verdict.value, "red")
-            notes = "".join(f"\n  • {n}" for n in rec.notes)
+            notes = "".join(f"\n  • {escape(n)}" for n in rec.notes)
             extra = ""
             if rec.checkpoint:
-                extra += f"\ncheckpoint: {rec.checkpoint}"
+                extra += f"\ncheckpoint: {escape(rec.checkpoint)}"
             if rec.moe_backend:
-                extra += f"   --moe-backend {rec.moe_backend}"
+                extra += f"   --moe-backend {escape(rec.moe_backend)}"
             self.query_one("#selftest-verdict", Static).update(
-                f"[b]verdict:[/b] [{colour}]{rec.verdict.title}[/] — {rec.summary}{extra}{notes}")
+                f"[b]verdict:[/b] [{colour}]{rec.verdict.title}[/] — {escape(rec.summary)}{extra}{notes}")
             self.query_one("#selftest-status", Static).update(
                 f"self-test finished in {msg.report.seconds:.1f} s")

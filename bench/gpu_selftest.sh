@@ -7,7 +7,7 @@
 # Commit the two .json files as tests/data/kernels_check/<same name> (the format test picks them up).
 # Each run is bounded by `timeout 300`; expected well under 2 minutes each on an H100.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/selftest-out}
 SITE=${VLLM_SITE:-/tmp/site}

@@ -1,7 +1,8 @@
 """Shared fixtures: the real CPU vLLM (venv, tiny models, servers).
 
 Everything vLLM-related is session-scoped and lazily created, so `pytest -m "not vllm"` never builds or
-starts anything. Tests using these fixtures must carry `@pytest.mark.vllm` (enforced below).
+starts anything. Tests using these fixtures should carry `@pytest.mark.vllm`; one that forgets gets the
+marker added at collection, so `-m "not vllm"` still skips it.
 
 `vllm_server_factory(model_dir, speculative_config=None, extra_args=())` returns a ServerHandle
 (url, process, log_path). Servers are shared: the same arguments give the same running server for the
@@ -30,11 +31,11 @@ VLLM_FIXTURES = {"vllm_env", "tiny_models_dir", "tiny_qwen3_moe", "tiny_qwen35_m
                  "vllm_server_factory"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        used = VLLM_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        if used and item.get_closest_marker("vllm") is None:
-            raise pytest.UsageError(f"{item.nodeid} uses {sorted(used)} but is not marked @pytest.mark.vllm")
+        if VLLM_FIXTURES.intersection(getattr(item, "fixturenames", ())) and item.get_closest_marker("vllm") is None:
+            item.add_marker(pytest.mark.vllm)
 
 
 @pytest.fixture(scope="session")

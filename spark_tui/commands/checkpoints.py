@@ -34,13 +34,20 @@ def rank(cat, device_id: str | None) -> list[tuple[object, str]]:  # type: ignor
         elif f"sm_{sm}" in c.recommended_on:
             why = f"native; published results on sm_{sm}"
         else:
-            why = "native" if c.min_sm_native is not None else "native support not verified"
+            why = "native" if c.format is not None else "native NVFP4 assumed; quantization format not verified"
         size = c.size_on_disk_gb
         if size is not None and t.total_bytes and size * 1e9 > t.total_bytes * 0.9:
             why = f"does not fit: {size:g} GB of weights on a {t.total_bytes / 2**30:.0f} GiB card"
         out.append((c, why))
-    fit_rank = {True: 1, False: 0}
-    return [out[0]] + sorted(out[1:], key=lambda cw: (fit_rank["does not fit" in cw[1] or "not native" in cw[1]], cw[0].id))  # type: ignore[attr-defined]
+    def order(cw: tuple[object, str]) -> tuple[int, str]:
+        why = cw[1]
+        if "does not fit" in why or "not native" in why:
+            return 3, cw[0].id  # type: ignore[attr-defined]
+        if "published results" in why:
+            return 0, cw[0].id  # type: ignore[attr-defined]
+        return (2 if "not verified" in why or cw[0].format is None else 1), cw[0].id  # type: ignore[attr-defined]
+
+    return [out[0]] + sorted(out[1:], key=order)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ ready and leaves it running; `spark-tui stop` ends it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
@@ -64,18 +63,14 @@ class _StartupPrinter:
 
 
 def _diagnose(lines: list[str]) -> str | None:
-    try:
-        from spark_tui.core import diagnose
-    except ImportError:
+    """The logs helper's diagnosis (spark_tui.core.diagnose) of the server's log: cause and fix per problem."""
+    from spark_tui.core.diagnose import diagnose_text
+
+    _, diags, _ = diagnose_text("\n".join(lines) + "\n")
+    shown = [d for d in diags if d.severity in ("error", "warning")][:3]
+    if not shown:
         return None
-    fn = getattr(diagnose, "diagnose_lines", None) or getattr(diagnose, "diagnose", None)
-    if fn is None:
-        return None
-    res = fn(lines)
-    if res is None:
-        return None
-    text = getattr(res, "to_text", None)
-    return text() if callable(text) else str(res)
+    return "\n".join(f"{d.severity}: {d.cause}\n  fix: {d.fix}" for d in shown)
 
 
 class _Stats:
@@ -90,15 +85,23 @@ class _Stats:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            text = httpx.get(self.url + "/metrics", timeout=3).text
+            r = httpx.get(self.url + "/metrics", timeout=3)
         except httpx.HTTPError:
             return None
+        if r.status_code != 200:
+            return None
         v: dict[str, float] = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                              "vllm:generation_tokens_total", "vllm:prompt_tokens_total"):
-                    v[s.name] = v.get(s.name, 0.0) + s.value
+        try:
+            for fam in text_string_to_metric_families(r.text):
+                for s in fam.samples:
+                    if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                                  "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total",
+                                  "vllm:prompt_tokens_total"):
+                        v[s.name] = v.get(s.name, 0.0) + s.value
+        except ValueError:  # not the Prometheus text format
+            return None
+        if not v:
+            return None
         now = time.monotonic()
         gen, prompt = v.get("vllm:generation_tokens_total", 0.0), v.get("vllm:prompt_tokens_total", 0.0)
         rates = ""
@@ -109,14 +112,6 @@ class _Stats:
         return (f"running {v.get('vllm:num_requests_running', 0):.0f}  waiting "
                 f"{v.get('vllm:num_requests_waiting', 0):.0f}  KV cache {100 * v.get('vllm:kv_cache_usage_perc', 0):.1f}%"
                 f"{rates}  total generated {gen:.0f}")
-
-
-def _plan_summary(plan: Any) -> dict[str, Any]:
-    mem = plan.memory
-    fc = plan.flag("--moe-backend")
-    return {"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id, "format": plan.checkpoint.format,
-            "goal": plan.goal, "kv_cache_tokens": getattr(mem, "kv_cache_tokens", None),
-            "moe_backend": fc.value if fc else None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,25 +125,14 @@ def run(args: argparse.Namespace) -> int:
         note = sv.check_memory(plan)
         if note:
             print(f"memory: {note}")
-        rep = sv.check_checkpoint(plan)
+        rep, note = sv.check_checkpoint(plan)
+        if note:
+            print(f"checkpoint: {note}")
         if rep is not None:
             print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             for w in rep.warnings:
                 print(f"  warning: {w}")
-    if args.runtime == "docker":
-        import shutil
-
-        if shutil.which("docker") is None:
-            raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
-        argv = sv.docker_argv(plan, port=port, image=args.image, name=f"spark-tui-vllm-{port}")
-    else:
-        argv = sv.native_argv(plan, sv.resolve_vllm(), port=port)
-    env = dict(plan.env_dict())
-    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
-        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
-    sup = sv.Supervisor(argv, host=plan.host, port=port, model=plan.model,
-                        served_model_name=plan.served_model_name, env=env, detach=args.detach,
-                        runtime=args.runtime, plan_summary=_plan_summary(plan))
+    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image)
     printer = _StartupPrinter()
     sup.subscribe(printer)
     if not args.detach:

@@ -107,7 +107,7 @@ def render(plan: Plan) -> str:
             out.append(f"  {label:<15} {_gib(b):>10}")
         out.append(f"  predicted vLLM log: GPU KV cache size: {m.kv_cache_tokens:,} tokens, Maximum concurrency for "
                    f"{m.max_model_len:,} tokens per request: {m.max_concurrency:.2f}x")
-        out.append(f"  attention block {m.block_size_tokens} tokens; {m.num_blocks:,} blocks of {_gib(m.bytes_per_block)}; "
+        out.append(f"  attention block {m.block_size_tokens} tokens; {m.num_blocks:,} blocks of {m.bytes_per_block / 2**20:.1f} MiB; "
                    f"KV {m.kv_bytes_per_token:,} B/token; DeltaNet state {m.state_bytes_per_seq / 2**20:.0f} MiB/request "
                    f"({m.mamba_slots_per_seq} slots)")
         for n in m.notes:

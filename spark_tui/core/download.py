@@ -263,6 +263,16 @@ def hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def find_cached_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """The HF cache snapshot folder of repo@revision (a branch/tag through refs/, or a commit), if present."""
+    base = Path(cache_dir or hf_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    rev = revision or "main"
+    ref = base / "refs" / rev
+    commit = ref.read_text().strip() if ref.is_file() else rev
+    snap = base / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
 def _complete_locally(f: RemoteFile, repo_id: str, commit: str, local_dir: str | None, cache_dir: str) -> bool:
     if local_dir is not None:
         p = Path(local_dir) / f.path
@@ -437,6 +447,11 @@ class _FileBar:
         return {"n": self.n, "total": self.total, "rate": None}
 
 
+def file_bar_class(path: str, on_bytes: Callable[[str, int, int | None, bool], None]) -> type:
+    """A tqdm-compatible class bound to one file, for hf_hub_download(tqdm_class=...)."""
+    return type("_Bar", (_FileBar,), {"_path": path, "_emit": staticmethod(on_bytes)})
+
+
 def _fatal(e: BaseException) -> bool:
     """Errors every other file would hit too (auth, missing repo, full disk): stop at once."""
     from huggingface_hub import errors as he
@@ -466,16 +481,16 @@ def download(plan: DownloadPlan, subscribers: Iterable[Subscriber] = (), max_wor
 
     last_tick: dict[str, float] = {}
 
-    def bar_class(path: str) -> type:
-        def on_bytes(p: str, n: int, total: int | None, force: bool) -> None:
-            if cancel.is_set():
-                raise KeyboardInterrupt  # stops this worker's transfer at the next chunk
-            now = time.monotonic()
-            if force or now - last_tick.get(p, 0.0) >= progress_interval:
-                last_tick[p] = now
-                emit(FileProgress(p, n, total))
+    def on_bytes(p: str, n: int, total: int | None, force: bool) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt  # stops this worker's transfer at the next chunk
+        now = time.monotonic()
+        if force or now - last_tick.get(p, 0.0) >= progress_interval:
+            last_tick[p] = now
+            emit(FileProgress(p, n, total))
 
-        return type("_Bar", (_FileBar,), {"_path": path, "_emit": staticmethod(on_bytes)})
+    def bar_class(path: str) -> type:
+        return file_bar_class(path, on_bytes)
 
     emit(DownloadStarted(listing.repo_id, listing.revision, listing.commit, tuple(f.path for f in plan.selected),
                          plan.total_bytes, plan.cached_bytes, plan.missing_bytes, plan.target))

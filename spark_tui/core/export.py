@@ -41,6 +41,11 @@ CONTAINER_HF_CACHE = "/root/.cache/huggingface"  # HF cache inside the official 
 RAY_PORT = 6379  # `ray start --head` default GCS port, as in vLLM's examples/online_serving/multi-node-serving.sh
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# names the shell itself sets or reads while running the generated scripts: refused as plan env
+_SHELL_NAMES = frozenset(
+    "_ IFS PWD OLDPWD SHLVL SHELLOPTS BASHOPTS BASH_ENV ENV BASH_XTRACEFD PS4 UID EUID PPID "
+    "RANDOM SECONDS LINENO BASHPID HOME PATH".split()
+)
 _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 
 
@@ -161,9 +166,13 @@ def is_loopback(host: str) -> bool:
 def gpus_per_replica(plan: Plan) -> int:
     """GPUs one server process uses: tensor parallel x data parallel."""
     pairs = serve_pairs(plan)
-    tp = int(_get(pairs, "--tensor-parallel-size") or plan.tensor_parallel_size or 1)
-    dp = int(_get(pairs, "--data-parallel-size") or plan.data_parallel_size or 1)
-    return max(1, tp * dp)
+    sizes = []
+    for flag in ("--tensor-parallel-size", "--data-parallel-size"):
+        raw = _get(pairs, flag) or "1"
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageError(f"{flag} {raw!r} is not a GPU count", f"give {flag} a positive integer")
+        sizes.append(int(raw))
+    return sizes[0] * sizes[1]
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,8 @@ def _check_env(plan: Plan) -> None:
     for e in plan.env:
         if not _ENV_NAME.match(e.name):
             raise UsageError(f"{e.name!r} is not an environment variable name", "use letters, digits and _")
+        if e.name in _SHELL_NAMES:
+            raise UsageError(f"{e.name} is managed by the shell, not a vLLM setting", f"remove {e.name} from the plan")
     words = [plan.model, *(e.value for e in plan.env), *(w for f in plan.flags for w in f.argv())]
     if any("\0" in w for w in words):
         raise UsageError("a plan value contains a NUL byte", "remove the NUL character from the value")
@@ -303,13 +314,31 @@ def container_pairs(plan: Plan) -> list[tuple[str, str | None]]:
     return _set(serve_pairs(plan), "--host", "0.0.0.0")
 
 
+def model_mount(plan: Plan) -> str | None:
+    """A local checkpoint (absolute path) is bind-mounted read-only at the same path in the container."""
+    if not plan.model.startswith("/"):
+        return None
+    if ":" in plan.model or "," in plan.model or not plan.model.isprintable():
+        raise UsageError(f"cannot bind-mount the model path {plan.model!r} into a container",
+                         "move the checkpoint to a path without ':' ',' or control characters")
+    return f"{plan.model}:{plan.model}:ro"
+
+
 def container_args(plan: Plan) -> list[str]:
     """The container's arguments (the image's entrypoint is `vllm serve`)."""
     return [plan.model, *_flatten(container_pairs(plan))]
 
 
 def _publish(host: str, port: int) -> str:
-    h = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    """`-p HOST:PORT:PORT`: Docker publishes on an IP address, not a host name."""
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise UsageError(f"docker publishes ports on an IP address, not {host!r}",
+                         "give --host an IP address (127.0.0.1, 0.0.0.0 or this machine's address)") from None
+    h = f"[{ip}]" if ip.version == 6 else str(ip)
     return f"{h}:{port}:{port}"
 
 
@@ -339,6 +368,8 @@ def to_docker(plan: Plan, opts: ExportOptions | None = None) -> str:
         ["-p", _q(_publish(host, port))],
         ["-v", f'"${{HOME}}/.cache/huggingface:{CONTAINER_HF_CACHE}"'],
     ]
+    if mount := model_mount(plan):
+        words.append(["-v", _q(mount)])
     if opts.env_file:
         words.append(["--env-file", _q(opts.env_file)])
     for n in (*sec.optional, *sec.required):
@@ -474,6 +505,8 @@ def to_compose(plan: Plan, opts: ExportOptions | None = None) -> str:
         "ipc": "host",
         "volumes": [f"${{HOME}}/.cache/huggingface:{CONTAINER_HF_CACHE}"],
     }
+    if mount := model_mount(plan):
+        service["volumes"].append(dollar_escape(mount))  # type: ignore[union-attr]
     if opts.env_file:
         service["env_file"] = [dollar_escape(opts.env_file)]
     service["environment"] = env
@@ -610,6 +643,9 @@ def to_k8s(plan: Plan, opts: ExportOptions | None = None) -> str:
     opts = opts or ExportOptions()
     _check_env(plan)
     _k8s_checked(opts)
+    if plan.model.startswith("/"):
+        raise UsageError(f"the pod cannot see the local model path {plan.model}",
+                         "export a Hugging Face repo id (--checkpoint): the pod downloads it into its cache volume")
     sec = _secrets(replace(plan, host="0.0.0.0"), replace(opts, api_key_env=API_KEY_ENV), force_api_key=True)
     port = effective_port(plan)
     labels = {"app.kubernetes.io/name": opts.name, "app.kubernetes.io/managed-by": "spark-tui"}

@@ -195,11 +195,17 @@ def kv_layout(arch: Arch, kv_dtype_bytes: int, mtp_k: int, prefix_caching: bool,
     return KvLayout(per_tok, mpage, block, page, gs, full_groups, mamba_groups, largest * page, slots, full_layers)
 
 
-def capacity(layout: KvLayout, kv_cache_bytes: int, max_model_len: int) -> tuple[int, int, float, int]:
-    """(num_blocks, blocks per request, max concurrency, KV cache tokens) as vLLM logs them."""
+def capacity(layout: KvLayout, kv_cache_bytes: int, max_model_len: int,
+             legacy_tokens: bool = False) -> tuple[int, int, float, int]:
+    """(num_blocks, blocks per request, max concurrency, KV cache tokens) as vLLM logs them.
+
+    legacy_tokens: releases before vLLM PR #40694 logged tokens as num_blocks // groups x block_size
+    (wrong for hybrid models, vLLM #40691); since then tokens = int(concurrency x max_model_len)."""
     num_blocks = max(kv_cache_bytes, 0) // layout.bytes_per_block
     per_req = layout.full_groups * cdiv(max_model_len, layout.block_size) + layout.mamba_groups * layout.mamba_slots_per_seq
     conc = num_blocks / per_req
+    if legacy_tokens:
+        return num_blocks, per_req, conc, num_blocks // (layout.full_groups + layout.mamba_groups) * layout.block_size
     return num_blocks, per_req, conc, int(conc * max_model_len)
 
 
@@ -263,6 +269,7 @@ class MemoryInputs:
     initial_block: int = 16
     kernel_alignment: int = 16
     gdn_checkpoint_blocks: int = 0
+    legacy_tokens: bool = False
     weights_note: str = ""
 
 
@@ -285,7 +292,10 @@ def estimate(arch: Arch, m: MemoryInputs) -> MemoryEstimate:
                      "CUDA graphs, non-torch memory) is a spark-tui estimate, vLLM profiles the real one.")
     if m.weights_note:
         notes.append(m.weights_note)
-    num_blocks, per_req, conc, tokens = capacity(layout, kv, m.max_model_len)
+    num_blocks, per_req, conc, tokens = capacity(layout, kv, m.max_model_len, m.legacy_tokens)
+    if m.legacy_tokens:
+        notes.append("this vLLM logs 'GPU KV cache size' as blocks // groups x block size (vLLM #40691): the token "
+                     "figure is what it prints, not concurrency x max_model_len")
     state = layout.mamba_groups * layout.mamba_slots_per_seq * layout.bytes_per_block
     kv_tok = layout.page_bytes_per_token_layer * layout.full_layers
     return MemoryEstimate(

@@ -8,7 +8,7 @@ the deployment must provide; renderers emit references to them only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 

@@ -128,8 +128,8 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
     same = sum(1 for x in probe.gpus if x.name == g.name)
     host = probe.host
     total = g.memory_total_bytes
-    if total is None:  # GB10: NVML NOT_SUPPORTED -> profile (CUDA total), else host RAM
-        total = m.device.memory_total_bytes or host.ram_total_bytes
+    if total is None:  # GB10: NVML NOT_SUPPORTED; vLLM then uses CUDA's total_memory, i.e. the host RAM total
+        total = host.ram_total_bytes or m.device.memory_total_bytes
     return Target(m.device, total, host.mem_available_bytes if (g.unified_memory or m.device.unified_memory) else None,
                   g.memory_free_bytes, same, g.name, g.sm if g.sm is not None else m.device.sm, src, m.detail)
 
@@ -208,8 +208,14 @@ def _moe_backend(c: CheckpointProfile, sm: int) -> tuple[str | None, str, str]:
                     f"(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
                     f"{R}; FACTS.md §7 (recipes PR #918), open question 3")
         if sm >= 100:
-            return ("flashinfer_trtllm", f"what vLLM auto-picks for NVFP4 on sm_{sm} (family 100); pinned so a change "
-                    "shows in the plan", "FACTS.md §2 table (trtllm_nvfp4_moe.py:204-211)")
+            if c.w4a4 == "yes":
+                return ("flashinfer_trtllm", f"W4A4 NVFP4 on sm_{sm}: what vLLM auto-picks on family 100 (native FP4 "
+                        "TRT-LLM MoE); pinned so a change shows in the plan",
+                        "FACTS.md §2 table (trtllm_nvfp4_moe.py:204-211)")
+            return ("auto", f"vLLM's own choice: FLASHINFER_TRTLLM on sm_{sm} if the checkpoint is W4A4 NVFP4, Marlin or "
+                    "Humming if it is W4A16; which one this checkpoint is has not been verified, and pinning a W4A4-only "
+                    "backend would fail on a W4A16 checkpoint",
+                    "FACTS.md §2 (oracle/nvfp4.py:196-215; W4A16 has no activation key), open question 1")
         return ("marlin", "no FP4 tensor cores before Blackwell: weight-only dequant. vLLM auto-ranks Humming first on "
                 "sm_90 but no benchmark exists; Marlin is the path the official recipe uses",
                 "FACTS.md §2 (humming/priority.py:11), open question 5")
@@ -251,7 +257,7 @@ def build_flags(t: Target, c: CheckpointProfile, *, goal: str, k: int, context: 
         warnings.append("Qwen3.6-FP8 on RTX PRO 6000 was reported slow: the FP8 MoE config for E=256, N=256 is missing "
                         "(vLLM #44688).")
     if kv_bytes is not None:
-        f.add("--kv-cache-memory-bytes", kv_bytes, kv_reason, "FACTS.md §1 (config/cache.py:374-381); probe MemAvailable")
+        f.add("--kv-cache-memory-bytes", f"{kv_bytes // GiB}G" if kv_bytes % GiB == 0 else kv_bytes, kv_reason, "FACTS.md §1 (config/cache.py:374-381); probe MemAvailable")
     if util is not None:
         f.add("--gpu-memory-utilization", f"{util:.2f}".rstrip("0").rstrip("."), util_reason, util_source)
     f.add("--max-model-len", context, context_reason, context_source)
@@ -295,13 +301,21 @@ def memory_from_flags(arch: mem.Arch, flags: list[FlagChoice], *, total: int, we
     kvm = parse_size(d["--kv-cache-memory-bytes"]) if d.get("--kv-cache-memory-bytes") else None
     L = parse_size(d["--max-model-len"]) if d.get("--max-model-len") else (arch.max_position_embeddings or 4096)
     seqs = int(d.get("--max-num-seqs") or dev.vllm_default_max_num_seqs)
+    align = dev.attention_kernel_block_alignment
+    attn = (d.get("--attention-backend") or "").upper()
+    if attn == "FLASH_ATTN" and dev.sm is not None and 100 <= dev.sm < 120 and arch.head_dim == 256:
+        # FA4's head-dim-256 kernel on sm_10x pages by 128 tokens (v1/attention/backends/fa_utils.py
+        # FA4_HD256_PAGE_SIZE, flash_attn.py get_supported_kernel_block_sizes; 0.32.0 wheel). The automatic
+        # choice on sm_10x is FLASHINFER (16-token alignment), so this applies only when forced.
+        align = 128
     bt = int(d.get("--max-num-batched-tokens") or dev.vllm_default_max_num_batched_tokens)
     inp = mem.MemoryInputs(
         device_total_bytes=total, weights_bytes=weights, max_model_len=L, max_num_seqs=seqs,
         max_num_batched_tokens=bt, kv_dtype_bytes=kv_bytes_el, mtp_k=k, prefix_caching=pc,
         gpu_memory_utilization=util, kv_cache_memory_bytes=kvm, enforce_eager="--enforce-eager" in d,
-        initial_block=dev.attention_block_size, kernel_alignment=dev.attention_kernel_block_alignment,
-        gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), weights_note=weights_note)
+        initial_block=max(dev.attention_block_size, align), kernel_alignment=align,
+        gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), legacy_tokens=compat.kv_tokens_legacy(version),
+        weights_note=weights_note)
     return mem.estimate(arch, inp)
 
 
@@ -313,20 +327,27 @@ _OMIT_REASONS = {
                            "sm_10x; FACTS.md §1); FlashInfer with MTP crashed on GQA-16 models (#37754, status unknown)",
     "--enable-chunked-prefill": "left out: on by default (redundant in 0.33)",
     "--async-scheduling": "left out: on by default and compatible with MTP in 0.33 (FACTS.md §1, config/vllm.py:1650-1719)",
-    "--quantization": "left out: vLLM reads the method from the checkpoint. `modelopt` means ModelOpt FP8; this FP4 "
-                      "checkpoint is modelopt_fp4, so `--quantization modelopt` fails at startup with 'Quantization "
-                      "method specified in the model config ... does not match' (FACTS.md §1)",
+    "--quantization": "left out: vLLM reads the quantization method from the checkpoint's config; passing one that "
+                      "does not match fails startup with 'Quantization method specified in the model config ... does "
+                      "not match' (FACTS.md §1)",
 }
+_MODELOPT_FP4 = ("left out: `modelopt` means ModelOpt FP8; this FP4 checkpoint is modelopt_fp4, which vLLM reads from the "
+                 "checkpoint, so `--quantization modelopt` fails at startup with 'Quantization method specified in the "
+                 "model config ... does not match' (FACTS.md §1)")
 
 
-def differences(recipe_args: tuple[str, ...], recipe_title: str, flags: list[FlagChoice]) -> list[str]:
+def differences(recipe_args: tuple[str, ...], flags: list[FlagChoice], checkpoint_format: str | None = None) -> list[str]:
+    """One sentence per flag where the plan deliberately differs from a published recipe."""
     rec = dict(split_args(recipe_args))
     plan = {f.flag: f for f in flags}
     out = []
     for flag, rv in rec.items():
         pf = plan.get(flag)
         if pf is None:
-            out.append(f"{flag}{' ' + rv if rv else ''}: {_OMIT_REASONS.get(flag, 'left out (the vLLM default applies)')}")
+            why = _OMIT_REASONS.get(flag, "left out (the vLLM default applies)")
+            if flag == "--quantization" and rv == "modelopt" and checkpoint_format == "modelopt_fp4":
+                why = _MODELOPT_FP4
+            out.append(f"{flag}{' ' + rv if rv else ''}: {why}")
         elif pf.value != rv:
             if flag == "--tool-call-parser" and {rv, pf.value} == {"qwen3_xml", "qwen3_coder"}:
                 out.append(f"{flag}: recipe {rv}, plan {pf.value}: aliases of the same Qwen3 tool parser (FACTS.md §1)")
@@ -335,7 +356,7 @@ def differences(recipe_args: tuple[str, ...], recipe_title: str, flags: list[Fla
     for flag, pf in plan.items():
         if flag not in rec and flag not in ("--served-model-name",):
             out.append(f"{flag}{' ' + pf.value if pf.value else ''}: added: {pf.reason}")
-    return [f"vs {recipe_title}: {d}" for d in out]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ main API
@@ -427,9 +448,13 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
             util_reason = (f"the probe shows only {t.free_bytes / GiB:.1f} GiB free of {total / GiB:.1f} GiB "
                            "(another process holds memory): lowered so vLLM's startup check passes")
             util_source = "probe memory_free_bytes; FACTS.md §6 (startup check)"
-            warnings.append(f"{(total - t.free_bytes) / GiB:.1f} GiB of GPU memory is in use by other processes")
+            busy = (f"{(total - t.free_bytes) / GiB:.1f} GiB of the {total / GiB:.1f} GiB on {t.name} is in use by "
+                    "other processes")
+            warnings.append(busy)
             if util <= 0.1:
-                raise PlanError(f"{t.name}: too little free GPU memory", "stop the other GPU processes and re-probe")
+                raise PlanError(f"{busy}; {t.free_bytes / GiB:.1f} GiB free is too little to serve the model",
+                                f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore "
+                                "current usage")
 
     # ---- batch sizes
     big = total >= 160 * GiB
@@ -450,10 +475,13 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     probe_L = context or model_max
     e0 = est(probe_L, seqs0, None)
     if e0.kv_cache_bytes <= 0:
+        limited = t.free_bytes is not None and not dev.unified_memory and t.free_bytes < 0.9 * total
         raise PlanError(
             f"{c.repo_id} does not fit on {t.name}: weights {weights / GiB:.1f} GiB + overhead "
-            f"{e0.overhead_bytes / GiB:.1f} GiB exceed the {e0.budget_bytes / GiB:.1f} GiB budget",
-            "pick a smaller checkpoint (spark-tui checkpoints --device ...) or a larger GPU")
+            f"{e0.overhead_bytes / GiB:.1f} GiB exceed the {e0.budget_bytes / GiB:.1f} GiB budget"
+            + (f" ({(total - t.free_bytes) / GiB:.1f} GiB is in use by other processes)" if limited else ""),
+            (f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore current usage"
+             if limited else f"pick a smaller checkpoint (spark-tui checkpoints --device {dev.id}) or a larger GPU"))
     if dev.unified_memory and t.mem_available_bytes is not None:
         kv_bytes = (e0.kv_cache_bytes // GiB) * GiB
         kv_reason = (f"fix the KV pool at what MemAvailable allows ({kv_bytes / GiB:.0f} GiB = utilization x total "
@@ -519,13 +547,16 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
         if rec.checkpoint != c.id:
             c = cat.checkpoint(rec.checkpoint)
             model = model_path or c.repo_id
-        diffs = [f"spark-tui's own plan differs: {d.split(': ', 1)[1]}" for d in differences(rec.args, rec.title, own)]
-        if "--quantization" in dict(split_args(rec.args)):
-            warnings.append(f"recipe {rec.id}: " + _OMIT_REASONS["--quantization"])
+        diffs = [f"reproducing {rec.title} [{rec.source}]; spark-tui's own plan ({dev.id}, goal {goal}) differs:"]
+        diffs += differences(rec.args, own, c.format)
+        q = dict(split_args(rec.args)).get("--quantization")
+        if q == "modelopt" and c.format == "modelopt_fp4":
+            warnings.append(f"recipe {rec.id}: --quantization modelopt is wrong for this checkpoint: " + _MODELOPT_FP4[10:])
     else:
-        primary = dev.recipe()
-        if primary is not None and primary.checkpoint == c.id:
-            diffs = differences(primary.args, primary.title, flags.items)
+        ref = dev.recipe_for(c.id)
+        if ref is not None:
+            diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
+            diffs += differences(ref.args, flags.items, c.format)
 
     _apply_sets(flags, env, sets)
     k_final = 0

@@ -110,6 +110,14 @@ class DeviceProfile:
         rid = rid or self.primary_recipe
         return next((r for r in self.recipes if r.id == rid), None)
 
+    def recipe_for(self, checkpoint_id: str) -> Recipe | None:
+        """The recipe to compare a plan with: the primary one when it serves this checkpoint, else the first
+        recipe that does."""
+        prim = self.recipe()
+        if prim is not None and prim.checkpoint == checkpoint_id:
+            return prim
+        return next((r for r in self.recipes if r.checkpoint == checkpoint_id), None)
+
     def source(self, key: str) -> str:
         return _source_for(self.sources, key) or f"profiles/devices/{self.id}.toml"
 
@@ -387,6 +395,7 @@ def _raw(dirs: list[Path], kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
             if pid in out and out[pid][0].startswith(str(base)):
                 raise ProfileError(f"{path}: duplicate id {pid!r} (also in {out[pid][0]})", "give each profile its own id")
             if pid in out:  # user override: merge fields onto the shipped profile
+                _check_sources(str(path), data)  # a changed number needs its own source, not the shipped one
                 data = _merge(out[pid][1], data)
                 path_s = f"{out[pid][0]} + {path}"
             else:

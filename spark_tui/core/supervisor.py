@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spark_tui.errors import UsageError, VllmError
+from spark_tui.errors import DownloadError, UsageError, VllmError
 
 LOG_MAX_BYTES = 20 * 1024**2  # rotate the server log at 20 MiB...
 LOG_BACKUPS = 3  # ...keeping 3 old files
@@ -337,16 +337,28 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
     return f"MemAvailable {avail / gib:.1f} GiB >= budget {mem.budget_bytes / gib:.1f} GiB"
 
 
-def check_checkpoint(plan: Any) -> Any | None:
-    """For a local checkpoint directory: completeness + format (part 1). None for a hub repo id."""
-    if not os.path.isdir(str(plan.model)):
-        return None
+def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
+    """Completeness + format of the checkpoint vLLM will load (part 1): a local directory, or the HF cache
+    snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) when unusable."""
     from spark_tui.core import checkpoint as ck
 
     fmt = getattr(getattr(plan, "checkpoint", None), "format", None) or None
-    rep = ck.verify_checkpoint(plan.model, expected_format=fmt)
+    model = str(plan.model)
+    where = model if os.path.isdir(model) else None
+    if where is None and model.count("/") == 1:
+        from spark_tui.core.download import find_cached_snapshot
+
+        snap = find_cached_snapshot(model, getattr(plan.checkpoint, "revision", None))
+        if snap is None:
+            return None, (f"{model} is not in the Hugging Face cache: vLLM will download it while starting "
+                          f"(`spark-tui download {model}` first checks disk space and resumes)")
+        where = str(snap)
+    if where is None:
+        raise DownloadError(f"checkpoint {model} is neither a local directory nor a Hugging Face repo id",
+                            "give --model-path an existing checkpoint folder")
+    rep = ck.verify_checkpoint(where, expected_format=fmt)
     ck.require_complete(rep)
-    return rep
+    return rep, None
 
 
 # ---------------------------------------------------------------------------------------------- verification
@@ -630,14 +642,24 @@ class Supervisor:
                 self._emit(ev)
                 return ev
             time.sleep(poll_s)
-        tail = list(self.tail)
+        tail = self.log_lines()
         self.stop()
         raise VllmError(f"vLLM did not become ready within {timeout_s:.0f} s; it was stopped"
                         f"{self._diagnosis(diagnose, tail)}",
                         f"raise --startup-timeout if it was still making progress; full log: {self.log_path}")
 
+    def log_lines(self, max_bytes: int = 2 * 1024**2) -> list[str]:
+        """The end of the server log (the file when readable, else the in-memory tail)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - max_bytes))
+                return f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return list(self.tail)
+
     def _diagnosis(self, diagnose: Callable[[list[str]], str | None] | None, tail: list[str] | None = None) -> str:
-        lines = list(self.tail if tail is None else tail)
+        lines = self.log_lines() if tail is None else list(tail)
         if diagnose is not None:
             try:
                 d = diagnose(lines)
@@ -670,6 +692,33 @@ class Supervisor:
         if self.record is not None:
             self.record.path().unlink(missing_ok=True)
         return how
+
+
+def plan_summary(plan: Any) -> dict[str, Any]:
+    """What the state file and the plan check keep of a plan."""
+    mem = plan.memory
+    fc = plan.flag("--moe-backend")
+    return {"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id, "format": plan.checkpoint.format,
+            "goal": plan.goal, "kv_cache_tokens": getattr(mem, "kv_cache_tokens", None),
+            "moe_backend": fc.value if fc else None}
+
+
+def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "native", detach: bool = False,
+                        image: str | None = None) -> "Supervisor":
+    """A Supervisor (not started) for a plan: the argv for the runtime, the plan's env, loopback internals.
+    `spark-tui launch`, `spark-tui tune` and the TUI's Run screen all start servers through this."""
+    port = port or plan.port
+    if runtime == "docker":
+        if shutil.which("docker") is None:
+            raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
+        argv = docker_argv(plan, port=port, image=image, name=f"spark-tui-vllm-{port}")
+    else:
+        argv = native_argv(plan, resolve_vllm(), port=port)
+    env = dict(plan.env_dict())
+    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
+        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
+    return Supervisor(argv, host=plan.host, port=port, model=plan.model, served_model_name=plan.served_model_name,
+                      env=env, detach=detach, runtime=runtime, plan_summary=plan_summary(plan))
 
 
 def install_signal_handlers(sup: Supervisor, exit_code: int = 130) -> None:

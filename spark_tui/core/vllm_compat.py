@@ -61,6 +61,9 @@ CHANGES: tuple[Change, ...] = (
            "vllm/engine/arg_utils.py:463 (0.33: deprecated, no effect; follows --enable-prefix-caching)"),
     Change("two KV-cache log lines (0.19)", "one line 'GPU KV cache size: N tokens, Maximum concurrency ...'", None,
            None, "vLLM #40691 / PR #40694; FACTS.md §4"),
+    Change("KV-cache tokens logged as num_blocks // groups x block_size", "int(max concurrency x max_model_len)",
+           "0.20.0", None, "vLLM #40691 (wrong for Qwen3.5 in 0.19.0), PR #40694 (merged 2026-04-23; first release "
+           "not verified, 0.20.0 assumed); 0.24.0 verified against real logs (club-3090 #612, #652)"),
     Change("gpu_memory_utilization default 0.9", "default 0.92", None, None,
            "vllm/config/cache.py:215 (0.33); release of the change not verified (FACTS.md open question 4)"),
     Change("fastsafetensors optional (pip install fastsafetensors)", "fastsafetensors>=0.3.3 a hard dependency",
@@ -85,6 +88,12 @@ def has_moe_backend_flag(version: str | None) -> bool:
 
 def gdn_checkpoint_blocks(version: str | None) -> int:
     return 1 if at_least(version, "0.33.0") else 0
+
+
+def kv_tokens_legacy(version: str | None) -> bool:
+    """Before vLLM PR #40694 (merged 2026-04-23, after 0.19.0) the KV-cache token log used blocks // groups x
+    block size; 0.24.0 is verified to print concurrency x max_model_len (tests/data/plan/kv_logs.json)."""
+    return not at_least(version, "0.20.0")
 
 
 def fastsafetensors_bundled(version: str | None) -> bool:
@@ -131,8 +140,11 @@ def check_argv(argv: list[str]) -> dict[str, Any]:
                 "message": "vLLM is not importable in this Python: the flags were not checked (install spark-tui[vllm] "
                            "or run the check with vLLM's python)"}
     version = installed_vllm_version()
+    import sys
+
     try:
-        parser_cls, make_arg_parser = _parser_api()
+        with contextlib.redirect_stdout(sys.stderr):  # vLLM logs to stdout: keep `plan --json` output clean
+            parser_cls, make_arg_parser = _parser_api()
     except Exception as e:  # noqa: BLE001 - any import failure of vLLM means "cannot check"
         return {"status": "unavailable", "version": version, "problems": [],
                 "message": f"vLLM {version} is installed but its argument parser could not be imported ({e})"}
@@ -141,19 +153,20 @@ def check_argv(argv: list[str]) -> dict[str, Any]:
         args = args[2:]
     model, rest = (args[0], args[1:]) if args and not args[0].startswith("-") else (None, args)
     problems: list[str] = []
-    parser = make_arg_parser(parser_cls(prog="vllm serve"))
+    with contextlib.redirect_stdout(sys.stderr):
+        parser = make_arg_parser(parser_cls(prog="vllm serve"))
     known = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001 - argparse has no public list
     for tok in rest:
         if tok.startswith("--"):
             name = tok.split("=", 1)[0]
             if name not in known:
-                hint = next((f" (renamed: {c.old} -> {c.new}; {c.evidence})" for c in CHANGES
-                             if c.old.split()[0] == name or (c.new or "").split()[0] == name), "")
+                hint = next((f" ({c.old} -> {c.new or 'removed'}; {c.evidence})" for c in CHANGES
+                             if name in (c.old.split() + (c.new or "").split())), "")
                 problems.append(f"{name}: unknown to vLLM {version}{hint}")
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
-            ns, unknown = parser.parse_known_args(rest + (["--model", model] if model else []))
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            _ns, _unknown = parser.parse_known_args(rest + (["--model", model] if model else []))
     except SystemExit:
         msg = err.getvalue().strip().splitlines()
         problems.append(msg[-1] if msg else "vLLM's parser rejected the arguments")

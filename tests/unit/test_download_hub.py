@@ -249,3 +249,22 @@ def test_cancel_from_a_subscriber_stops_and_reports(hub_env, tiny_files, monkeyp
     assert "cancelled" in e.value.message
     assert isinstance(events[-1], dl.DownloadFailed)
     assert not any(isinstance(ev, dl.DownloadFinished) for ev in events)
+
+
+def test_file_bar_works_with_the_hub_xet_progress_reporter():
+    """The hf_xet path (xet_get) drives our bar through huggingface_hub's XetDownloadProgressReporter."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    from spark_tui.core import download as dl
+
+    got = []
+    bar = dl.file_bar_class("model.safetensors", lambda p, n, total, force: got.append((p, n, total)))
+    with XetDownloadProgressReporter(reconstruction_desc="x", total=100, log_level=30, tqdm_class=bar) as rep:
+        for done, sent in ((40, 30), (100, 70)):
+            rep.update_progress(SimpleNamespace(total_bytes_completed=done, total_transfer_bytes_completed=sent,
+                                                total_bytes_completion_rate=1.0,
+                                                total_transfer_bytes_completion_rate=1.0, total_bytes=100))
+    assert got[0] == ("model.safetensors", 0, 100)
+    assert ("model.safetensors", 40, 100) in got and got[-1] == ("model.safetensors", 100, 100)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_tui.core import export as ex
 from spark_tui.core.plan import EnvChoice, FlagChoice, Plan
-from tests.unit.export_support import run_with_stubs, unit_environment, unit_exec_argv
+from spark_tui.errors import UsageError
+from tests.unit.test_export_support import run_with_stubs, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import spark_plan
 
 # any character an argv word can hold (no NUL, no lone surrogates), biased towards shell/YAML/systemd
@@ -30,9 +32,21 @@ def hostile_plans(draw) -> Plan:
               for _ in range(draw(st.integers(0, 4)))]
     env = [EnvChoice(draw(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True)), draw(WORD), "r", "s")
            for _ in range(draw(st.integers(0, 2)))]
-    env = list({e.name: e for e in env if e.name not in ("PATH", "HOME", "STUB_OUT", "LC_ALL", "HF_TOKEN")}.values())
+    skip = ex._SHELL_NAMES | {"STUB_OUT", "LC_ALL", "HF_TOKEN", "VLLM_HOST_IP", "RAY_HEAD_IP"}
+    env = list({e.name: e for e in env if e.name not in skip}.values())
     return spark_plan(model=draw(st.one_of(WORD, FLAG)), flags=tuple(flags), env=tuple(env),
                       served_model_name=draw(st.one_of(st.none(), WORD)))
+
+
+def _container_render(fn, plan: Plan, k8s: bool = False) -> str | None:
+    """Render, or check the refusal of a local model path a container cannot mount (None then)."""
+    unmountable = plan.model.startswith("/") and (
+        k8s or ":" in plan.model or "," in plan.model or not plan.model.isprintable())
+    if unmountable:
+        with pytest.raises(UsageError):
+            fn(plan)
+        return None
+    return fn(plan)
 
 
 def _no_secret(text: str) -> None:
@@ -58,7 +72,9 @@ def test_bash_round_trips(plan):
 @SETTINGS
 @given(hostile_plans())
 def test_docker_round_trips(plan):
-    script = ex.to_docker(plan)
+    script = _container_render(ex.to_docker, plan)
+    if script is None:
+        return
     with tempfile.TemporaryDirectory() as d:
         r = run_with_stubs(script, Path(d), ("docker",), {"HF_TOKEN": SECRET})
     assert r["rc"] == 0, r["stderr"]
@@ -79,7 +95,9 @@ def _undollar(s: str) -> str:
 @SETTINGS
 @given(hostile_plans())
 def test_compose_round_trips(plan):
-    text = ex.to_compose(plan)
+    text = _container_render(ex.to_compose, plan)
+    if text is None:
+        return
     _no_secret(text)
     svc = yaml.safe_load(text)["services"]["vllm"]
     assert [_undollar(a) for a in svc["command"]] == ex.container_args(plan)
@@ -90,7 +108,9 @@ def test_compose_round_trips(plan):
 @SETTINGS
 @given(hostile_plans())
 def test_k8s_round_trips(plan):
-    text = ex.to_k8s(plan)
+    text = _container_render(ex.to_k8s, plan, k8s=True)
+    if text is None:
+        return
     _no_secret(text)
     docs = {d["kind"]: d for d in yaml.safe_load_all(text)}
     c = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]

@@ -162,6 +162,24 @@ def test_docker_ipv6_publish_and_image_override():
     assert '-v "${HOME}/.cache/huggingface:/root/.cache/huggingface"' in out
 
 
+@pytest.mark.parametrize("fmt", ["docker", "compose"])
+def test_docker_needs_an_ip_to_publish(fmt):
+    with pytest.raises(UsageError) as e:
+        ex.render(spark_plan("spark.local"), fmt, ex.ExportOptions(api_key_env="VLLM_API_KEY"))
+    assert "IP address" in e.value.message
+    assert "-p 127.0.0.1:8000:8000" in ex.to_docker(spark_plan("localhost"))
+
+
+def test_local_model_is_mounted_read_only():
+    p = spark_plan(model="/models/qwen nvfp4")
+    assert "  -v '/models/qwen nvfp4:/models/qwen nvfp4:ro' \\\n" in ex.to_docker(p)
+    assert yaml.safe_load(ex.to_compose(p))["services"]["vllm"]["volumes"][1] == "/models/qwen nvfp4:/models/qwen nvfp4:ro"
+    with pytest.raises(UsageError):
+        ex.to_k8s(p)
+    with pytest.raises(UsageError):
+        ex.to_docker(spark_plan(model="/models/a:b"))
+
+
 def test_image_tag_follows_plan_version_or_documented_default():
     assert ex.image_for(spark_plan(), ex.ExportOptions()) == "vllm/vllm-openai:v0.33.0"
     assert ex.image_for(spark_plan(vllm_version="v0.34.1"), ex.ExportOptions()) == "vllm/vllm-openai:v0.34.1"
@@ -272,6 +290,12 @@ def test_header_comment_cannot_be_broken_by_a_device_name():
     p = spark_plan(device=DeviceRef("x", "evil\nrm -rf /", None, None, False))
     out = ex.to_bash(p)
     assert "\nrm -rf /" not in out
+
+
+@pytest.mark.parametrize("name", ["IFS", "_", "PATH", "BASH_ENV", "1X", "A-B"])
+def test_shell_managed_or_invalid_env_names_are_refused(name):
+    with pytest.raises(UsageError):
+        ex.to_bash(spark_plan(env=(EnvChoice(name, "x", "r", "s"),)))
 
 
 def test_nul_is_refused():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spark_tui.core import export as ex
-from tests.unit.export_support import run_with_stubs, shellcheck, unit_environment, unit_exec_argv
+from tests.unit.test_export_support import run_with_stubs, shellcheck, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import multi_gpu_plan, spark_plan
 
 OPTION_SETS = [
@@ -115,3 +115,26 @@ def test_systemd_public_requires_env_file_and_absolute_bin():
     unit = ex.to_systemd(spark_plan("0.0.0.0"), ex.ExportOptions(api_key_env="VLLM_API_KEY", vllm_bin="/opt/v/bin/vllm"))
     assert "EnvironmentFile=/etc/spark-tui/vllm.env\n" in unit  # no `-`: a missing file fails the start
     assert unit_exec_argv(unit)[:2] == ["/opt/v/bin/vllm", "serve"]
+
+
+HOSTILE_VALUES = [" ';$(rm -rf /) %n ${HOME} ; ", 'a"b\\c', "new\nline\ttab", "é 😀", "--", ";", "\\;", "$$", "%%"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_systemd_analyze_verify_accepts_the_unit(value, tmp_path):
+    """systemd's own parser (when installed) loads the unit without a warning; ours gets the argv back."""
+    import shutil
+    import subprocess
+
+    from spark_tui.core.plan import FlagChoice
+
+    p = spark_plan(model="/models/" + value, flags=spark_plan().flags + (FlagChoice("--x", value, "r", "s"),))
+    unit = ex.to_systemd(p, ex.ExportOptions(user="root", working_directory="/tmp"))
+    assert unit_exec_argv(unit) == ["/usr/bin/env", *p.argv()]
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze not installed")
+    path = tmp_path / "spark-tui-vllm.service"
+    path.write_text(unit, encoding="utf-8")
+    r = subprocess.run([exe, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr

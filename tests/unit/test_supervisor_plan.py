@@ -78,15 +78,29 @@ def test_memory_check_on_unified_memory():
     assert sv.mem_available_bytes() > 0
 
 
-def test_checkpoint_check_for_local_paths(tmp_path):
-    assert sv.check_checkpoint(_plan()) is None  # a hub repo id: nothing to check locally
-    write_tiny_checkpoint(tmp_path, "modelopt_fp4")
-    assert sv.check_checkpoint(_plan(model=str(tmp_path))).complete
+def test_checkpoint_check_for_local_paths_and_the_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    rep, note = sv.check_checkpoint(_plan())  # a hub repo id that is not cached: a note, no refusal
+    assert rep is None and "not in the Hugging Face cache" in note
+    snap = tmp_path / "cache" / "models--nvidia--Qwen3.6-35B-A3B-NVFP4" / "snapshots" / ("c" * 40)
+    write_tiny_checkpoint(snap, "modelopt_fp4")
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("c" * 40)
+    rep, note = sv.check_checkpoint(_plan())  # cached: verified
+    assert rep.complete and note is None and rep.path == str(snap)
+    os.remove(snap / "model-00001-of-00002.safetensors")
     with pytest.raises(DownloadError):
-        sv.check_checkpoint(_plan(model=str(tmp_path), fmt="fp8"))
-    os.remove(tmp_path / "model-00002-of-00002.safetensors")
+        sv.check_checkpoint(_plan())
+    d = tmp_path / "local"
+    write_tiny_checkpoint(d, "modelopt_fp4")
+    assert sv.check_checkpoint(_plan(model=str(d)))[0].complete
     with pytest.raises(DownloadError):
-        sv.check_checkpoint(_plan(model=str(tmp_path)))
+        sv.check_checkpoint(_plan(model=str(d), fmt="fp8"))
+    os.remove(d / "model-00002-of-00002.safetensors")
+    with pytest.raises(DownloadError):
+        sv.check_checkpoint(_plan(model=str(d)))
 
 
 LOG = [

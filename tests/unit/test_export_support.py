@@ -1,4 +1,4 @@
-"""Helpers for the export tests: run generated scripts against PATH stubs, parse systemd units."""
+"""Helpers (no tests) for the export tests: run generated scripts against PATH stubs, parse systemd units."""
 
 from __future__ import annotations
 

@@ -1,0 +1,138 @@
+"""`spark-tui bench`: measure a served model at several concurrency levels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _levels(s: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of integers (e.g. 1,4,16)") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("concurrency levels must be positive integers (e.g. 1,4,16)")
+    return vals
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default %(default)s)")
+    p.add_argument("--model", help="model name (default: the first one /v1/models lists)")
+    p.add_argument("--concurrency", type=_levels, default=(1, 4, 8, 16, 32), help="levels, e.g. 1,4,8,16,32")
+    p.add_argument("--prompt-tokens", type=int, default=512, help="exact prompt length in tokens (synthetic prompts)")
+    p.add_argument("--output-tokens", type=int, default=128, help="exact output length in tokens")
+    bound = p.add_mutually_exclusive_group()
+    bound.add_argument("--duration", type=float, help="seconds per level (default 30 unless --requests is given)")
+    bound.add_argument("--requests", type=int, help="requests per level")
+    p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
+                   help="synthetic: exact token counts via the server's tokenizer; realistic: shipped chat/code prompts")
+    p.add_argument("--api-key-env", default="VLLM_API_KEY", help="env var holding the server's API key, if any")
+    p.add_argument("--no-save", action="store_true", help="do not save the result under the user data dir")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
+    """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
+    load generator times requests with); None when /metrics cannot be read."""
+    import time
+
+    from spark_tui.core.metrics import parse_metrics
+
+    try:
+        r = await client.get(f"{url}/metrics", headers=headers or {})
+        r.raise_for_status()
+    except Exception:
+        return None
+    return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
+
+
+def gather_context() -> dict:
+    """GPU, host and versions to store beside the figures, so runs can be compared."""
+    import platform
+
+    from spark_tui import __version__
+
+    ctx: dict = {"spark_tui": __version__, "python": platform.python_version()}
+    try:
+        from spark_tui.core.probe import take_probe
+
+        pr = take_probe()
+        ctx["probe"] = {
+            "status": pr.status,
+            "driver_version": pr.driver_version,
+            "cuda_driver_version": pr.cuda_driver_version,
+            "gpus": [{"name": g.name, "sm": g.sm_name, "memory_total_bytes": g.memory_total_bytes} for g in pr.gpus],
+        }
+    except Exception as e:  # no probe available: say so rather than guess
+        ctx["probe"] = {"status": "unavailable", "error": f"{type(e).__name__}: {e}"}
+    return ctx
+
+
+def save_result(d: dict, directory: Path | None = None) -> Path:
+    from spark_tui.core.paths import data_dir
+
+    out = directory or (data_dir() / "bench")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = (d.get("started_at") or "run").replace(":", "").replace("-", "")
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(d.get("model", "model")))[-60:]
+    path = out / f"{stamp}-{name}.json"
+    i = 1
+    while path.exists():
+        path = out / f"{stamp}-{name}-{i}.json"
+        i += 1
+    path.write_text(json.dumps(d, indent=2))
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from spark_tui.core.bench import BenchConfig, render_plot, render_table, run_bench
+    from spark_tui.errors import ExitCode
+
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    cfg = BenchConfig(
+        url=args.url.rstrip("/"),
+        model=args.model,
+        concurrency=tuple(args.concurrency),
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        requests=args.requests,
+        duration_s=None if args.requests else (args.duration or 30.0),
+        prompts=args.prompts,
+        api_key=api_key,
+    )
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def on_level(lv) -> None:
+        if not args.json:
+            print(f"  c={lv.concurrency}: {lv.output_tok_s:.1f} tok/s aggregate, {lv.errors} errors", file=sys.stderr)
+
+    res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
+    res.context = gather_context()
+    d = res.to_dict()
+    saved = None if args.no_save else save_result(d)
+    if args.json:
+        if saved:
+            d["saved_to"] = str(saved)
+        print(json.dumps(d, indent=2))
+    else:
+        print(render_table(res))
+        print()
+        print(render_plot(res))
+        if saved:
+            print(f"\nsaved to {saved}")
+    bad = [lv for lv in res.levels if lv.self_check_ok is False]
+    for lv in bad:
+        print(
+            f"spark-tui: warning: self-check failed at c={lv.concurrency}: client {lv.output_tok_s:.1f} tok/s vs "
+            f"server {lv.server_gen_tok_s:.1f} tok/s ({lv.self_check_deviation:.1%} apart; tolerance 5%)",
+            file=sys.stderr,
+        )
+    if all(lv.errors == lv.requests for lv in res.levels):
+        return int(ExitCode.FAILURE)
+    return int(ExitCode.OK)

@@ -1,7 +1,7 @@
 """Download: per-file and total progress, speed, ETA, disk space, pause / resume / cancel, over the runtime
 core's download event stream (spark_tui.core.download: fetch_listing -> plan_download -> check_disk ->
-download). Pause stops the transfers; resume starts the same download again, which keeps finished files
-and continues partial ones with HTTP Range requests (the hub client's cache)."""
+download). Pause stops the transfers; resume starts the same download again: finished files are kept (the
+hub client's cache), the rest is fetched again (see the runtime section of the README on partial files)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,7 @@ class DownloadScreen(StepScreen):
             return
         self.paused = True
         self.cancel_event.set()
-        self.query_one("#dl-status", Static).update("pausing … (s resumes: finished files are kept, partial "
-                                                    "files continue where they stopped)")
+        self.query_one("#dl-status", Static).update("pausing … (s resumes: finished files are kept)")
 
     def action_cancel(self) -> None:
         if self.cancel_event is not None and not self.cancel_event.is_set():
@@ -150,7 +149,7 @@ class DownloadScreen(StepScreen):
             self.app.notify(f"checkpoint ready at {ev.path}", title="Download", markup=False)
         elif isinstance(ev, dl.DownloadFailed):
             if self.paused:
-                status.update("paused: s resumes (finished files are kept, partial files continue).")
+                status.update("paused: s resumes (finished files are kept).")
             else:
                 status.update(f"[red]{escape(ev.message)}[/]\n{escape(ev.hint)}")
         if self.state is not None and self.state.total:

@@ -7,7 +7,6 @@ on quit outlives the app; the app stops it otherwise). This screen subscribes to
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any
 
@@ -177,15 +176,8 @@ class RunScreen(StepScreen):
             sv.check_port_free(plan.host, plan.port)
             sv.check_memory(plan)
             sv.check_checkpoint(plan)
-            argv = sv.native_argv(plan, sv.resolve_vllm())
-            env = dict(plan.env_dict())
-            if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
-                env["VLLM_HOST_IP"] = "127.0.0.1"
-            fc = plan.flag("--moe-backend")
-            sup = sv.Supervisor(argv, host=plan.host, port=plan.port, model=plan.model,
-                                served_model_name=plan.served_model_name, env=env, detach=True,
-                                plan_summary={"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id,
-                                              "moe_backend": fc.value if fc else None})
+            # detached: a server the user keeps on quit must outlive the app (the app stops it otherwise)
+            sup = sv.supervisor_for_plan(plan, detach=True)
             sup.subscribe(on_event)
             self.app.supervisor = sup
             sup.start()

@@ -1,0 +1,96 @@
+"""Messages posted up the widget tree (attributes down, messages up).
+
+Workers (threads) talk to the UI only through these. Dataclasses: Message.__post_init__ initialises the
+message part (Textual's dataclass support), so none of them defines its own. High-rate ones (live GPU state, metrics samples,
+download progress) are `bubble=False` and `can_replace` so a burst collapses to the newest value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from spark_tui.core.probe import ProbeResult
+
+
+@dataclass
+class ProbeUpdated(Message, bubble=False):
+    """A fresh probe snapshot (from the probe worker)."""
+
+    probe: ProbeResult
+
+    def can_replace(self, message: Message) -> bool:  # bursts collapse to the newest snapshot
+        return isinstance(message, ProbeUpdated)
+
+
+@dataclass
+class TargetDeviceChosen(Message):
+    """The user picked the device profile to plan for (no GPU here, or planning for another box)."""
+
+    device_id: str
+
+
+@dataclass
+class CheckpointChosen(Message):
+    """The user picked a checkpoint profile on the Model screen."""
+
+    checkpoint_id: str
+
+
+@dataclass
+class OverridesChanged(Message):
+    """The Plan screen's override fields changed (context, concurrency, goal, MTP tokens, FLAG=VALUE)."""
+
+    overrides: dict[str, Any]
+
+
+@dataclass
+class CacheScanned(Message, bubble=False):
+    """Result of the HF cache scan: repo id -> (local snapshot path, size on disk in bytes)."""
+
+    cached: dict[str, tuple[str, int]]
+    error: str = ""
+
+
+@dataclass
+class MetricsSample(Message, bubble=False):
+    """One /metrics scrape folded into window statistics (metrics.Stats), plus the GPU line."""
+
+    stats: Any  # spark_tui.core.metrics.Stats | None (None until two scrapes exist)
+    error: str = ""
+    gpu: str = ""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, MetricsSample)
+
+
+@dataclass
+class DownloadEvent(Message, bubble=False):
+    """One event of spark_tui.core.download (DownloadStarted, FileProgress, FileDone, ...)."""
+
+    event: Any
+
+    def can_replace(self, message: Message) -> bool:  # only progress ticks of the same file collapse
+        from spark_tui.core.download import FileProgress
+
+        return (isinstance(message, DownloadEvent) and isinstance(self.event, FileProgress)
+                and isinstance(message.event, FileProgress) and message.event.path == self.event.path)
+
+
+@dataclass
+class ServerEvent(Message, bubble=False):
+    """One supervisor event (LogLine, PhaseChanged, LogEvent, Ready, Exited) or a launch failure."""
+
+    event: Any
+
+
+@dataclass
+class SelftestResult(Message, bubble=False):
+    """One kernels_check CheckResult as it finishes, or the final Report (`report`)."""
+
+    result: Any = None
+    report: Any = None
+    planned: Any = None  # list[PlannedCheck] from plan_selftest()
+

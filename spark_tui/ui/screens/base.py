@@ -1,0 +1,44 @@
+"""What every step screen shares: the navigation line on top, the body, the footer with the keys."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+# mode name -> (key, label). The order is the order of the deployment steps.
+STEPS: tuple[tuple[str, str, str], ...] = (
+    ("device", "1", "Device"),
+    ("model", "2", "Model"),
+    ("plan", "3", "Plan"),
+    ("download", "4", "Download"),
+    ("run", "5", "Run"),
+    ("dashboard", "6", "Dash"),
+    ("export", "7", "Export"),
+    ("selftest", "8", "Selftest"),
+)
+
+
+def nav_markup(current: str) -> str:
+    parts = []
+    for mode, key, label in STEPS:
+        if mode == current:
+            parts.append(f"[reverse b]{key} {label}[/]")
+        else:
+            parts.append(f"[b]{key}[/] {label}")
+    return " " + "  ".join(parts)
+
+
+class StepScreen(Screen):
+    """A deployment step: `MODE` names its entry in STEPS; subclasses yield their body from compose_body()."""
+
+    MODE = ""
+    AUTO_FOCUS = "DataTable, Log, VerticalScroll"  # never an Input: the number keys must switch steps
+
+    def compose(self) -> ComposeResult:
+        yield Static(nav_markup(self.MODE), id="nav", markup=True)
+        yield from self.compose_body()
+        yield Footer(compact=True, show_command_palette=False)
+
+    def compose_body(self) -> ComposeResult:  # pragma: no cover - every screen overrides it
+        yield from ()

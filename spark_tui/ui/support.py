@@ -1,0 +1,80 @@
+"""Adapters from the UI to the core functions the CLI uses (no logic of their own: each calls one core API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spark_tui.core.probe import ProbeResult
+
+
+def device_for_probe(probe: ProbeResult | None) -> str | None:
+    """The device profile id the profiles core matches to the first GPU (None: no GPU, or no match)."""
+    if probe is None or not probe.ok:
+        return None
+    from spark_tui.core.profiles import catalog, match_gpu
+
+    g = probe.gpus[0]
+    m = match_gpu(catalog(), g.name, g.pci_device, g.sm)
+    return None if m is None else m.device.id
+
+
+OVERRIDE_KEYS = ("context", "concurrency", "goal", "mtp", "set_flags", "model_path")
+
+
+def build_plan(device: str | None, checkpoint: str | None, overrides: dict[str, Any], probe: ProbeResult | None) -> Any:
+    """The plan `spark-tui plan` would print for these choices (core.planner.make_plan): the chosen device
+    profile, else the probed GPU."""
+    from spark_tui.core.planner import make_plan
+
+    kw = {k: v for k, v in overrides.items() if k in OVERRIDE_KEYS and v not in (None, "", [])}
+    return make_plan(device=device, probe=None if device else probe, checkpoint=checkpoint, **kw)
+
+
+def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[Any, str, list[str]]], str]:
+    """Every checkpoint profile for the target as (profile, why, warnings): the planner's own choice first
+    (core.planner.choose_checkpoint with no --checkpoint), then the rest with the warnings the planner gives
+    when that one is forced. Returns the rows and the target's name."""
+    from spark_tui.core.planner import choose_checkpoint, resolve_target
+    from spark_tui.core.profiles import catalog
+
+    cat = catalog()
+    if device is None and (probe is None or not probe.ok):
+        return [(c, "", []) for c in cat.checkpoints.values()], "no device chosen yet (Device step)"
+    t = resolve_target(cat, device, None if device else probe)
+    best, why, source, _ = choose_checkpoint(cat, t, None)
+    rows = [(best, f"{why} [{source}]", [])]
+    for c in sorted(cat.checkpoints.values(), key=lambda c: c.id):
+        if c.id == best.id:
+            continue
+        _, _, _, warns = choose_checkpoint(cat, t, c.id)
+        rows.append((c, "", warns))
+    return rows, f"{t.name} ({t.profile.id})"
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """(label, profile id) for every device profile, GPUs first (spark-tui devices)."""
+    from spark_tui.core.profiles import catalog
+
+    devs = sorted(catalog().devices.values(), key=lambda d: (d.cpu, d.generic, d.name))
+    return [(f"{d.name} ({d.id})", d.id) for d in devs]
+
+
+@dataclass(frozen=True)
+class DeviceVerdict:
+    verdict: str  # "native NVFP4" | "fallback" | "unsupported"
+    reason: str
+
+
+def device_verdict(device_id: str) -> DeviceVerdict:
+    """The device profile's own verdict: `supported`/`refuse_reason` and `native_nvfp4` (profiles/devices/*.toml)."""
+    from spark_tui.core.profiles import catalog
+
+    d = catalog().device(device_id)
+    if not d.supported:
+        return DeviceVerdict("unsupported", d.refuse_reason or "the profile marks this device unsupported")
+    if d.native_nvfp4:
+        return DeviceVerdict("native NVFP4", f"{d.family}: FP4 tensor cores run the NVFP4 GEMMs natively "
+                             f"({d.source('native_nvfp4')})")
+    return DeviceVerdict("fallback", f"{d.family}: no FP4 tensor cores; NVFP4 weights run weight-only (W4A16) or "
+                         f"use the FP8 checkpoint ({d.source('native_nvfp4')})")

@@ -10,9 +10,14 @@ PROBES = Path(__file__).resolve().parents[1] / "data" / "probes"
 
 
 def load_probe(name: str):
+    """A recorded probe, with its source shown relative to the repo so screens (and snapshots) read the
+    same in every checkout."""
+    import dataclasses
+
     from spark_tui.core.probe import ProbeResult
 
-    return ProbeResult.load(PROBES / name / "probe.json")
+    p = ProbeResult.load(PROBES / name / "probe.json")
+    return dataclasses.replace(p, source=f"file:tests/data/probes/{name}/probe.json")
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ def device_dict(d) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.profiles import catalog
+    from spark_tui.core.profiles import catalog, nvfp4_verdict
 
     cat = catalog()
     devs = sorted(cat.devices.values(), key=lambda d: (d.generic, d.cpu, -(d.sm or 0), d.id))
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     for d in devs:
         sm = f"sm_{d.sm}" if d.sm else (f"sm_{d.sm_min}-{d.sm_max}" if d.generic else "-")
         memory = "-" if d.memory_gb is None else f"{d.memory_gb:g} GB" + (" UMA" if d.unified_memory else "")
-        nv = "native" if d.native_nvfp4 else ("-" if not d.supported else "dequant")
+        nv = {"native NVFP4": "native", "fallback": "dequant", "unsupported": "-"}[nvfp4_verdict(d)[0]]
         print(f"{d.id:<20} {sm:<7} {memory:<12} {nv:<7} {d.name}" + ("" if d.supported else "  [not supported]"))
         for r in d.recipes:
             print(f"{'':<20}   recipe {r.id}: {r.title}")

@@ -434,6 +434,19 @@ def _cached(key: str) -> Catalog:
     return load_catalog()
 
 
+def nvfp4_verdict(d: "DeviceProfile") -> tuple[str, str]:
+    """How this device runs the NVFP4 checkpoints, from the profile's own fields (`supported`,
+    `refuse_reason`, `native_nvfp4`): ("native NVFP4" | "fallback" | "unsupported", reason). The `devices`
+    command and the TUI's Device screen both show this."""
+    if not d.supported:
+        return "unsupported", d.refuse_reason or "the profile marks this device unsupported"
+    if d.native_nvfp4:
+        return "native NVFP4", (f"{d.family}: FP4 tensor cores run the NVFP4 GEMMs natively "
+                                f"({d.source('native_nvfp4')})")
+    return "fallback", (f"{d.family}: no FP4 tensor cores; NVFP4 weights run weight-only (W4A16) or use the FP8 "
+                        f"checkpoint ({d.source('native_nvfp4')})")
+
+
 def catalog() -> Catalog:
     """The catalog for this process (cached; the key includes the user dir so tests can switch it)."""
     return _cached(str(user_dir()))

@@ -67,14 +67,7 @@ class DeviceVerdict:
 
 
 def device_verdict(device_id: str) -> DeviceVerdict:
-    """The device profile's own verdict: `supported`/`refuse_reason` and `native_nvfp4` (profiles/devices/*.toml)."""
-    from spark_tui.core.profiles import catalog
+    """The device profile's verdict (core.profiles.nvfp4_verdict)."""
+    from spark_tui.core.profiles import catalog, nvfp4_verdict
 
-    d = catalog().device(device_id)
-    if not d.supported:
-        return DeviceVerdict("unsupported", d.refuse_reason or "the profile marks this device unsupported")
-    if d.native_nvfp4:
-        return DeviceVerdict("native NVFP4", f"{d.family}: FP4 tensor cores run the NVFP4 GEMMs natively "
-                             f"({d.source('native_nvfp4')})")
-    return DeviceVerdict("fallback", f"{d.family}: no FP4 tensor cores; NVFP4 weights run weight-only (W4A16) or "
-                         f"use the FP8 checkpoint ({d.source('native_nvfp4')})")
+    return DeviceVerdict(*nvfp4_verdict(catalog().device(device_id)))

@@ -92,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from spark_tui.core.bench import BenchConfig, render_plot, render_table, run_bench
+    from spark_tui.core.metrics import server_url
     from spark_tui.errors import ExitCode
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     cfg = BenchConfig(
-        url=args.url.rstrip("/"),
+        url=server_url(args.url),
         model=args.model,
         concurrency=tuple(args.concurrency),
         prompt_tokens=args.prompt_tokens,

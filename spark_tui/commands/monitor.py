@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, window_stats
+from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, server_url, window_stats
 from spark_tui.errors import UsageError, VllmError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -35,10 +35,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def metrics_url(url: str) -> str:
-    u = url.rstrip("/")
-    if not u.startswith(("http://", "https://")):
-        raise UsageError(f"--url {url!r} is not an http(s) URL", "pass e.g. --url http://127.0.0.1:8000")
-    return u if u.endswith("/metrics") else u + "/metrics"
+    return server_url(url) + "/metrics"
 
 
 class Scraper:

@@ -63,6 +63,37 @@ def test_metrics_url():
         metrics_url("h:8000")
 
 
+@pytest.mark.parametrize("given,base", [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000"),  # the OpenAI base URL clients are set up with
+    ("https://h.example/v1/", "https://h.example"),
+    ("http://h:8000/metrics", "http://h:8000"),
+])
+def test_server_url_normalises(given, base):
+    from spark_tui.core.metrics import server_url
+
+    assert server_url(given) == base
+
+
+@pytest.mark.parametrize("bad", ["h:8000", "notaurl", "ftp://h:21", "http://", "http://h:port", "http://h:99999"])
+def test_server_url_rejects(bad):
+    from spark_tui.core.metrics import server_url
+
+    with pytest.raises(UsageError) as e:
+        server_url(bad)
+    assert "--url" in e.value.message and "http://127.0.0.1:8000" in e.value.hint
+
+
+@pytest.mark.parametrize("cmd", ["monitor", "bench"])
+def test_bad_url_is_a_usage_error_for_monitor_and_bench(cmd):
+    r = subprocess.run([sys.executable, "-m", "spark_tui", cmd, "--url", "localhost:8000", "--no-gpu" if cmd == "monitor"
+                        else "--no-save"], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "is not an http(s) URL" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_import_is_light():
     code = ("import sys, spark_tui.commands.monitor, spark_tui.core.metrics\n"
             "bad = [m for m in ('httpx', 'torch', 'vllm', 'textual', 'prometheus_client') if m in sys.modules]\n"

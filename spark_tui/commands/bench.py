@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+DEFAULT_API_KEY_ENV = "VLLM_API_KEY"  # the variable vLLM itself reads its API key from
+
 
 def _levels(s: str) -> tuple[int, ...]:
     try:
@@ -30,7 +32,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     bound.add_argument("--requests", type=int, help="requests per level")
     p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
                    help="synthetic: exact token counts via the server's tokenizer; realistic: shipped chat/code prompts")
-    p.add_argument("--api-key-env", default="VLLM_API_KEY", help="env var holding the server's API key, if any")
+    p.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="env var holding the server's API key, if any")
     p.add_argument("--no-save", action="store_true", help="do not save the result under the user data dir")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -88,6 +90,25 @@ def save_result(d: dict, directory: Path | None = None) -> Path:
     return path
 
 
+def _api_key(env_name: str | None) -> str | None:
+    """The API key from the variable --api-key-env names. The argument is never echoed: a user who passes the
+    key itself by mistake must not see it printed (terminals and CI logs keep error output)."""
+    import re
+
+    from spark_tui.errors import UsageError
+
+    if not env_name:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise UsageError("--api-key-env takes the name of an environment variable, not the key itself",
+                         f"e.g. --api-key-env {DEFAULT_API_KEY_ENV}, with the key in that variable")
+    key = os.environ.get(env_name)
+    if key is None and env_name != DEFAULT_API_KEY_ENV:  # named on purpose but unset: every request would get 401
+        raise UsageError("the variable given to --api-key-env is not set",
+                         "export it with the server's API key, or drop --api-key-env for a server without one")
+    return key or None
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -95,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from spark_tui.core.metrics import server_url
     from spark_tui.errors import ExitCode
 
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    api_key = _api_key(args.api_key_env)
     cfg = BenchConfig(
         url=server_url(args.url),
         model=args.model,

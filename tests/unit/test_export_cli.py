@@ -166,3 +166,11 @@ def test_unwritable_output_is_a_usage_error_not_a_traceback(tmp_path):
     r = cli("export", "--format", "bash", "--device", "dgx-spark", "-o", "plain-file/serve.sh", cwd=tmp_path)
     assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "plain-file").read_text() == "x\n"
+
+
+def test_api_key_passed_instead_of_a_variable_name_is_refused_and_not_echoed(tmp_path):
+    secret = "sk-live-7f3a9c2b1e"
+    r = cli("export", "--format", "bash", "--device", "dgx-spark", "--api-key-env", secret, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "not the key itself" in r.stderr and "hint:" in r.stderr
+    assert secret not in r.stderr + r.stdout

@@ -109,7 +109,7 @@ class BenchConfig:
     duration_s: float | None = 30.0  # per level
     prompts: str = "synthetic"  # "synthetic" (exact token count) or "realistic" (shipped chat/code set)
     request_timeout_s: float = 300.0
-    api_key: str | None = None  # sent as a bearer token; never stored in results
+    api_key: str | None = field(default=None, repr=False)  # sent as a bearer token; never in results or repr
     warmup_requests: int = 1
 
     def __post_init__(self) -> None:

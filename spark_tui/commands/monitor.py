@@ -158,8 +158,13 @@ def report(stats: Stats, snap: Snapshot, url: str, gpu: dict[str, Any] | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.interval <= 0 or args.window <= 0:
-        raise UsageError("--interval and --window must be positive", "e.g. --interval 1 --window 10")
+    import math
+
+    # `not x > 0` also catches nan (which would make the loop spin), and inf would never report
+    if not (args.interval > 0 and args.window > 0) or not math.isfinite(args.interval + args.window):
+        raise UsageError("--interval and --window must be positive, finite seconds", "e.g. --interval 1 --window 10")
+    if args.count < 0:
+        raise UsageError("--count must be 0 (until Ctrl-C) or more", "e.g. --count 10")
     scraper = Scraper(args.url, args.model)
     try:
         if args.once:

@@ -121,8 +121,8 @@ class BenchConfig:
             raise UsageError("a level needs a bound", "give --requests N or --duration S")
         if self.requests is not None and self.requests < 1:
             raise UsageError("--requests must be at least 1", "e.g. --requests 32")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise UsageError("--duration must be positive", "e.g. --duration 30")
+        if self.duration_s is not None and not 0 < self.duration_s < math.inf:  # nan or inf: a level never ends
+            raise UsageError("--duration must be a positive, finite number of seconds", "e.g. --duration 30")
         if self.prompt_tokens < 1 or self.output_tokens < 1:
             raise UsageError("--prompt-tokens and --output-tokens must be at least 1", "e.g. --prompt-tokens 512")
         if self.prompts not in ("synthetic", "realistic"):

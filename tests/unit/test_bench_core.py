@@ -116,3 +116,12 @@ def test_api_key_is_not_in_the_config_repr():
 
     cfg = BenchConfig(url="http://127.0.0.1:8000", api_key="sk-live-0123456789")
     assert "sk-live-0123456789" not in repr(cfg)
+
+
+@pytest.mark.parametrize("duration", [0.0, -1.0, float("nan"), float("inf")])
+def test_duration_must_be_positive_and_finite(duration):
+    from spark_tui.core.bench import BenchConfig
+    from spark_tui.errors import UsageError
+
+    with pytest.raises(UsageError, match="--duration"):
+        BenchConfig(url="http://127.0.0.1:8000", duration_s=duration)

@@ -110,3 +110,19 @@ def test_unreachable_server_exits_6_with_hint():
                        env={"PYTHONPATH": str(ROOT)}, timeout=60)
     assert r.returncode == 6
     assert "cannot read" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,what", [
+    (["--interval", "nan"], "--interval"), (["--interval", "inf"], "--interval"), (["--window", "nan"], "--window"),
+    (["--interval", "0"], "--interval"), (["--count", "-1"], "--count"),
+])
+def test_bad_loop_options_are_refused_before_any_request(args, what):
+    import argparse
+
+    from spark_tui.commands import monitor
+
+    p = argparse.ArgumentParser()
+    monitor.add_parser(p)
+    # nothing listens on port 9 (discard) here: an option error must come before any connection attempt
+    with pytest.raises(UsageError, match=what):
+        monitor.run(p.parse_args(["--url", "http://127.0.0.1:9", "--no-gpu", *args]))

@@ -47,9 +47,9 @@ async def read_server_snapshot(client, url: str, headers: dict[str, str] | None 
     try:
         r = await client.get(f"{url}/metrics", headers=headers or {})
         r.raise_for_status()
-    except Exception:
+        return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
+    except Exception:  # unreachable, an HTTP error, or not Prometheus text: the level runs without server figures
         return None
-    return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
 
 
 def gather_context() -> dict:

@@ -59,7 +59,12 @@ class Scraper:
         if r.status_code != 200:
             raise VllmError(f"{self.url} answered HTTP {r.status_code}",
                             "point --url at a vLLM server (it serves Prometheus metrics at /metrics)")
-        snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
+        try:
+            snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
+        except ValueError as e:  # prometheus_client's parser: not Prometheus text (an HTML page, a proxy's reply)
+            why = "".join(c if c.isprintable() else "?" for c in str(e)[:80])  # binary replies stay off the terminal
+            raise VllmError(f"{self.url} is not Prometheus metrics text ({why})",
+                            "point --url at a vLLM OpenAI-compatible server") from None
         if not snap.counters and not snap.gauges:
             raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
         return snap

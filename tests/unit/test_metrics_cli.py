@@ -126,3 +126,58 @@ def test_bad_loop_options_are_refused_before_any_request(args, what):
     # nothing listens on port 9 (discard) here: an option error must come before any connection attempt
     with pytest.raises(UsageError, match=what):
         monitor.run(p.parse_args(["--url", "http://127.0.0.1:9", "--no-gpu", *args]))
+
+
+@pytest.fixture
+def garbage_metrics_server():
+    """A real HTTP server on 127.0.0.1 whose /metrics is not Prometheus text (as a proxy or web page would be)."""
+    import http.server
+    import threading
+
+    body = b"vllm:foo{bad\n<html>\xff\x00 not metrics</html>\n"
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_non_prometheus_reply_is_a_vllm_error_not_a_traceback(garbage_metrics_server):
+    from spark_tui.commands.monitor import Scraper
+    from spark_tui.errors import VllmError
+
+    s = Scraper(garbage_metrics_server, timeout_s=5)
+    try:
+        with pytest.raises(VllmError, match="is not Prometheus metrics text") as e:
+            s.scrape()
+    finally:
+        s.close()
+    assert "\x00" not in e.value.message and "point --url" in e.value.hint
+
+
+def test_bench_snapshot_of_a_non_prometheus_reply_is_none(garbage_metrics_server):
+    import asyncio
+
+    import httpx
+
+    from spark_tui.commands.bench import read_server_snapshot
+
+    async def go():
+        async with httpx.AsyncClient(timeout=5) as c:
+            return await read_server_snapshot(c, garbage_metrics_server)
+
+    assert asyncio.run(go()) is None

@@ -225,15 +225,15 @@ async def _discover_model(client: Any, cfg: BenchConfig) -> str:
     try:
         r = await client.get(f"{cfg.url}/v1/models", headers=_headers(cfg))
         r.raise_for_status()
-        data = r.json().get("data") or []
-    except Exception as e:  # httpx errors, bad JSON
+        ids = [str(m["id"]) for m in r.json().get("data") or []]
+    except Exception as e:  # httpx errors, bad JSON, not an OpenAI model list
         raise VllmError(
             f"cannot list models at {cfg.url}/v1/models ({type(e).__name__}: {e})",
             "is the server running and ready? check with `spark-tui monitor --url URL --once`",
         ) from None
-    if not data:
+    if not ids:
         raise VllmError(f"{cfg.url} serves no model", "start one with `spark-tui launch`")
-    return data[0]["id"]
+    return ids[0]
 
 
 async def synthetic_prompt_ids(client: Any, cfg: BenchConfig, model: str, n_tokens: int) -> list[int]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,3 +46,44 @@ def test_a_set_key_is_never_printed_on_failure():
     r = _bench("--api-key-env", "MY_BENCH_KEY", MY_BENCH_KEY=secret)
     assert r.returncode == 6, r.stderr
     assert secret not in r.stderr + r.stdout
+
+
+def _serve(routes: dict[str, bytes]):
+    """A real HTTP server on 127.0.0.1 answering GET path -> body (200), anything else 404."""
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+
+@pytest.mark.parametrize("models,expect", [
+    (b'{"data": ["not-an-object"]}', "cannot list models"),
+    (b'{"data": [{"no_id": 1}]}', "cannot list models"),
+    (b'[1, 2]', "cannot list models"),
+    (b'{"data": []}', "serves no model"),
+])
+def test_a_server_that_is_not_an_openai_model_list_is_exit_6(models, expect):
+    srv = _serve({"/v1/models": models})
+    try:
+        r = subprocess.run([sys.executable, "-m", "spark_tui", "bench", "--url", f"http://127.0.0.1:{srv.server_address[1]}",
+                            "--no-save", "--requests", "1", "--concurrency", "1"], capture_output=True, text=True,
+                           cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}, timeout=60)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.returncode == 6, r.stderr
+    assert expect in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr

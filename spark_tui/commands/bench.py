@@ -137,7 +137,13 @@ def run(args: argparse.Namespace) -> int:
     res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
     res.context = gather_context()
     d = res.to_dict()
-    saved = None if args.no_save else save_result(d)
+    saved = None
+    if not args.no_save:
+        try:
+            saved = save_result(d)
+        except OSError as e:  # the figures are printed below either way: a minutes-long run is not lost
+            print(f"spark-tui: warning: result not saved ({e.filename or 'data dir'}: {e.strerror or e}); "
+                  "set SPARK_TUI_HOME to a writable directory, or pass --no-save", file=sys.stderr)
     if args.json:
         if saved:
             d["saved_to"] = str(saved)

@@ -3,6 +3,7 @@ passed there is never echoed (it may be the key itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,28 @@ def test_a_server_that_is_not_an_openai_model_list_is_exit_6(models, expect):
         srv.server_close()
     assert r.returncode == 6, r.stderr
     assert expect in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unwritable_data_dir_warns_and_keeps_the_figures(tmp_path):
+    from spark_tui.commands import bench
+
+    blocker = tmp_path / "home"
+    blocker.write_text("a file where the data dir should be\n")
+    with pytest.raises(OSError):
+        bench.save_result({"model": "m"}, blocker / "data" / "bench")
+    # the CLI path: saving fails after the run, the figures still reach stdout. The load generator is replaced
+    # by one returning an empty result: what is under test is only what happens after it.
+    code = (
+        "import sys, argparse\n"
+        "from spark_tui.commands import bench\n"
+        "import spark_tui.core.bench as cb\n"
+        "async def empty_run(cfg, read_snapshot, on_level):\n"
+        "    return cb.BenchResult(url=cfg.url, model='m', config={})\n"
+        "cb.run_bench = empty_run\n"
+        "p = argparse.ArgumentParser(); bench.add_parser(p)\n"
+        "sys.exit(bench.run(p.parse_args(['--url', 'http://127.0.0.1:9', '--json', '--requests', '1'])))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", ""), "SPARK_TUI_HOME": str(blocker)})
+    assert "result not saved" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["model"] == "m" and "saved_to" not in json.loads(r.stdout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from spark_tui.commands.monitor import format_gpu, format_stats, metrics_url, report
 from spark_tui.core.metrics import snapshots_from, window_stats
 from spark_tui.errors import UsageError
+from tests.support.vllm_server import free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "metrics"
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +102,7 @@ def test_import_is_light():
 
 
 def test_unreachable_server_exits_6_with_hint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once we leave: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     r = subprocess.run([sys.executable, "-m", "spark_tui", "monitor", "--url", f"http://127.0.0.1:{port}",
                         "--once", "--json", "--no-gpu"], capture_output=True, text=True, cwd=ROOT,
                        env={"PYTHONPATH": str(ROOT)}, timeout=60)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, server_url, window_stats
+from spark_tui.commands.probe import format_gib
 from spark_tui.errors import UsageError, VllmError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -98,10 +99,6 @@ def gpu_state() -> dict[str, Any]:
             "mem_available_bytes": pr.host.mem_available_bytes}
 
 
-def _gib(b: float | None) -> str:
-    return "n/a" if b is None else f"{b / 2**30:.1f} GiB"
-
-
 def format_gpu(g: dict[str, Any] | None) -> str:
     if g is None:
         return ""
@@ -112,9 +109,9 @@ def format_gpu(g: dict[str, Any] | None) -> str:
     for d in g["gpus"]:
         util = "n/a" if d["utilization_pct"] is None else f"{d['utilization_pct']:.0f}%"
         if d["unified_memory"]:
-            mem = f"unified, MemAvailable {_gib(g.get('mem_available_bytes'))}"
+            mem = f"unified, MemAvailable {format_gib(g.get('mem_available_bytes'))}"
         else:
-            mem = f"{_gib(d['memory_used_bytes'])}/{_gib(d['memory_total_bytes'])}"
+            mem = f"{format_gib(d['memory_used_bytes'])}/{format_gib(d['memory_total_bytes'])}"
         temp = "" if d["temperature_c"] is None else f" {d['temperature_c']:.0f}C"
         power = "" if d["power_draw_w"] is None else f" {d['power_draw_w']:.0f}W"
         parts.append(f"GPU{d['index']} {util} {mem}{temp}{power}")

@@ -112,7 +112,7 @@ def _api_key(env_name: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from spark_tui.core.bench import BenchConfig, render_plot, render_table, run_bench
+    from spark_tui.core.bench import BenchConfig, auth_headers, render_plot, render_table, run_bench
     from spark_tui.core.metrics import server_url
     from spark_tui.errors import ExitCode
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         api_key=api_key,
     )
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(cfg)
 
     def on_level(lv) -> None:
         if not args.json:

@@ -215,7 +215,8 @@ def summarise_level(concurrency: int, results: Sequence[RequestResult], server: 
 # --------------------------------------------------------------------------------------------- client
 
 
-def _headers(cfg: BenchConfig) -> dict[str, str]:
+def auth_headers(cfg: BenchConfig) -> dict[str, str]:
+    """The bearer-token header vLLM's --api-key / VLLM_API_KEY expects; {} without a key."""
     return {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
 
 
@@ -223,7 +224,7 @@ async def _discover_model(client: Any, cfg: BenchConfig) -> str:
     from spark_tui.errors import VllmError
 
     try:
-        r = await client.get(f"{cfg.url}/v1/models", headers=_headers(cfg))
+        r = await client.get(f"{cfg.url}/v1/models", headers=auth_headers(cfg))
         r.raise_for_status()
         ids = [str(m["id"]) for m in r.json().get("data") or []]
     except Exception as e:  # httpx errors, bad JSON, not an OpenAI model list
@@ -244,7 +245,7 @@ async def synthetic_prompt_ids(client: Any, cfg: BenchConfig, model: str, n_toke
     try:
         r = await client.post(
             f"{cfg.url}/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False},
-            headers=_headers(cfg),
+            headers=auth_headers(cfg),
         )
         r.raise_for_status()
         ids = list(r.json()["tokens"])
@@ -281,7 +282,7 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
     gaps: list[float] = []
     try:
         async with client.stream(
-            "POST", f"{cfg.url}/v1/completions", json=body, headers=_headers(cfg), timeout=cfg.request_timeout_s
+            "POST", f"{cfg.url}/v1/completions", json=body, headers=auth_headers(cfg), timeout=cfg.request_timeout_s
         ) as resp:
             if resp.status_code != 200:
                 text = (await resp.aread()).decode(errors="replace")[:200]
@@ -374,7 +375,7 @@ async def run_bench(
         model = cfg.model or await _discover_model(client, cfg)
         version = None
         try:
-            r = await client.get(f"{cfg.url}/version", headers=_headers(cfg))
+            r = await client.get(f"{cfg.url}/version", headers=auth_headers(cfg))
             if r.status_code == 200:
                 version = r.json().get("version")
         except Exception:

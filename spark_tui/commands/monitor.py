@@ -66,6 +66,10 @@ class Scraper:
             why = "".join(c if c.isprintable() else "?" for c in str(e)[:80])  # binary replies stay off the terminal
             raise VllmError(f"{self.url} is not Prometheus metrics text ({why})",
                             "point --url at a vLLM OpenAI-compatible server") from None
+        if self.model is not None and snap.model_names and self.model not in snap.model_names:
+            # else every figure would read n/a, as if the server exported nothing
+            raise UsageError(f"--model {self.model!r} is not served at {self.url}",
+                             f"served here: {', '.join(snap.model_names)}; drop --model to watch all of them")
         if not snap.counters and not snap.gauges:
             raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
         return snap

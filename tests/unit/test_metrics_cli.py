@@ -126,13 +126,10 @@ def test_bad_loop_options_are_refused_before_any_request(args, what):
         monitor.run(p.parse_args(["--url", "http://127.0.0.1:9", "--no-gpu", *args]))
 
 
-@pytest.fixture
-def garbage_metrics_server():
-    """A real HTTP server on 127.0.0.1 whose /metrics is not Prometheus text (as a proxy or web page would be)."""
+def _metrics_server(body: bytes):
+    """A real HTTP server on 127.0.0.1 answering every GET with `body`."""
     import http.server
     import threading
-
-    body = b"vllm:foo{bad\n<html>\xff\x00 not metrics</html>\n"
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
@@ -145,13 +142,38 @@ def garbage_metrics_server():
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}"
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture
+def garbage_metrics_server():
+    """/metrics that is not Prometheus text (as a proxy or web page would answer)."""
+    yield from _metrics_server(b"vllm:foo{bad\n<html>\xff\x00 not metrics</html>\n")
+
+
+@pytest.fixture
+def recorded_metrics_server():
+    """/metrics as recorded from the CPU vLLM serving `qwen35-mtp-accept` (tests/data/metrics/README.md)."""
+    yield from _metrics_server((ROOT / "tests/data/metrics/qwen35-mtp-accept-1-after.txt").read_bytes())
+
+
+def test_a_model_the_server_does_not_serve_is_a_usage_error(recorded_metrics_server):
+    from spark_tui.commands.monitor import Scraper
+
+    s = Scraper(recorded_metrics_server, model="not-served", timeout_s=5)
+    try:
+        with pytest.raises(UsageError, match="'not-served' is not served") as e:
+            s.scrape()
+        assert "qwen35-mtp-accept" in e.value.hint
+        s.model = "qwen35-mtp-accept"
+        assert s.scrape().counter("vllm:generation_tokens") == 128
+    finally:
+        s.close()
 
 
 def test_non_prometheus_reply_is_a_vllm_error_not_a_traceback(garbage_metrics_server):

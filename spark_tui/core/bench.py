@@ -234,6 +234,13 @@ async def _discover_model(client: Any, cfg: BenchConfig) -> str:
         ) from None
     if not ids:
         raise VllmError(f"{cfg.url} serves no model", "start one with `spark-tui launch`")
+    if cfg.model is not None:
+        if cfg.model not in ids:  # else every request would fail with 404
+            from spark_tui.errors import UsageError
+
+            raise UsageError(f"--model {cfg.model!r} is not served at {cfg.url}",
+                             f"served here: {', '.join(ids)}; drop --model to use the first one")
+        return cfg.model
     return ids[0]
 
 
@@ -372,7 +379,7 @@ async def run_bench(
 
     limits = httpx.Limits(max_connections=max(cfg.concurrency) + 4, max_keepalive_connections=max(cfg.concurrency) + 4)
     async with httpx.AsyncClient(timeout=cfg.request_timeout_s, limits=limits) as client:
-        model = cfg.model or await _discover_model(client, cfg)
+        model = await _discover_model(client, cfg)  # checks a given --model too
         version = None
         try:
             r = await client.get(f"{cfg.url}/version", headers=auth_headers(cfg))

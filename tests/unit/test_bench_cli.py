@@ -113,3 +113,17 @@ def test_an_unwritable_data_dir_warns_and_keeps_the_figures(tmp_path):
                        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", ""), "SPARK_TUI_HOME": str(blocker)})
     assert "result not saved" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert json.loads(r.stdout)["model"] == "m" and "saved_to" not in json.loads(r.stdout)
+
+
+def test_a_model_the_server_does_not_serve_is_exit_2_naming_the_served_ones():
+    srv = _serve({"/v1/models": b'{"object": "list", "data": [{"id": "qwen3.6", "object": "model"}]}'})
+    try:
+        r = subprocess.run([sys.executable, "-m", "spark_tui", "bench", "--url", f"http://127.0.0.1:{srv.server_address[1]}",
+                            "--model", "qwen3.5", "--no-save", "--requests", "1", "--concurrency", "1"],
+                           capture_output=True, text=True, cwd=ROOT,
+                           env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}, timeout=60)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.returncode == 2, r.stderr
+    assert "'qwen3.5' is not served" in r.stderr and "served here: qwen3.6" in r.stderr

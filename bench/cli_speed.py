@@ -17,9 +17,13 @@ import subprocess
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from spark_tui.cli import _available  # noqa: E402 - the commands this tree has (find_spec: nothing imported)
+
 COMMANDS = [
     ["--help"],
-    ["plan", "--help"],
+    *([name, "--help"] for name in _available()),  # every subcommand's --help
     ["plan", "--device", "dgx-spark", "--json"],
     ["plan", "--device", "rtx-pro-6000", "--json"],
     ["export", "--device", "dgx-spark", "--format", "bash"],

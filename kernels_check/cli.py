@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,18 +39,25 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         print(f"kernels_check: error: unknown check {', '.join(bad)}; known: {', '.join(sorted(known))}", file=sys.stderr)
         return 2
+    if args.out and not args.list and not _out_writable(args.out):
+        return 2  # said why; checked before a run that may take minutes
     if args.from_file:
         from kernels_check.model import Report
 
         try:
             report = Report.load(args.from_file)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"kernels_check: error: cannot read report {args.from_file}: {e}", file=sys.stderr)
+        except KeyError as e:
+            print(f"kernels_check: error: cannot read report {args.from_file}: no {e} field "
+                  "(pass a file written by --json)", file=sys.stderr)
+            return 2
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            print(f"kernels_check: error: cannot read report {args.from_file}: {e} (pass a file written by --json)",
+                  file=sys.stderr)
             return 2
         text = render_json(report) if args.json else render_markdown(report) if args.markdown else render_text(report)
         sys.stdout.write(text)
-        if args.out:
-            Path(args.out).write_text(text)
+        if args.out and not _write_out(args.out, text):
+            return 2
         return report.exit_code
     if args.list:
         planned = plan_selftest(opts)
@@ -67,9 +75,27 @@ def run(args: argparse.Namespace) -> int:
     report = run_selftest(opts, on_result=progress if args.progress else None, only=args.only)
     text = render_json(report) if args.json else render_markdown(report) if args.markdown else render_text(report)
     sys.stdout.write(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    if args.out and not _write_out(args.out, text):
+        return 2
     return report.exit_code
+
+
+def _out_writable(out: str) -> bool:
+    p = Path(out)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        print(f"kernels_check: error: cannot write --out {out} (a directory, or not writable there)", file=sys.stderr)
+        return False
+    return True
+
+
+def _write_out(out: str, text: str) -> bool:
+    try:
+        Path(out).write_text(text)
+    except OSError as e:
+        print(f"kernels_check: error: cannot write --out {out}: {e.strerror or e}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+DEFAULT_API_KEY_ENV = "VLLM_API_KEY"  # the variable vLLM itself reads its API key from
+
 
 def _levels(s: str) -> tuple[int, ...]:
     try:
@@ -30,7 +32,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     bound.add_argument("--requests", type=int, help="requests per level")
     p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
                    help="synthetic: exact token counts via the server's tokenizer; realistic: shipped chat/code prompts")
-    p.add_argument("--api-key-env", default="VLLM_API_KEY", help="env var holding the server's API key, if any")
+    p.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="env var holding the server's API key, if any")
     p.add_argument("--no-save", action="store_true", help="do not save the result under the user data dir")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -45,9 +47,9 @@ async def read_server_snapshot(client, url: str, headers: dict[str, str] | None 
     try:
         r = await client.get(f"{url}/metrics", headers=headers or {})
         r.raise_for_status()
-    except Exception:
+        return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
+    except Exception:  # unreachable, an HTTP error, or not Prometheus text: the level runs without server figures
         return None
-    return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
 
 
 def gather_context() -> dict:
@@ -88,15 +90,35 @@ def save_result(d: dict, directory: Path | None = None) -> Path:
     return path
 
 
+def _api_key(env_name: str | None) -> str | None:
+    """The API key from the variable --api-key-env names. The argument is never echoed: a user who passes the
+    key itself by mistake must not see it printed (terminals and CI logs keep error output)."""
+    import re
+
+    from spark_tui.errors import UsageError
+
+    if not env_name:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise UsageError("--api-key-env takes the name of an environment variable, not the key itself",
+                         f"e.g. --api-key-env {DEFAULT_API_KEY_ENV}, with the key in that variable")
+    key = os.environ.get(env_name)
+    if key is None and env_name != DEFAULT_API_KEY_ENV:  # named on purpose but unset: every request would get 401
+        raise UsageError("the variable given to --api-key-env is not set",
+                         "export it with the server's API key, or drop --api-key-env for a server without one")
+    return key or None
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from spark_tui.core.bench import BenchConfig, render_plot, render_table, run_bench
+    from spark_tui.core.bench import BenchConfig, auth_headers, render_plot, render_table, run_bench
+    from spark_tui.core.metrics import server_url
     from spark_tui.errors import ExitCode
 
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    api_key = _api_key(args.api_key_env)
     cfg = BenchConfig(
-        url=args.url.rstrip("/"),
+        url=server_url(args.url),
         model=args.model,
         concurrency=tuple(args.concurrency),
         prompt_tokens=args.prompt_tokens,
@@ -106,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         api_key=api_key,
     )
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(cfg)
 
     def on_level(lv) -> None:
         if not args.json:
@@ -115,7 +137,13 @@ def run(args: argparse.Namespace) -> int:
     res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
     res.context = gather_context()
     d = res.to_dict()
-    saved = None if args.no_save else save_result(d)
+    saved = None
+    if not args.no_save:
+        try:
+            saved = save_result(d)
+        except OSError as e:  # the figures are printed below either way: a minutes-long run is not lost
+            print(f"spark-tui: warning: result not saved ({e.filename or 'data dir'}: {e.strerror or e}); "
+                  "set SPARK_TUI_HOME to a writable directory, or pass --no-save", file=sys.stderr)
     if args.json:
         if saved:
             d["saved_to"] = str(saved)

@@ -112,6 +112,14 @@ def _check_free(paths: list[Path], force: bool) -> None:
 
 def _write(path: Path, text: str, mode: int, force: bool) -> None:
     """Create `path` with `mode` from the start (O_EXCL unless --force), so no other mode is ever seen."""
+    try:
+        _write_file(path, text, mode, force)
+    except OSError as e:  # read-only or virtual file system, a file where a directory should be, no permission
+        where = f"{e.filename}: " if e.filename and str(e.filename) != str(path) else ""
+        raise UsageError(f"cannot write {path} ({where}{e.strerror or e})", "choose a writable -o path") from None
+
+
+def _write_file(path: Path, text: str, mode: int, force: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if force and path.exists():
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Any
 
-from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, window_stats
+from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, server_url, window_stats
+from spark_tui.commands.probe import format_gib
 from spark_tui.errors import UsageError, VllmError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -35,10 +36,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def metrics_url(url: str) -> str:
-    u = url.rstrip("/")
-    if not u.startswith(("http://", "https://")):
-        raise UsageError(f"--url {url!r} is not an http(s) URL", "pass e.g. --url http://127.0.0.1:8000")
-    return u if u.endswith("/metrics") else u + "/metrics"
+    return server_url(url) + "/metrics"
 
 
 class Scraper:
@@ -62,7 +60,16 @@ class Scraper:
         if r.status_code != 200:
             raise VllmError(f"{self.url} answered HTTP {r.status_code}",
                             "point --url at a vLLM server (it serves Prometheus metrics at /metrics)")
-        snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
+        try:
+            snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
+        except ValueError as e:  # prometheus_client's parser: not Prometheus text (an HTML page, a proxy's reply)
+            why = "".join(c if c.isprintable() else "?" for c in str(e)[:80])  # binary replies stay off the terminal
+            raise VllmError(f"{self.url} is not Prometheus metrics text ({why})",
+                            "point --url at a vLLM OpenAI-compatible server") from None
+        if self.model is not None and snap.model_names and self.model not in snap.model_names:
+            # else every figure would read n/a, as if the server exported nothing
+            raise UsageError(f"--model {self.model!r} is not served at {self.url}",
+                             f"served here: {', '.join(snap.model_names)}; drop --model to watch all of them")
         if not snap.counters and not snap.gauges:
             raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
         return snap
@@ -96,10 +103,6 @@ def gpu_state() -> dict[str, Any]:
             "mem_available_bytes": pr.host.mem_available_bytes}
 
 
-def _gib(b: float | None) -> str:
-    return "n/a" if b is None else f"{b / 2**30:.1f} GiB"
-
-
 def format_gpu(g: dict[str, Any] | None) -> str:
     if g is None:
         return ""
@@ -110,9 +113,9 @@ def format_gpu(g: dict[str, Any] | None) -> str:
     for d in g["gpus"]:
         util = "n/a" if d["utilization_pct"] is None else f"{d['utilization_pct']:.0f}%"
         if d["unified_memory"]:
-            mem = f"unified, MemAvailable {_gib(g.get('mem_available_bytes'))}"
+            mem = f"unified, MemAvailable {format_gib(g.get('mem_available_bytes'))}"
         else:
-            mem = f"{_gib(d['memory_used_bytes'])}/{_gib(d['memory_total_bytes'])}"
+            mem = f"{format_gib(d['memory_used_bytes'])}/{format_gib(d['memory_total_bytes'])}"
         temp = "" if d["temperature_c"] is None else f" {d['temperature_c']:.0f}C"
         power = "" if d["power_draw_w"] is None else f" {d['power_draw_w']:.0f}W"
         parts.append(f"GPU{d['index']} {util} {mem}{temp}{power}")
@@ -161,8 +164,13 @@ def report(stats: Stats, snap: Snapshot, url: str, gpu: dict[str, Any] | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.interval <= 0 or args.window <= 0:
-        raise UsageError("--interval and --window must be positive", "e.g. --interval 1 --window 10")
+    import math
+
+    # `not x > 0` also catches nan (which would make the loop spin), and inf would never report
+    if not (args.interval > 0 and args.window > 0) or not math.isfinite(args.interval + args.window):
+        raise UsageError("--interval and --window must be positive, finite seconds", "e.g. --interval 1 --window 10")
+    if args.count < 0:
+        raise UsageError("--count must be 0 (until Ctrl-C) or more", "e.g. --count 10")
     scraper = Scraper(args.url, args.model)
     try:
         if args.once:

@@ -21,7 +21,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-file", metavar="FILE", help="show a saved probe instead of reading this machine")
 
 
-def _gib(b: int | None) -> str:
+def format_gib(b: float | None) -> str:
+    """Bytes as `12.3 GiB`, or `n/a` when not available (never 0): probe and monitor print memory this way."""
     return "n/a" if b is None else f"{b / _GIB:.1f} GiB"
 
 
@@ -32,26 +33,26 @@ def _opt(v: object, unit: str = "", fmt: str = "{:g}") -> str:
 def memory_line(g: GpuInfo, host: HostInfo) -> str:
     if g.unified_memory:
         src = (
-            f"{_gib(host.ram_total_bytes)} RAM, {_gib(host.mem_available_bytes)} MemAvailable"
+            f"{format_gib(host.ram_total_bytes)} RAM, {format_gib(host.mem_available_bytes)} MemAvailable"
             if host.ram_total_bytes is not None
             else "host RAM not read"
         )
         nvml = (
             "; NVML gives no GPU memory figure"
             if g.memory_total_bytes is None
-            else f"; NVML reports {_gib(g.memory_total_bytes)} total"
+            else f"; NVML reports {format_gib(g.memory_total_bytes)} total"
         )
         return f"unified (shared with the CPU): {src}{nvml}"
     if g.memory_total_bytes is None:
         return "not available from NVML"
     if g.memory_free_bytes is None:
-        return f"{_gib(g.memory_total_bytes)} total"
-    return f"{_gib(g.memory_total_bytes)} total / {_gib(g.memory_free_bytes)} free"
+        return f"{format_gib(g.memory_total_bytes)} total"
+    return f"{format_gib(g.memory_total_bytes)} total / {format_gib(g.memory_free_bytes)} free"
 
 
 def host_line(h: HostInfo) -> str:
     parts = [h.cpu_arch or "arch n/a", f"{h.cpu_count} CPUs" if h.cpu_count else "CPUs n/a",
-             f"{_gib(h.ram_total_bytes)} RAM", f"{_gib(h.mem_available_bytes)} MemAvailable"]
+             f"{format_gib(h.ram_total_bytes)} RAM", f"{format_gib(h.mem_available_bytes)} MemAvailable"]
     return "host   " + ", ".join(parts) + (f"  ({h.os})" if h.os else "")
 
 

@@ -102,7 +102,7 @@ class BenchConfig:
     duration_s: float | None = 30.0  # per level
     prompts: str = "synthetic"  # "synthetic" (exact token count) or "realistic" (shipped chat/code set)
     request_timeout_s: float = 300.0
-    api_key: str | None = None  # sent as a bearer token; never stored in results
+    api_key: str | None = field(default=None, repr=False)  # sent as a bearer token; never in results or repr
     warmup_requests: int = 1
 
     def __post_init__(self) -> None:
@@ -114,8 +114,8 @@ class BenchConfig:
             raise UsageError("a level needs a bound", "give --requests N or --duration S")
         if self.requests is not None and self.requests < 1:
             raise UsageError("--requests must be at least 1", "e.g. --requests 32")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise UsageError("--duration must be positive", "e.g. --duration 30")
+        if self.duration_s is not None and not 0 < self.duration_s < math.inf:  # nan or inf: a level never ends
+            raise UsageError("--duration must be a positive, finite number of seconds", "e.g. --duration 30")
         if self.prompt_tokens < 1 or self.output_tokens < 1:
             raise UsageError("--prompt-tokens and --output-tokens must be at least 1", "e.g. --prompt-tokens 512")
         if self.prompts not in ("synthetic", "realistic"):
@@ -209,7 +209,8 @@ def summarise_level(concurrency: int, results: Sequence[RequestResult], server: 
 # --------------------------------------------------------------------------------------------- client
 
 
-def _headers(cfg: BenchConfig) -> dict[str, str]:
+def auth_headers(cfg: BenchConfig) -> dict[str, str]:
+    """The bearer-token header vLLM's --api-key / VLLM_API_KEY expects; {} without a key."""
     return {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
 
 
@@ -217,17 +218,24 @@ async def _discover_model(client: Any, cfg: BenchConfig) -> str:
     from spark_tui.errors import VllmError
 
     try:
-        r = await client.get(f"{cfg.url}/v1/models", headers=_headers(cfg))
+        r = await client.get(f"{cfg.url}/v1/models", headers=auth_headers(cfg))
         r.raise_for_status()
-        data = r.json().get("data") or []
-    except Exception as e:  # httpx errors, bad JSON
+        ids = [str(m["id"]) for m in r.json().get("data") or []]
+    except Exception as e:  # httpx errors, bad JSON, not an OpenAI model list
         raise VllmError(
             f"cannot list models at {cfg.url}/v1/models ({type(e).__name__}: {e})",
             "is the server running and ready? check with `spark-tui monitor --url URL --once`",
         ) from None
-    if not data:
+    if not ids:
         raise VllmError(f"{cfg.url} serves no model", "start one with `spark-tui launch`")
-    return data[0]["id"]
+    if cfg.model is not None:
+        if cfg.model not in ids:  # else every request would fail with 404
+            from spark_tui.errors import UsageError
+
+            raise UsageError(f"--model {cfg.model!r} is not served at {cfg.url}",
+                             f"served here: {', '.join(ids)}; drop --model to use the first one")
+        return cfg.model
+    return ids[0]
 
 
 async def synthetic_prompt_ids(client: Any, cfg: BenchConfig, model: str, n_tokens: int) -> list[int]:
@@ -238,7 +246,7 @@ async def synthetic_prompt_ids(client: Any, cfg: BenchConfig, model: str, n_toke
     try:
         r = await client.post(
             f"{cfg.url}/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False},
-            headers=_headers(cfg),
+            headers=auth_headers(cfg),
         )
         r.raise_for_status()
         ids = list(r.json()["tokens"])
@@ -275,7 +283,7 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
     gaps: list[float] = []
     try:
         async with client.stream(
-            "POST", f"{cfg.url}/v1/completions", json=body, headers=_headers(cfg), timeout=cfg.request_timeout_s
+            "POST", f"{cfg.url}/v1/completions", json=body, headers=auth_headers(cfg), timeout=cfg.request_timeout_s
         ) as resp:
             if resp.status_code != 200:
                 text = (await resp.aread()).decode(errors="replace")[:200]
@@ -365,10 +373,10 @@ async def run_bench(
 
     limits = httpx.Limits(max_connections=max(cfg.concurrency) + 4, max_keepalive_connections=max(cfg.concurrency) + 4)
     async with httpx.AsyncClient(timeout=cfg.request_timeout_s, limits=limits) as client:
-        model = cfg.model or await _discover_model(client, cfg)
+        model = await _discover_model(client, cfg)  # checks a given --model too
         version = None
         try:
-            r = await client.get(f"{cfg.url}/version", headers=_headers(cfg))
+            r = await client.get(f"{cfg.url}/version", headers=auth_headers(cfg))
             if r.status_code == 200:
                 version = r.json().get("version")
         except Exception:

@@ -321,7 +321,7 @@ RULES: tuple[_Rule, ...] = (
         r"NvFp4 MoE backend '(\w+)' does not support the deployment configuration|"
         r"No NvFp4 MoE backend supports the deployment configuration()"), _moe_unsupported),
     _Rule("port_in_use", re.compile(r"\[Errno 98\].*[Aa]ddress already in use|Address already in use"), _port),
-    _Rule("model_access", re.compile(
+    _Rule("model_not_found", re.compile(  # or model_access_denied: _model_access tells them apart
         r"GatedRepoError|401 Client Error|403 Client Error|Access to model \S+ is restricted|"
         r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier"),
         _model_access),

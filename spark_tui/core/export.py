@@ -183,9 +183,13 @@ class _Secrets:
 
 
 def _secrets(plan: Plan, opts: ExportOptions, *, force_api_key: bool = False) -> _Secrets:
-    for n in (*plan.secret_env, *([opts.api_key_env] if opts.api_key_env else [])):
+    for n in plan.secret_env:
         if not _ENV_NAME.match(n):
             raise UsageError(f"{n!r} is not an environment variable name", "use letters, digits and _")
+    if opts.api_key_env and not _ENV_NAME.match(opts.api_key_env):
+        # not echoed: what was passed may be the key itself, and error output ends up in terminals and CI logs
+        raise UsageError("--api-key-env takes the name of an environment variable, not the key itself",
+                         f"e.g. --api-key-env {API_KEY_ENV} (letters, digits and _), with the key in that variable")
     host = effective_host(plan)
     need_key = force_api_key or not is_loopback(host) or opts.api_key_env is not None or API_KEY_ENV in plan.secret_env
     if not is_loopback(host) and opts.api_key_env is None and opts.env_file is None and API_KEY_ENV not in plan.secret_env:

@@ -78,6 +78,29 @@ class Snapshot:
         return next((self.histograms[n] for n in names if n in self.histograms), None)
 
 
+def server_url(url: str) -> str:
+    """A vLLM server's base URL from what a user passes as --url: `http(s)://host[:port]`, a trailing `/`,
+    `/metrics` or `/v1` (the OpenAI base URL clients are configured with) removed. UsageError otherwise.
+    The one check behind `monitor --url` and `bench --url`."""
+    from urllib.parse import urlsplit
+
+    from spark_tui.errors import UsageError
+
+    u = url.strip().rstrip("/")
+    for tail in ("/metrics", "/v1"):
+        if u.endswith(tail):
+            u = u[: -len(tail)].rstrip("/")
+    try:
+        parts = urlsplit(u)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number or out of range
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"--url {url!r} is not an http(s) URL of a server", "pass e.g. --url http://127.0.0.1:8000")
+    return u
+
+
 def select_families(text: str, histograms: Collection[str] | None) -> str:
     """Drop non-vLLM families and the histograms not in `histograms` (None: keep all) before parsing.
 

@@ -120,6 +120,17 @@ class ProbeResult:
                 f"probe schema_version {ver} is not supported (this spark-tui reads {SCHEMA_VERSION})",
                 "re-run `spark-tui probe --json` with this version of spark-tui",
             )
+        try:
+            return cls._from_checked_dict(d)
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
+            # a hand-edited or foreign file: name the problem instead of a traceback
+            raise UsageError(
+                f"probe data is malformed ({type(e).__name__}: {e})",
+                "pass a file written by `spark-tui probe --json`",
+            ) from None
+
+    @classmethod
+    def _from_checked_dict(cls, d: dict[str, Any]) -> "ProbeResult":
         gkeys = {f.name for f in fields(GpuInfo)}
         gpus = []
         for g in d.get("gpus") or []:
@@ -146,8 +157,10 @@ class ProbeResult:
             data = json.loads(p.read_text())
         except FileNotFoundError:
             raise UsageError(f"probe file not found: {p}", "write one with `spark-tui probe --json > box.json`") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UsageError(f"probe file {p} is not valid JSON ({e})", "write one with `spark-tui probe --json > box.json`") from None
+        except OSError as e:  # a directory, no permission, an I/O error
+            raise UsageError(f"cannot read probe file {p}: {e.strerror or e}", "pass a readable file written by `spark-tui probe --json`") from None
         r = cls.from_dict(data)
         return ProbeResult(**{**{f.name: getattr(r, f.name) for f in fields(r)}, "source": f"file:{p}"})
 

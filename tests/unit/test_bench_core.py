@@ -109,3 +109,19 @@ def test_render_table_and_plot():
     p = render_plot(res, width=10, reference={4: (50.0, "seed 000")})
     assert "c=4" in p and "█" * 5 in p and "░" * 10 in p and "seed 000" in p
     assert not math.isnan(lv.output_tok_s)
+
+
+def test_api_key_is_not_in_the_config_repr():
+    from spark_tui.core.bench import BenchConfig
+
+    cfg = BenchConfig(url="http://127.0.0.1:8000", api_key="sk-live-0123456789")
+    assert "sk-live-0123456789" not in repr(cfg)
+
+
+@pytest.mark.parametrize("duration", [0.0, -1.0, float("nan"), float("inf")])
+def test_duration_must_be_positive_and_finite(duration):
+    from spark_tui.core.bench import BenchConfig
+    from spark_tui.errors import UsageError
+
+    with pytest.raises(UsageError, match="--duration"):
+        BenchConfig(url="http://127.0.0.1:8000", duration_s=duration)

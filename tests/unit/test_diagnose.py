@@ -255,3 +255,14 @@ def test_diagnose_never_raises(parts):
     for d in diags:
         json.dumps(d.to_dict())
     json.dumps(summary.to_dict())
+
+
+def test_kinds_are_exactly_the_documented_ones():
+    """KINDS is the API list README documents (`kind` values:): no rule-internal name, nothing undocumented."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section: runtime -->")[1].split("<!-- section:")[0]
+    listed = section.split("`kind` values:")[1].split("\n\n")[0].split("The same parser")[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == set(KINDS)

@@ -153,3 +153,24 @@ def test_exported_files_never_hold_env_secrets(fmt, tmp_path):
         text = f.read_text()
         assert SECRET_HF not in text and SECRET_KEY not in text
     assert SECRET_HF not in r.stdout + r.stderr and SECRET_KEY not in r.stdout + r.stderr
+
+
+def test_unwritable_output_is_a_usage_error_not_a_traceback(tmp_path):
+    (tmp_path / "plain-file").write_text("x\n")
+    # ray writes a directory of files: a regular file where that directory should be
+    r = cli("export", "--format", "ray", "--device", "dgx-spark", "--nodes", "2", "-o", "plain-file", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "cannot write" in r.stderr and "hint: choose a writable -o path" in r.stderr
+    assert "Traceback" not in r.stderr
+    # a path under a regular file cannot be created either
+    r = cli("export", "--format", "bash", "--device", "dgx-spark", "-o", "plain-file/serve.sh", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "plain-file").read_text() == "x\n"
+
+
+def test_api_key_passed_instead_of_a_variable_name_is_refused_and_not_echoed(tmp_path):
+    secret = "sk-live-7f3a9c2b1e"
+    r = cli("export", "--format", "bash", "--device", "dgx-spark", "--api-key-env", secret, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "not the key itself" in r.stderr and "hint:" in r.stderr
+    assert secret not in r.stderr + r.stdout

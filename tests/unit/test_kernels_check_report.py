@@ -160,3 +160,33 @@ def test_report_file_matches_the_format(path):
     assert rep.exit_code == v["exit_code"]
     gpu = raw["environment"]["gpu"] or "-"
     assert gpu in render_markdown(rep) and v["title"] in render_text(rep)
+
+
+def _cli(*argv: str):
+    import argparse
+
+    from kernels_check.cli import add_arguments, run
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return run(p.parse_args(list(argv)))
+
+
+@pytest.mark.parametrize("content", ["[]", '{"verdict": 5}', "{}", '{"verdict": {"id": "bogus"}}', "not json"])
+def test_from_a_malformed_report_exits_2_with_a_message(tmp_path, capsys, content):
+    f = tmp_path / "r.json"
+    f.write_text(content)
+    assert _cli("--from", str(f)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read report {f}" in err and "written by --json" in err
+
+
+def test_from_with_an_unwritable_out_exits_2_and_rerenders_a_good_report(tmp_path, capsys):
+    src = REPORTS[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert _cli("--from", str(src), "--out", str(blocker / "x.md"), "--markdown") == 2  # parent is a file
+    assert "cannot write --out" in capsys.readouterr().err
+    out = tmp_path / "x.md"
+    assert _cli("--from", str(src), "--out", str(out), "--markdown") == Report.load(src).exit_code
+    assert out.read_text() == capsys.readouterr().out

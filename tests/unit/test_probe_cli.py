@@ -75,6 +75,36 @@ def test_cli_bad_probe_file_is_a_usage_error(tmp_path):
     assert "probe file not found" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,  # the path is a directory
+        b"\xff\xfe not text",
+        b'{"status": "ok", "gpus": 5}',
+        b'{"status": "ok", "gpus": [{"index": 0}]}',
+        b'{"status": "ok", "host": 3}',
+        b'{"status": "ok", "gpus": [{"index": 0, "name": "x", "compute_capability": "twelve"}]}',
+    ],
+)
+def test_load_rejects_unreadable_or_malformed_files_as_usage_errors(tmp_path, content):
+    from spark_tui.errors import UsageError
+
+    path = tmp_path / "p.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UsageError) as e:
+        ProbeResult.load(path)
+    assert "spark-tui probe --json" in e.value.hint
+
+
+def test_cli_probe_file_that_is_a_directory_exits_2(tmp_path):
+    p = _cli("--probe-file", str(tmp_path))
+    assert p.returncode == 2, p.stderr
+    assert "cannot read probe file" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_render_gb10_reports_unified_memory_from_host():
     r = fake_nvml.probe_from_fixture("gb10")
     assert render(r) == (

@@ -239,7 +239,7 @@ def _moe_backend(c: CheckpointProfile, sm: int) -> tuple[str | None, str, str]:
                         "FACTS.md §2 table; seed 002 log ('Using FLASHINFER_CUTLASS', sm_120); seed 000 (Spark, "
                         "RedHatAI + flashinfer_cutlass)")
             return ("marlin",
-                    f"the official recipe's choice for this checkpoint on sm_12x; fastest published Spark figure "
+                    "the official recipe's choice for this checkpoint on sm_12x; fastest published Spark figure "
                     f"(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
                     f"{R}; FACTS.md §7 (recipes PR #918), open question 3")
         if sm >= 100:
@@ -448,7 +448,6 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     total = t.total_bytes
     if not total:
         raise PlanError(f"{t.name}: total memory unknown", "pass --probe-file from `spark-tui probe --json`")
-    sm = t.sm or 0
     model_max = arch.max_position_embeddings or 262144
 
     # ---- MTP

@@ -240,7 +240,7 @@ def _moe_backend(c: CheckpointProfile, sm: int) -> tuple[str | None, str, str]:
                         "RedHatAI + flashinfer_cutlass)")
             return ("marlin",
                     "the official recipe's choice for this checkpoint on sm_12x; fastest published Spark figure "
-                    f"(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
+                    "(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
                     f"{R}; FACTS.md §7 (recipes PR #918), open question 3")
         if sm >= 100:
             if c.w4a4 == "yes":

@@ -33,6 +33,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
                    help="synthetic: exact token counts via the server's tokenizer; realistic: shipped chat/code prompts")
     p.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="env var holding the server's API key, if any")
+    p.add_argument("--device", metavar="ID", help="device profile for the published reference figures (default: what "
+                   "`spark-tui launch` recorded for this server, else the probed GPU)")
+    p.add_argument("--checkpoint", metavar="ID", help="checkpoint profile or repo id for the reference figures")
     p.add_argument("--no-save", action="store_true", help="do not save the result under the user data dir")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -109,6 +112,42 @@ def _api_key(env_name: str | None) -> str | None:
     return key or None
 
 
+def reference_target(url: str, device: str | None, checkpoint: str | None,
+                     probe: dict | None = None) -> tuple[str | None, str | None]:
+    """(device id, checkpoint id) to show published figures for: the options, else what `spark-tui launch`
+    recorded for a server on this port, else the probed GPU's device profile (checkpoint then unknown)."""
+    from urllib.parse import urlparse
+
+    from spark_tui.core.profiles import catalog
+
+    cat = catalog()
+    if device is None or checkpoint is None:
+        try:
+            from spark_tui.core.supervisor import list_servers
+
+            port = urlparse(url).port
+            rec = next((r for r in list_servers() if r.port == port), None)
+        except Exception:  # no state dir, unreadable records: no launch record, nothing to infer
+            rec = None
+        if rec is not None:
+            device = device or rec.plan_summary.get("device")
+            checkpoint = checkpoint or rec.plan_summary.get("checkpoint")
+    if device is None and probe and probe.get("gpus"):
+        from spark_tui.core.profiles import match_gpu
+
+        g = probe["gpus"][0]
+        sm = g.get("sm")
+        m = match_gpu(cat, g.get("name"), None, int(sm[3:]) if isinstance(sm, str) and sm.startswith("sm_") else None)
+        device = None if m is None else m.device.id
+    ck = None
+    if checkpoint:
+        try:
+            ck = cat.checkpoint(checkpoint).id
+        except Exception:  # a local path or an unknown repo: figures for the device only
+            ck = None
+    return device, ck
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -136,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
 
     res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
     res.context = gather_context()
+    from spark_tui.core.published import figures_for, plot_reference
+
+    dev, ck = reference_target(cfg.url, args.device, args.checkpoint, res.context.get("probe"))
+    figs = figures_for(dev, ck) if dev else []
+    res.context["published"] = [f.__dict__ for f in figs]
     d = res.to_dict()
     saved = None
     if not args.no_save:
@@ -151,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(res))
         print()
-        print(render_plot(res))
+        print(render_plot(res, reference=plot_reference(figs)))
+        if figs:
+            print(f"\npublished for {dev}" + (f" / {ck}" if ck else "") + " (for reference; conditions differ):")
+            for f in figs:
+                print(f"  {f.label()}")
+        elif dev:
+            print(f"\nno published figures for {dev}" + (f" / {ck}" if ck else "") + " (FACTS.md §7)")
         if saved:
             print(f"\nsaved to {saved}")
     bad = [lv for lv in res.levels if lv.self_check_ok is False]

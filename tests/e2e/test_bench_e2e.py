@@ -51,7 +51,10 @@ def test_bench_two_levels_self_check_and_mtp_acceptance(vllm_server_factory, tin
 @pytest.mark.vllm
 def test_bench_without_spec_decode_reports_no_acceptance(vllm_server_factory, tiny_qwen3_moe, tmp_path):
     h = vllm_server_factory(tiny_qwen3_moe)
-    d = run_bench(h.url, "--no-save", "--prompts", "realistic", home=tmp_path)
+    d = run_bench(h.url, "--no-save", "--prompts", "realistic", "--device", "rtx-pro-6000", home=tmp_path)
+    pub = d["context"]["published"]
+    assert {(f["checkpoint"], f["mtp"], f["tok_s"]) for f in pub} == {
+        ("infatoshi-nvfp4-fp8", 0, 163.4), ("infatoshi-nvfp4-fp8", 1, 156.9), ("qwen-bf16", 0, 170.3)}
     for lv in d["levels"]:
         assert lv["errors"] == 0 and lv["output_tokens"] == 8 * 32
         assert lv["acceptance_rate"] is None and lv["mean_acceptance_length"] is None

@@ -287,12 +287,30 @@ def check_torch_arch(ctx: Context) -> CheckResult:
                        reason=f"torch {ctx.torch.__version__} has no kernels for sm_{ctx.sm}; install a newer CUDA wheel")
 
 
+def _time_gemm(ctx: Context, s: int, sets: list, fn: Any) -> dict[str, Any]:
+    """Time `fn(*sets[i % 2])`, an s x s x s GEMM, alternating two input sets so neither stays in cache:
+    timed shape, median ms, TFLOP/s, repeats, and the ratio to this run's BF16 figure (None before it)."""
+    from kernels_check.timing import tflops, time_cuda
+
+    i = [0]
+
+    def run():
+        args = sets[i[0] % 2]
+        i[0] += 1
+        return fn(*args)
+
+    tm = time_cuda(ctx.torch, run, ctx.options.warmup, ctx.options.repeats)
+    tf = tflops(s, s, s, tm["median_ms"])
+    bf = ctx.bf16_tflops
+    return {"timed_shape": [s, s, s], "median_ms": tm["median_ms"], "tflops": tf,
+            "ratio_to_bf16": (tf / bf) if bf else None, "repeats": tm["repeats"]}
+
+
 def check_bf16_gemm(ctx: Context) -> CheckResult:
     name, title = "bf16_gemm", "BF16 GEMM: correctness vs float64, TFLOP/s"
     if (r := _skip_no_gpu(ctx, name, title)) is not None:
         return r
     from kernels_check.nvfp4 import rel_error
-    from kernels_check.timing import tflops, time_cuda
 
     t, o, g = ctx.torch, ctx.options, ctx.gen()
     n = o.check_size
@@ -304,18 +322,10 @@ def check_bf16_gemm(ctx: Context) -> CheckResult:
     s = o.size
     sets = [(t.randn(s, s, device=ctx.dev, generator=g).to(t.bfloat16),
              t.randn(s, s, device=ctx.dev, generator=g).to(t.bfloat16)) for _ in range(2)]
-    i = [0]
-
-    def run():
-        x, y = sets[i[0] % 2]
-        i[0] += 1
-        return x @ y
-
-    tm = time_cuda(t, run, o.warmup, o.repeats)
-    tf = tflops(s, s, s, tm["median_ms"])
-    ctx.bf16_tflops = tf
-    d = {"check_shape": [n, n, n], "rel_error": err, "band": BF16_GEMM_BAND, "timed_shape": [s, s, s],
-         "median_ms": tm["median_ms"], "tflops": tf, "repeats": tm["repeats"]}
+    tm = _time_gemm(ctx, s, sets, lambda x, y: x @ y)
+    tm.pop("ratio_to_bf16")  # this is the baseline
+    ctx.bf16_tflops = tm["tflops"]
+    d = {"check_shape": [n, n, n], "rel_error": err, "band": BF16_GEMM_BAND, **tm}
     ok = err <= BF16_GEMM_BAND
     return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
                        reason="" if ok else f"relative error {err:.3g} above {BF16_GEMM_BAND}")
@@ -333,7 +343,6 @@ def check_fp8_gemm(ctx: Context) -> CheckResult:
     if (r := _skip_no_gpu(ctx, name, title)) is not None:
         return r
     from kernels_check.nvfp4 import rel_error
-    from kernels_check.timing import tflops, time_cuda
 
     t, o, g = ctx.torch, ctx.options, ctx.gen()
     d: dict[str, Any] = {"api": "torch._scaled_mm(a, b, scale_a, scale_b, out_dtype=bfloat16)"}
@@ -372,18 +381,7 @@ def check_fp8_gemm(ctx: Context) -> CheckResult:
         x, sx = _fp8_quant(t, t.randn(s, s, device=ctx.dev, generator=g))
         y, sy = _fp8_quant(t, t.randn(s, s, device=ctx.dev, generator=g))
         sets.append((x, y.t(), sx, sy))
-    i = [0]
-
-    def run():
-        x, y, sx, sy = sets[i[0] % 2]
-        i[0] += 1
-        return t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)
-
-    tm = time_cuda(t, run, o.warmup, o.repeats)
-    tf = tflops(s, s, s, tm["median_ms"])
-    bf = ctx.bf16_tflops
-    d.update({"timed_shape": [s, s, s], "median_ms": tm["median_ms"], "tflops": tf,
-              "ratio_to_bf16": (tf / bf) if bf else None, "repeats": tm["repeats"]})
+    d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy: t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)))
     ok = err <= FP8_GEMM_BAND and ("rowwise_rel_error" not in d or d["rowwise_rel_error"] <= FP8_GEMM_BAND)
     return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
                        reason="" if ok else f"relative error {err:.3g} (row-wise {d.get('rowwise_rel_error')}) above {FP8_GEMM_BAND}")
@@ -445,7 +443,6 @@ def check_nvfp4_gemm_torch(ctx: Context) -> CheckResult:
     if (r := _skip_no_gpu(ctx, name, title)) is not None:
         return r
     from kernels_check import nvfp4 as q4
-    from kernels_check.timing import tflops, time_cuda
 
     t, o = ctx.torch, ctx.options
     d: dict[str, Any] = {"api": "torch._scaled_mm(fp4 A, fp4 B^T, to_blocked(scales), out_dtype=bfloat16) * 1/(gA*gB)"}
@@ -477,18 +474,7 @@ def check_nvfp4_gemm_torch(ctx: Context) -> CheckResult:
         _, _, xa, xw = _nvfp4_pair(ctx, s, s, s, g)
         sets.append((xa.packed.view(t.float4_e2m1fn_x2), xw.packed.view(t.float4_e2m1fn_x2).t(),
                      q4.to_blocked(xa.block_scale), q4.to_blocked(xw.block_scale)))
-    i = [0]
-
-    def run():
-        x, y, sx, sy = sets[i[0] % 2]
-        i[0] += 1
-        return t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)
-
-    tm = time_cuda(t, run, o.warmup, o.repeats)
-    tf = tflops(s, s, s, tm["median_ms"])
-    bf = ctx.bf16_tflops
-    d.update({"timed_shape": [s, s, s], "median_ms": tm["median_ms"], "tflops": tf,
-              "ratio_to_bf16": (tf / bf) if bf else None, "repeats": tm["repeats"]})
+    d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy: t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)))
     return CheckResult(name, title, Status.PASS, details=d)
 
 
@@ -497,7 +483,6 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
     if (r := _skip_no_vllm(ctx, name, title)) is not None:
         return r
     from kernels_check import nvfp4 as q4
-    from kernels_check.timing import tflops, time_cuda
 
     t, o = ctx.torch, ctx.options
     d: dict[str, Any] = {}
@@ -553,18 +538,7 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
         xq, sx = ops.scaled_fp4_quant(x, gx)
         yq, sy = ops.scaled_fp4_quant(y, gy)
         sets.append((xq, yq, sx, sy, (1.0 / (gx * gy)).to(t.float32)))
-    i = [0]
-
-    def run():
-        x, y, sx, sy, al = sets[i[0] % 2]
-        i[0] += 1
-        return ops.cutlass_scaled_fp4_mm(x, y, sx, sy, al, t.bfloat16)
-
-    tm = time_cuda(t, run, o.warmup, o.repeats)
-    tf = tflops(s, s, s, tm["median_ms"])
-    bf = ctx.bf16_tflops
-    d.update({"timed_shape": [s, s, s], "median_ms": tm["median_ms"], "tflops": tf,
-              "ratio_to_bf16": (tf / bf) if bf else None, "repeats": tm["repeats"]})
+    d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy, al: ops.cutlass_scaled_fp4_mm(x, y, sx, sy, al, t.bfloat16)))
     return CheckResult(name, title, Status.PASS, details=d)
 
 

@@ -11,20 +11,25 @@ from pathlib import Path
 DEFAULT_API_KEY_ENV = "VLLM_API_KEY"  # the variable vLLM itself reads its API key from
 
 
-def _levels(s: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(x) for x in s.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of integers (e.g. 1,4,16)") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError("concurrency levels must be positive integers (e.g. 1,4,16)")
-    return vals
+def int_list(minimum: int, example: str):
+    """An argparse type: a comma-separated list of integers >= minimum (e.g. "1,4,16")."""
+
+    def parse(s: str) -> tuple[int, ...]:
+        try:
+            vals = tuple(int(x) for x in s.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of integers (e.g. {example})") from None
+        if not vals or any(v < minimum for v in vals):
+            raise argparse.ArgumentTypeError(f"give integers >= {minimum}, e.g. {example}")
+        return vals
+
+    return parse
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default %(default)s)")
     p.add_argument("--model", help="model name (default: the first one /v1/models lists)")
-    p.add_argument("--concurrency", type=_levels, default=(1, 4, 8, 16, 32), help="levels, e.g. 1,4,8,16,32")
+    p.add_argument("--concurrency", type=int_list(1, "1,4,16"), default=(1, 4, 8, 16, 32), help="levels, e.g. 1,4,8,16,32")
     p.add_argument("--prompt-tokens", type=int, default=512, help="exact prompt length in tokens (synthetic prompts)")
     p.add_argument("--output-tokens", type=int, default=128, help="exact output length in tokens")
     bound = p.add_mutually_exclusive_group()

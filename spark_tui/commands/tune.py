@@ -8,23 +8,14 @@ import sys
 import time
 
 
-def _ints(s: str) -> tuple[int, ...]:
-    try:
-        v = tuple(int(x) for x in s.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of integers") from None
-    if not v or any(x < 0 for x in v):
-        raise argparse.ArgumentTypeError("MTP values are integers >= 0 (0 = off), e.g. 0,1,2,3")
-    return v
-
-
 def add_parser(p: argparse.ArgumentParser) -> None:
+    from spark_tui.commands.bench import int_list
     from spark_tui.commands.plan import add_plan_arguments
 
     add_plan_arguments(p)  # --goal among them: tune takes latency or throughput
     t = p.add_argument_group("tune")
     t.add_argument("--budget", type=float, metavar="MINUTES", help="stop starting new candidates after this long")
-    t.add_argument("--mtp-values", type=_ints, default=(0, 1, 2, 3, 4), metavar="LIST",
+    t.add_argument("--mtp-values", type=int_list(0, "0,1,2,3 (0 = MTP off)"), default=(0, 1, 2, 3, 4), metavar="LIST",
                    help="MTP draft-token counts to try, 0 = off (default 0,1,2,3,4)")
     t.add_argument("--requests", type=int, default=16, help="requests per candidate (default 16)")
     t.add_argument("--prompt-tokens", type=int, default=512, help="prompt length in tokens (default 512)")

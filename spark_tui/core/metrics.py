@@ -92,6 +92,10 @@ def server_url(url: str) -> str:
             u = u[: -len(tail)].rstrip("/")
     try:
         parts = urlsplit(u)
+        if parts.username is not None or parts.password is not None:  # never echo them back
+            raise UsageError("--url carries credentials (user:password@); they would end up in messages and results",
+                             "drop them from the URL: vLLM takes its API key as a bearer token, from the variable "
+                             "named by --api-key-env (default VLLM_API_KEY)")
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number or out of range
     except ValueError:

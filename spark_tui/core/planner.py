@@ -399,6 +399,22 @@ def _floor2(x: float) -> float:
     return math.floor(x * 100) / 100
 
 
+def check_bind(host: str, port: int) -> None:
+    """A bind address vLLM (and every export format) can use: an IP address or a DNS name, a TCP port."""
+    import ipaddress
+
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port", "1 to 65535, e.g. --port 8000")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", host or ""):
+        raise UsageError(f"--host {host!r} is neither an IP address nor a host name",
+                         "e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (all interfaces, with an API key)")
+
+
 def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str | None = None,
               model_path: str | None = None, context: int | None = None, concurrency: int | None = None,
               goal: str = "balanced", mtp: int | None = None, set_flags: Iterable[str] = (), host: str = "127.0.0.1",
@@ -413,6 +429,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
         raise UsageError(f"--context {context} is too small", "at least 16 tokens")
     if concurrency is not None and concurrency < 1:
         raise UsageError(f"--concurrency {concurrency} must be >= 1", "e.g. --concurrency 8")
+    check_bind(host, port)
     sets = parse_set(set_flags)
     cat = catalog or default_catalog()
     t = resolve_target(cat, device, probe, gpu_index)

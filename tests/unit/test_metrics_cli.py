@@ -201,3 +201,14 @@ def test_bench_snapshot_of_a_non_prometheus_reply_is_none(garbage_metrics_server
             return await read_server_snapshot(c, garbage_metrics_server)
 
     assert asyncio.run(go()) is None
+
+
+def test_url_with_credentials_is_refused_without_echoing_them():
+    import pytest
+
+    from spark_tui.core.metrics import server_url
+    from spark_tui.errors import UsageError
+
+    with pytest.raises(UsageError) as e:
+        server_url("http://admin:s3cr3t-pw@127.0.0.1:8000")
+    assert "s3cr3t-pw" not in str(e.value) and "credentials" in e.value.message

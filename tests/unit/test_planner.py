@@ -297,3 +297,16 @@ def test_any_plan_is_consistent_or_refused(cat, device, checkpoint, goal, contex
     assert m.mamba_slots_per_seq == 2 + k + (1 if version is None else 0)
     assert len(f) == len(p.flags)  # no flag twice
     assert all(x.reason and x.source for x in p.flags) and all(e.reason and e.source for e in p.env)
+
+
+@pytest.mark.parametrize("host,port,ok", [
+    ("127.0.0.1", 8000, True), ("::1", 8000, True), ("0.0.0.0", 1, True), ("spark-01.lan", 65535, True),
+    ("bad host", 8000, False), ("a;rm -rf", 8000, False), ("", 8000, False), ("127.0.0.1", 0, False),
+    ("127.0.0.1", 70000, False), ("-leading.dash", 8000, False),
+])
+def test_bind_address_is_validated(cat, host, port, ok) -> None:
+    if ok:
+        assert plan(cat, device="rtx-5090", host=host, port=port).port == port
+    else:
+        with pytest.raises(UsageError):
+            plan(cat, device="rtx-5090", host=host, port=port)

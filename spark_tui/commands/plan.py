@@ -59,6 +59,7 @@ def _probe_here() -> Any:
 def plan_from_args(args: argparse.Namespace) -> Plan:
     from spark_tui.core.planner import make_plan
     from spark_tui.core.probe import ProbeResult
+    from spark_tui.core.vllm_compat import installed_release  # the flags follow the vLLM that will run them
 
     probe = None
     if getattr(args, "probe_file", None):
@@ -71,7 +72,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         concurrency=getattr(args, "concurrency", None), goal=getattr(args, "goal", "balanced"),
         mtp=getattr(args, "mtp", None), set_flags=getattr(args, "set_flags", None) or (),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
-        vllm_version=getattr(args, "vllm_version", None), served_model_name=getattr(args, "served_model_name", None),
+        vllm_version=getattr(args, "vllm_version", None) or installed_release(), served_model_name=getattr(args, "served_model_name", None),
         recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", 0) or 0)
 
 

@@ -112,6 +112,12 @@ def installed_vllm_version() -> str | None:
     return None
 
 
+def installed_release() -> str | None:
+    """The installed vLLM's release without a local label ("0.32.0+cpu" -> "0.32.0"), or None."""
+    v = installed_vllm_version()
+    return None if v is None else v.split("+", 1)[0]
+
+
 def _parser_api() -> tuple[Any, Any]:
     """(FlexibleArgumentParser, make_arg_parser) of the installed vLLM: module paths moved across releases."""
     try:

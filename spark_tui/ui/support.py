@@ -26,9 +26,11 @@ def build_plan(device: str | None, checkpoint: str | None, overrides: dict[str, 
     """The plan `spark-tui plan` would print for these choices (core.planner.make_plan): the chosen device
     profile, else the probed GPU."""
     from spark_tui.core.planner import make_plan
+    from spark_tui.core.vllm_compat import installed_release
 
     kw = {k: v for k, v in overrides.items() if k in OVERRIDE_KEYS and v not in (None, "", [])}
-    return make_plan(device=device, probe=None if device else probe, checkpoint=checkpoint, **kw)
+    return make_plan(device=device, probe=None if device else probe, checkpoint=checkpoint,
+                     vllm_version=installed_release(), **kw)
 
 
 def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[Any, str, list[str]]], str]:

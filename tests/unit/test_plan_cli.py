@@ -138,3 +138,27 @@ def test_plan_arguments_api_for_other_commands(tmp_path, monkeypatch) -> None:
     assert not any(a.dest in ("json", "check") for a in p._actions)
     # a namespace from another command that lacks some plan options still works
     assert plan_from_args(argparse.Namespace(device="h100")).device.id == "h100"
+
+
+def test_plan_adapts_to_the_installed_vllm(tmp_path) -> None:
+    """With no --vllm-version, the flags are written for the vLLM that is installed (package metadata only:
+    vllm itself is never imported); --vllm-version still wins."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    dist = tmp_path / "vllm-0.26.0+cu130.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.26.0+cu130\n")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+
+    def plan_json(*extra):
+        r = subprocess.run([sys.executable, "-m", "spark_tui", "plan", "--device", "h100", "--json", *extra],
+                           capture_output=True, text=True, env=env, check=True)
+        return json.loads(r.stdout)
+
+    p = plan_json()
+    assert p["vllm_version"] == "0.26.0"
+    assert not any("written for vLLM" in w for w in p["warnings"])
+    assert plan_json("--vllm-version", "0.33.0")["vllm_version"] == "0.33.0"

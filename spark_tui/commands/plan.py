@@ -36,7 +36,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--served-model-name", metavar="NAME", help="model name clients use (default qwen3.6-35b-a3b)")
     g.add_argument("--host", default="127.0.0.1", metavar="H", help="bind address (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8000, metavar="P", help="port (default 8000)")
-    g.add_argument("--vllm-version", metavar="V", help="write flags for this vLLM release (default 0.33.0)")
+    g.add_argument("--vllm-version", metavar="V", help="write flags for this vLLM release (default: the installed vLLM, else 0.33.0)")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

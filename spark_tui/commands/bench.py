@@ -83,12 +83,12 @@ def gather_context() -> dict:
 
 
 def save_result(d: dict, directory: Path | None = None) -> Path:
-    from spark_tui.core.paths import data_dir
+    from spark_tui.core.paths import data_dir, safe_filename
 
     out = directory or (data_dir() / "bench")
     out.mkdir(parents=True, exist_ok=True)
     stamp = (d.get("started_at") or "run").replace(":", "").replace("-", "")
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(d.get("model", "model")))[-60:]
+    name = safe_filename(str(d.get("model", "model")))[-60:]
     path = out / f"{stamp}-{name}.json"
     i = 1
     while path.exists():

@@ -40,3 +40,8 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     return _base("cache")
+
+
+def safe_filename(s: str) -> str:
+    """A file-name-safe form of s: letters, digits, '.', '_' and '-' kept, anything else '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in s)

@@ -158,10 +158,10 @@ class TuneState:
 
 
 def state_path(device: str, checkpoint: str, goal: str, root: Path | None = None) -> Path:
-    from spark_tui.core.paths import data_dir
+    from spark_tui.core.paths import data_dir, safe_filename
 
     h = hashlib.sha1(f"{device}|{checkpoint}|{goal}".encode()).hexdigest()[:10]
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{device}__{checkpoint}__{goal}")
+    safe = safe_filename(f"{device}__{checkpoint}__{goal}")
     return (root or data_dir() / "tune") / f"{safe[-80:]}-{h}.json"
 
 

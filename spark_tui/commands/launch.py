@@ -22,8 +22,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("launch")
     g.add_argument("--runtime", choices=("native", "docker"), default="native",
                    help="native: the vllm program ($SPARK_TUI_VLLM, PATH, or python -m vllm); docker: docker run")
-    if not any("--port" in a.option_strings for a in p._actions):
-        g.add_argument("--port", type=int, help="port to serve on (default: the plan's)")
     g.add_argument("--startup-timeout", type=float, default=1800.0,
                    help="seconds to wait for /health and /v1/models before stopping the start (default 1800)")
     mode = g.add_mutually_exclusive_group()
@@ -35,6 +33,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image", help="docker image for --runtime docker (default: vllm/vllm-openai for the plan's "
                    "vLLM version)")
     g.add_argument("--no-preflight", action="store_true", help="skip the port / memory / checkpoint checks")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the exact argv and environment it would run, then exit 0 without starting anything")
+    g.add_argument("--json", action="store_true", help="with --dry-run: print {argv, env} as JSON")
 
 
 class _StartupPrinter:
@@ -114,12 +115,43 @@ class _Stats:
                 f"{rates}  total generated {gen:.0f}")
 
 
+def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment additions) `launch` would run for this plan: the same construction as a real start."""
+    from spark_tui.core import supervisor as sv
+
+    try:
+        sup = sv.supervisor_for_plan(plan, runtime=runtime, image=image)
+    except VllmError:
+        if runtime == "docker":
+            raise
+        # vLLM not installed yet: show the command with the `vllm` program name
+        sup = sv.Supervisor(sv.native_argv(plan, ["vllm"]), host=plan.host, port=plan.port, model=plan.model,
+                            served_model_name=plan.served_model_name, env=sv.plan_env(plan))
+    return list(sup.argv), dict(sup.env or {})
+
+
+def _dry_run(plan: Any, args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
+    argv, env = dry_run_command(plan, args.runtime, args.image)
+    if getattr(args, "json", False):
+        print(json.dumps({"argv": argv, "env": env}, indent=2))
+    else:
+        for k, v in env.items():
+            print(f"{k}={shlex.quote(v)}")
+        print(" ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
     from spark_tui.core import supervisor as sv
 
     plan = plan_from_args(args)
-    port = getattr(args, "port", None) or plan.port
+    port = plan.port  # one flag model: the plan's --port (from --port or --set port=N) is the port served on
+    if args.dry_run:
+        return _dry_run(plan, args)
     if not args.no_preflight:
         sv.check_port_free(plan.host, port)
         note = sv.check_memory(plan)

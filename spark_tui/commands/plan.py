@@ -28,7 +28,10 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, metavar="N", help="--max-num-seqs (default by goal)")
     g.add_argument("--goal", choices=("latency", "throughput", "context", "balanced"), default="balanced",
                    help="what to optimise (default balanced)")
-    g.add_argument("--mtp", type=int, metavar="K", help="MTP draft tokens, 0 = off (default 3; throughput 1)")
+    g.add_argument("--mtp", type=int, metavar="K",
+                   help="MTP draft tokens, 0 = off (default: on only where a measurement shows it pays here)")
+    g.add_argument("--include-unmeasured", action="store_true",
+                   help="also add the deviations no measurement supports on this device (marked unmeasured)")
     g.add_argument("--set", dest="set_flags", action="append", default=[], metavar="FLAG=VALUE",
                    help="override a flag: FLAG=VALUE sets, FLAG a switch, FLAG= removes; UPPER_CASE names are env vars "
                         "(repeatable)")
@@ -42,6 +45,8 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
 def add_parser(p: argparse.ArgumentParser) -> None:
     add_plan_arguments(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON (an API: see README 'Plan JSON')")
+    p.add_argument("--explain", action="store_true",
+                   help="show vLLM's baseline and every deviation with its evidence class, effect and source")
     p.add_argument("--check", action="store_true",
                    help="validate the argv with the installed vLLM's own argument parser (if vLLM is importable)")
 
@@ -73,7 +78,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         mtp=getattr(args, "mtp", None), set_flags=getattr(args, "set_flags", None) or (),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
         vllm_version=getattr(args, "vllm_version", None) or installed_release(), served_model_name=getattr(args, "served_model_name", None),
-        recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", 0) or 0)
+        recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", 0) or 0,
+        include_unmeasured=bool(getattr(args, "include_unmeasured", False)))
 
 
 def shell_command(plan: Plan) -> str:
@@ -88,31 +94,65 @@ def _gib(b: int) -> str:
     return f"{b / 2**30:.1f} GiB"
 
 
-def render(plan: Plan) -> str:
+def _memory_lines(m: Any) -> list[str]:
+    out = ["memory (" + ("KV pool exact" if m.exact_kv_pool else "estimate") + "):"]
+    for label, b in m.bar():
+        out.append(f"  {label:<15} {_gib(b):>10}")
+    out.append(f"  predicted vLLM log: GPU KV cache size: {m.kv_cache_tokens:,} tokens, Maximum concurrency for "
+               f"{m.max_model_len:,} tokens per request: {m.max_concurrency:.2f}x")
+    out.append(f"  attention block {m.block_size_tokens} tokens; {m.num_blocks:,} blocks of "
+               f"{m.bytes_per_block / 2**20:.1f} MiB; KV {m.kv_bytes_per_token:,} B/token; DeltaNet state "
+               f"{m.state_bytes_per_seq / 2**20:.0f} MiB/request ({m.mamba_slots_per_seq} slots)")
+    out += [f"  note: {n}" for n in m.notes]
+    return out
+
+
+def render(plan: Plan, explain: bool = False) -> str:
+    from spark_tui.core.plan import comparison
+
     out = [f"# {plan.device.name} ({plan.device.id}{', sm_' + str(plan.device.sm) if plan.device.sm else ''}; "
            f"{plan.match or plan.device.source}) -> {plan.checkpoint.repo_id}",
            f"# checkpoint: {plan.checkpoint_reason} [{plan.checkpoint_source}]" if plan.checkpoint_reason else "",
            shell_command(plan), ""]
-    rows = [(f.flag, "" if f.value is None else f.value, f.reason, f.source) for f in plan.flags]
-    rows += [(f"env {e.name}", e.value, e.reason, e.source) for e in plan.env]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = min(max(len(r[1]) for r in rows), 40)
-    out.append(f"{'flag':<{w0}}  {'value':<{w1}}  reason [source]")
-    for f, v, r, s in rows:
-        v = v if len(v) <= 40 else v[:37] + "..."
-        out.append(f"{f:<{w0}}  {v:<{w1}}  {r} [{s}]")
+    base = plan.baseline
+    if base is not None:
+        out.append("baseline (what `" + " ".join(shlex.quote(a) for a in base.argv) + "` does by itself here): "
+                   + ("starts" if base.starts else "does NOT start"))
+        out += [f"  - {p}" for p in base.problems]
+        if base.moe_backend:
+            out.append(f"  MoE backend vLLM will pick: {base.moe_backend} ({base.moe_backend_reason})")
+        if explain:
+            for d in base.defaults:
+                mark = "" if d["verified"] else " (read from an older release)"
+                out.append(f"  {d['key']:<24} {str(d['value']):<20} [{d['source']}]{mark}")
+            if base.memory is not None:
+                out += ["  " + x for x in _memory_lines(base.memory)]
+        out.append("")
+    rows = comparison(plan)
+    if rows:
+        out.append(f"deviations from the baseline ({len(rows)}):" if base is not None else "flags:")
+        w0 = max(len(r["flag"]) for r in rows)
+        for r in rows:
+            v = r["plan"] if len(r["plan"]) <= 40 else r["plan"][:37] + "..."
+            if explain:
+                out.append(f"  {r['flag']:<{w0}}  {r['baseline']} -> {r['plan']}  [{r['evidence']}]")
+                out.append(f"      why: {r['reason']}")
+                if r["effect"]:
+                    out.append(f"      measured effect: {r['effect']}")
+                out.append(f"      source: {r['source']}")
+            else:
+                out.append(f"  {r['flag']:<{w0}}  {v:<12}  {r['evidence']:<10}  {r['reason']} [{r['source']}]")
+    for e in plan.env:
+        out.append(f"  env {e.name}={e.value}  {e.reason} [{e.source}]")
+    if plan.omitted:
+        out += ["", "left out, unmeasured on this device (add them with --include-unmeasured):"]
+        for f in plan.omitted:
+            out.append(f"  {' '.join(f.argv())}: {f.reason}" + (f" [{f.source}]" if explain else ""))
+    if plan.notes:
+        out += [""] + [f"note: {n}" for n in plan.notes]
     m = plan.memory
     if m is not None:
-        out += ["", "memory (" + ("KV pool exact" if m.exact_kv_pool else "estimate") + "):"]
-        for label, b in m.bar():
-            out.append(f"  {label:<15} {_gib(b):>10}")
-        out.append(f"  predicted vLLM log: GPU KV cache size: {m.kv_cache_tokens:,} tokens, Maximum concurrency for "
-                   f"{m.max_model_len:,} tokens per request: {m.max_concurrency:.2f}x")
-        out.append(f"  attention block {m.block_size_tokens} tokens; {m.num_blocks:,} blocks of {m.bytes_per_block / 2**20:.1f} MiB; "
-                   f"KV {m.kv_bytes_per_token:,} B/token; DeltaNet state {m.state_bytes_per_seq / 2**20:.0f} MiB/request "
-                   f"({m.mamba_slots_per_seq} slots)")
-        for n in m.notes:
-            out.append(f"  note: {n}")
+        out += [""] + _memory_lines(m)
     if plan.warnings:
         out += ["", "warnings:"] + [f"  - {w}" for w in plan.warnings]
     if plan.differences:
@@ -134,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(d, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(render(plan))
+        print(render(plan, explain=getattr(args, "explain", False)))
         if check is not None:
             print("\ncheck: " + check["message"])
             for prob in check.get("problems", []):

@@ -83,7 +83,7 @@ class ExportFile:
 
 
 def _pairs(plan: Plan) -> list[tuple[str, str | None]]:
-    return [(f.flag, f.value) for f in plan.flags]
+    return [(f.name, f.text) for f in plan.flags]
 
 
 def _get(pairs: list[tuple[str, str | None]], flag: str) -> str | None:
@@ -116,39 +116,22 @@ def _flatten(pairs: list[tuple[str, str | None]]) -> list[str]:
 
 
 def serve_pairs(plan: Plan) -> list[tuple[str, str | None]]:
-    """The plan's flags, completed with what the Plan fields say but the flags omit.
-
-    The flags win where both exist: the plan's argv is the truth, these are only filled in.
-    """
-    pairs = _pairs(plan)
-    if not _has(pairs, "--host"):
-        pairs.append(("--host", plan.host))
-    if not _has(pairs, "--port"):
-        pairs.append(("--port", str(plan.port)))
-    if plan.served_model_name and not _has(pairs, "--served-model-name"):
-        pairs.append(("--served-model-name", plan.served_model_name))
-    if plan.tensor_parallel_size > 1 and not _has(pairs, "--tensor-parallel-size"):
-        pairs.append(("--tensor-parallel-size", str(plan.tensor_parallel_size)))
-    if plan.data_parallel_size > 1 and not _has(pairs, "--data-parallel-size"):
-        pairs.append(("--data-parallel-size", str(plan.data_parallel_size)))
-    return pairs
+    """The plan's flags as (flag, text) pairs, exactly as `spark-tui plan` prints them (one flag model: host, port,
+    names and parallel sizes are flags of the plan, never added here)."""
+    return _pairs(plan)
 
 
 def serve_argv(plan: Plan, vllm_bin: str = "vllm") -> list[str]:
-    """`vllm serve MODEL FLAGS...`: plan.argv() plus any missing --host/--port/parallel flags."""
+    """`vllm serve MODEL FLAGS...`: plan.argv() with another program name."""
     return [vllm_bin, "serve", plan.model, *_flatten(serve_pairs(plan))]
 
 
 def effective_host(plan: Plan) -> str:
-    return _get(serve_pairs(plan), "--host") or plan.host
+    return plan.host
 
 
 def effective_port(plan: Plan) -> int:
-    raw = _get(serve_pairs(plan), "--port")
-    try:
-        port = int(raw) if raw is not None else plan.port
-    except ValueError:
-        raise UsageError(f"--port {raw!r} is not a port number", "give --port an integer 1-65535") from None
+    port = plan.port
     if not 0 < port < 65536:
         raise UsageError(f"port {port} is out of range", "give --port an integer 1-65535")
     return port

@@ -11,16 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class FlagChoice:
-    flag: str  # "--kv-cache-dtype"; a positional is not a flag (the model is Plan.model)
-    value: str | None  # None for a boolean switch ("--enable-auto-tool-choice")
-    reason: str
-    source: str  # where the choice comes from: seed file, model card, FACTS.md §, vLLM source path, "user --set"
-
-    def argv(self) -> list[str]:
-        return [self.flag] if self.value is None else [self.flag, self.value]
+from spark_tui.core.flags import Flag, Flags
 
 
 @dataclass(frozen=True)
@@ -64,8 +55,9 @@ class MemoryEstimate:
 
     def bar(self) -> list[tuple[str, int]]:
         """Segments for a memory bar, summing to device_total_bytes: weights, KV, DeltaNet state, overhead,
-        headroom. DeltaNet state is what max_num_seqs running requests hold (capped at the pool)."""
-        state = min(self.state_bytes_per_seq * max(self.max_num_seqs, 0), self.kv_cache_bytes)
+        headroom. DeltaNet state is what the requests that fit at full length at once hold (at most max_num_seqs)."""
+        running = min(max(self.max_num_seqs, 0), max(int(self.max_concurrency), 0))
+        state = min(self.state_bytes_per_seq * running, self.kv_cache_bytes)
         used = self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
         return [
             ("weights", self.weights_bytes),
@@ -97,20 +89,38 @@ class CheckpointRef:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """What `vllm serve <checkpoint>` does by itself with the targeted release on this device: its argv, the
+    defaults that matter here (each with the vLLM source line it was read from), and its memory picture."""
+
+    argv: tuple[str, ...]
+    defaults: tuple[dict[str, Any], ...] = ()  # {key, value, source, verified}
+    memory: MemoryEstimate | None = None
+    starts: bool = True  # False: vLLM refuses to start with its defaults here (see problems)
+    problems: tuple[str, ...] = ()
+    moe_backend: str | None = None  # what vLLM's own selection is expected to pick (kernel path), if known
+    moe_backend_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "defaults": [dict(d) for d in self.defaults],
+                "memory": None if self.memory is None else asdict(self.memory), "starts": self.starts,
+                "problems": list(self.problems), "moe_backend": self.moe_backend,
+                "moe_backend_reason": self.moe_backend_reason}
+
+
+@dataclass(frozen=True)
 class Plan:
+    """A `vllm serve` command: the model plus `flags`, every one a deviation from vLLM's defaults with its
+    reason, source and evidence class. Host, port, served name and parallel sizes are read from the flags."""
+
     device: DeviceRef
     checkpoint: CheckpointRef
     model: str  # what `vllm serve` is given: repo id or local path
-    flags: tuple[FlagChoice, ...]
+    flags: Flags
     env: tuple[EnvChoice, ...] = ()
     memory: MemoryEstimate | None = None
     warnings: tuple[str, ...] = ()
     goal: str = "balanced"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    served_model_name: str | None = None
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
     nodes: int = 1
     vllm_version: str | None = None  # the vLLM version the argv is written for
     secret_env: tuple[str, ...] = ("HF_TOKEN",)  # referenced, never valued
@@ -119,18 +129,51 @@ class Plan:
     checkpoint_source: str = ""
     match: str = ""  # how the device profile was matched (PCI id / name / SM family / --device)
     recipe: str | None = None  # the published recipe reproduced (plan --recipe), else None
+    baseline: Baseline | None = None
+    omitted: tuple[Flag, ...] = ()  # unmeasured deviations left out (plan --include-unmeasured adds them)
+    notes: tuple[str, ...] = ()  # one-line hints (e.g. how to measure MTP here)
+
+    # ---- read from the flags (one place)
+    @property
+    def host(self) -> str:
+        """The bind address; vLLM's default (no --host) is every interface."""
+        return str(self.flags.value("--host", "0.0.0.0"))
+
+    @property
+    def port(self) -> int:
+        return int(self.flags.value("--port", 8000))  # type: ignore[arg-type]
+
+    @property
+    def served_model_name(self) -> str | None:
+        v = self.flags.value("--served-model-name")
+        return None if v is None else str(v)
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return int(self.flags.value("--tensor-parallel-size", 1))  # type: ignore[arg-type]
+
+    @property
+    def data_parallel_size(self) -> int:
+        return int(self.flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
+
+    @property
+    def mtp_k(self) -> int:
+        sc = self.flags.value("--speculative-config")
+        if isinstance(sc, dict):
+            try:
+                return int(sc.get("num_speculative_tokens", 1))
+            except (TypeError, ValueError):
+                return 1
+        return 0
 
     def argv(self) -> list[str]:
-        out = ["vllm", "serve", self.model]
-        for f in self.flags:
-            out += f.argv()
-        return out
+        return ["vllm", "serve", self.model, *self.flags.argv()]
 
-    def flag(self, name: str) -> FlagChoice | None:
-        for f in self.flags:
-            if f.flag == name:
-                return f
-        return None
+    def flag(self, name: str) -> Flag | None:
+        return self.flags.get(name)
+
+    def deviations(self, evidence: str | None = None) -> list[Flag]:
+        return [f for f in self.flags if evidence is None or f.evidence == evidence]
 
     def env_dict(self) -> dict[str, str]:
         return {e.name: e.value for e in self.env}
@@ -138,13 +181,17 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "argv": self.argv(),
+            "baseline_argv": list(self.baseline.argv) if self.baseline else ["vllm", "serve", self.model],
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "env": self.env_dict(),
             "env_reasons": [asdict(e) for e in self.env],
-            "flags": [asdict(f) for f in self.flags],
+            "flags": [f.to_dict() for f in self.flags],
+            "omitted": [f.to_dict() for f in self.omitted],
             "checkpoint": asdict(self.checkpoint),
             "device": asdict(self.device),
             "memory": None if self.memory is None else asdict(self.memory),
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
             "differences": list(self.differences),
             "goal": self.goal,
             "host": self.host,
@@ -160,3 +207,32 @@ class Plan:
             "match": self.match,
             "recipe": self.recipe,
         }
+
+
+# vLLM default keys (spark_tui.core.vllm_defaults) of the flags a plan commonly sets
+_DEFAULT_KEY = {"--gpu-memory-utilization": "gpu_memory_utilization", "--kv-cache-dtype": "kv_cache_dtype",
+                "--max-model-len": "max_model_len", "--host": "host", "--port": "port",
+                "--language-model-only": "language_model_only", "--moe-backend": "moe_backend",
+                "--speculative-config": "speculative_config", "--load-format": "load_format",
+                "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
+                "--enable-prefix-caching": "enable_prefix_caching", "--no-enable-prefix-caching": "enable_prefix_caching",
+                "--async-scheduling": "async_scheduling"}
+
+
+def comparison(plan: Plan) -> list[dict[str, Any]]:
+    """Baseline vs plan, one row per deviation: {flag, baseline, plan, evidence, reason, source, effect}. The CLI's
+    `plan --explain` and the TUI's Plan screen both render these rows."""
+    defaults = {d["key"]: d for d in (plan.baseline.defaults if plan.baseline else ())}
+    rows = []
+    for f in plan.flags:
+        d = defaults.get(_DEFAULT_KEY.get(f.name, ""))
+        if d is None:
+            base = "not set"
+        elif d["value"] is None:
+            base = "off" if f.name == "--speculative-config" else "not set"
+        else:
+            base = str(d["value"]).lower() if isinstance(d["value"], bool) else str(d["value"])
+        rows.append({"flag": f.name, "baseline": base, "plan": "on" if f.text is None else f.text,
+                     "evidence": f.evidence, "reason": f.reason, "source": f.source, "effect": f.effect or "",
+                     "baseline_source": d["source"] if d else ""})
+    return rows

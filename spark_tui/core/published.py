@@ -25,6 +25,7 @@ class Figure:
     metric: str
     conditions: str
     source: str
+    acceptance: float | None = None  # MTP draft acceptance (accepted / drafted tokens) reported with the figure
 
     def label(self) -> str:
         what = "per user" if self.metric == "per_user" else "aggregate"
@@ -49,12 +50,15 @@ def load_figures(text: str | None = None, name: str = "published.toml") -> list[
         try:
             f = Figure(device=str(r["device"]), checkpoint=str(r["checkpoint"]), concurrency=int(r["concurrency"]),
                        mtp=int(r["mtp"]), tok_s=float(r["tok_s"]), metric=str(r["metric"]),
-                       conditions=str(r.get("conditions", "")), source=str(r["source"]))
+                       conditions=str(r.get("conditions", "")), source=str(r["source"]),
+                       acceptance=None if r.get("acceptance") is None else float(r["acceptance"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ProfileError(f"{name}: figure #{i + 1} is missing or has a bad field ({e})",
                                "each [[figure]] needs device, checkpoint, concurrency, mtp, tok_s, metric, source") from None
         if not f.source.strip():
             raise ProfileError(f"{name}: figure #{i + 1} has no source", "every published number names its source")
+        if f.acceptance is not None and not 0 <= f.acceptance <= 1:
+            raise ProfileError(f"{name}: figure #{i + 1}: acceptance {f.acceptance}", "a fraction from 0 to 1")
         if f.metric not in METRICS:
             raise ProfileError(f"{name}: figure #{i + 1}: metric {f.metric!r}", f"one of {', '.join(METRICS)}")
         out.append(f)

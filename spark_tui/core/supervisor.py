@@ -251,12 +251,15 @@ def resolve_vllm() -> list[str]:
 
 
 def _with_port(plan: Any, port: int | None) -> Any:
+    """The plan serving on another port (tune's candidates, a caller's explicit port): the --port flag changes,
+    so argv, exports and the supervisor keep agreeing."""
     if port is None or port == plan.port:
         return plan
     import dataclasses
 
-    flags = tuple(f for f in plan.flags if f.flag != "--port")  # --port given to launch wins over the plan's
-    return dataclasses.replace(plan, port=port, flags=flags)
+    flags = plan.flags.copy()
+    flags.set("--port", port, "port chosen by the caller", "spark-tui")
+    return dataclasses.replace(plan, flags=flags)
 
 
 def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:
@@ -399,11 +402,16 @@ def verify_against_plan(plan: Any, summary: Any, kv_tolerance_pct: float = 10.0)
         if abs(err) > kv_tolerance_pct:
             mismatches.append(f"KV cache is {actual:,} tokens, the plan predicted {pred:,} ({err:+.1f}%)")
     fc = plan.flag("--moe-backend") if hasattr(plan, "flag") else None
-    planned = fc.value if fc is not None else None
+    planned = fc.text if fc is not None else None
+    base = getattr(plan, "baseline", None)
+    predicted = None if planned else getattr(base, "moe_backend", None)
     chosen = summary.moe_backend
     if planned and _norm_backend(planned) != "auto" and chosen is not None:
         if _norm_backend(planned) != _norm_backend(chosen):
             mismatches.append(f"vLLM chose MoE backend {chosen}, the plan asked for {planned}")
+    elif predicted and chosen is not None and _norm_backend(predicted) != _norm_backend(chosen):
+        mismatches.append(f"vLLM chose MoE backend {chosen}, the plan predicted {predicted} for its automatic choice")
+    planned = planned or (f"{predicted} (predicted auto)" if predicted else None)
     return Verification(pred, actual, err, planned, chosen, tuple(mismatches))
 
 
@@ -698,9 +706,18 @@ def plan_summary(plan: Any) -> dict[str, Any]:
     """What the state file and the plan check keep of a plan."""
     mem = plan.memory
     fc = plan.flag("--moe-backend")
+    base = getattr(plan, "baseline", None)
     return {"device": plan.device.id, "checkpoint": plan.checkpoint.repo_id, "format": plan.checkpoint.format,
             "goal": plan.goal, "kv_cache_tokens": getattr(mem, "kv_cache_tokens", None),
-            "moe_backend": fc.value if fc else None}
+            "moe_backend": fc.text if fc else (base.moe_backend if base is not None else None)}
+
+
+def plan_env(plan: Any) -> dict[str, str]:
+    """The environment a plan's server gets on top of ours: the plan's env, and loopback internals."""
+    env = dict(plan.env_dict())
+    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
+        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
+    return env
 
 
 def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "native", detach: bool = False,
@@ -714,9 +731,7 @@ def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "n
         argv = docker_argv(plan, port=port, image=image, name=f"spark-tui-vllm-{port}")
     else:
         argv = native_argv(plan, resolve_vllm(), port=port)
-    env = dict(plan.env_dict())
-    if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
-        env["VLLM_HOST_IP"] = "127.0.0.1"  # keep vLLM's internal sockets on loopback too
+    env = plan_env(plan)
     return Supervisor(argv, host=plan.host, port=port, model=plan.model, served_model_name=plan.served_model_name,
                       env=env, detach=detach, runtime=runtime, plan_summary=plan_summary(plan))
 

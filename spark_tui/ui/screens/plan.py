@@ -1,4 +1,4 @@
-"""Plan: the flags as a table (value, reason, source), editable overrides (context, concurrency, goal, MTP
+"""Plan: vLLM's baseline vs the plan, one row per deviation (default -> value, evidence class, reason and source), editable overrides (context, concurrency, goal, MTP
 tokens, FLAG=VALUE) re-planned live by the core planner, the memory picture as a bar (weights / KV / DeltaNet
 state / overhead / headroom, from MemoryEstimate.bar()), the predicted KV tokens and concurrency, warnings,
 and the `--check` result (vLLM's own argument parser, in a worker)."""
@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Select, Static
 
+from spark_tui.core.plan import comparison
 from spark_tui.ui.messages import OverridesChanged
 from spark_tui.ui.screens.base import StepScreen
 
@@ -111,7 +112,8 @@ class PlanScreen(StepScreen):
     def on_mount(self) -> None:
         t = self.query_one("#plan-flags", DataTable)
         t.add_column("flag", key="flag")
-        t.add_column("value", key="value")
+        t.add_column("vLLM default -> plan", key="value")
+        t.add_column("evidence", key="evidence")
         t.add_column("reason [source]", key="reason")
         self.check_result: dict | None = None
         self.watch(self.app, "plan", self._show, init=True)
@@ -233,10 +235,12 @@ class PlanScreen(StepScreen):
         else:
             pred.update("no memory estimate for this plan")
         table.clear()
-        for f in plan.flags:
-            table.add_row(Text(f.flag), Text("" if f.value is None else f.value), Text(f"{f.reason} [{f.source}]"))
+        for r in comparison(plan):
+            colour = {"required": "", "measured": "green", "unmeasured": "yellow"}.get(r["evidence"], "")
+            table.add_row(Text(r["flag"]), Text(f"{r['baseline']} -> {r['plan']}"), Text(r["evidence"], style=colour),
+                          Text(f"{r['reason']} [{r['source']}]"))
         for e in plan.env:
-            table.add_row(Text(f"env {e.name}"), Text(e.value), Text(f"{e.reason} [{e.source}]"))
+            table.add_row(Text(f"env {e.name}"), Text(e.value), Text("required"), Text(f"{e.reason} [{e.source}]"))
         self._notes(plan)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -247,12 +251,22 @@ class PlanScreen(StepScreen):
         """The highlighted flag's reason and source first (the table's third column is off-screen at 80
         columns), then the check result, warnings and differences from the recipe."""
         table = self.query_one("#plan-flags", DataTable)
-        rows = [(f.flag, f.reason, f.source) for f in plan.flags] + [
-            (f"env {e.name}", e.reason, e.source) for e in plan.env]
+        rows = [(r["flag"], r["evidence"], r["reason"], r["source"], r["effect"]) for r in comparison(plan)] + [
+            (f"env {e.name}", "required", e.reason, e.source, "") for e in plan.env]
         notes = []
         if rows and table.cursor_row is not None and table.cursor_row < len(rows):
-            flag, reason, source = rows[table.cursor_row]
-            notes.append(f"[b]{escape(flag)}[/b]: {escape(reason)} [dim]{escape('[' + source + ']')}[/]")
+            flag, evidence, reason, source, effect = rows[table.cursor_row]
+            notes.append(f"[b]{escape(flag)}[/b] ({escape(evidence)}): {escape(reason)}"
+                         + (f" [green]measured: {escape(effect)}[/]" if effect else "")
+                         + f" [dim]{escape('[' + source + ']')}[/]")
+        base = getattr(plan, "baseline", None)
+        if base is not None:
+            notes.append(f"baseline `{escape(shlex.join(base.argv))}`: "
+                         + ("starts here" if base.starts else "[red]does not start here[/]: " + escape("; ".join(base.problems)))
+                         + (f"; MoE backend vLLM picks: {escape(base.moe_backend)}" if base.moe_backend else ""))
+        notes += [f"[yellow]left out (unmeasured):[/] {escape(' '.join(f.argv()))}: {escape(f.reason)}"
+                  for f in getattr(plan, "omitted", ())]
+        notes += [f"note: {escape(n)}" for n in getattr(plan, "notes", ())]
         notes += [f"[yellow]warning:[/] {escape(w)}" for w in plan.warnings]
         if self.check_result is not None:
             r = self.check_result

@@ -633,7 +633,8 @@ def to_k8s(plan: Plan, opts: ExportOptions | None = None) -> str:
     if plan.model.startswith("/"):
         raise UsageError(f"the pod cannot see the local model path {plan.model}",
                          "export a Hugging Face repo id (--checkpoint): the pod downloads it into its cache volume")
-    sec = _secrets(replace(plan, host="0.0.0.0"), replace(opts, api_key_env=API_KEY_ENV), force_api_key=True)
+    sec = _secrets(plan.with_flag("--host", "0.0.0.0", "a Service is reachable cluster-wide", "spark-tui"),
+                   replace(opts, api_key_env=API_KEY_ENV), force_api_key=True)
     port = effective_port(plan)
     labels = {"app.kubernetes.io/name": opts.name, "app.kubernetes.io/managed-by": "spark-tui"}
     meta: dict[str, object] = {"name": opts.name}

@@ -172,6 +172,14 @@ class Plan:
     def flag(self, name: str) -> Flag | None:
         return self.flags.get(name)
 
+    def with_flag(self, name: str, value: Any, reason: str, source: str) -> "Plan":
+        """A copy of the plan with one flag set (a caller's port, a container's bind address)."""
+        from dataclasses import replace
+
+        flags = self.flags.copy()
+        flags.set(name, value, reason, source)
+        return replace(self, flags=flags)
+
     def deviations(self, evidence: str | None = None) -> list[Flag]:
         return [f for f in self.flags if evidence is None or f.evidence == evidence]
 

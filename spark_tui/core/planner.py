@@ -477,10 +477,14 @@ def stage_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Che
                     "instead of x 2 B), doubling the context/concurrency the pool holds", SRC_KV_SPEC)
     e = memory_for(d.flags, t, mi, req.version, c)
     if e.kv_cache_bytes <= 0:
+        total = t.total_bytes or 0
+        busy = t.free_bytes is not None and not t.profile.unified_memory and t.free_bytes < 0.9 * total
         raise PlanError(
             f"{c.repo_id} does not fit on {t.name}: weights {mi.weights / GiB:.1f} GiB + overhead "
-            f"{e.overhead_bytes / GiB:.1f} GiB exceed the {e.budget_bytes / GiB:.1f} GiB budget",
-            f"pick a smaller checkpoint (spark-tui checkpoints --device {t.profile.id}) or a larger GPU")
+            f"{e.overhead_bytes / GiB:.1f} GiB exceed the {e.budget_bytes / GiB:.1f} GiB budget"
+            + (f" ({(total - (t.free_bytes or 0)) / GiB:.1f} GiB is in use by other processes)" if busy else ""),
+            (f"stop the other GPU processes and re-probe, or plan with --device {t.profile.id} to ignore current usage"
+             if busy else f"pick a smaller checkpoint (spark-tui checkpoints --device {t.profile.id}) or a larger GPU"))
     if e.max_concurrency >= 1:
         return  # the model's full context starts: vLLM's default stays
     L = _fit_len(d, t, mi, req, c)
@@ -536,9 +540,25 @@ def stage_mtp(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile) -> No
 
 
 def _drafter_backend(t: Target, c: CheckpointProfile, version: str) -> str | None:
-    """The MTP drafter's MoE backend: its head is BF16, so it goes through vLLM's unquantized MoE selection, which
-    refused `marlin` in older releases; pin triton only where the target's --moe-backend is pinned to marlin."""
+    """The MTP drafter's MoE backend: vLLM's own choice (its BF16 head goes through the unquantized selection);
+    `_version_forms` pins triton where an older release would make it inherit a target's --moe-backend marlin."""
     return None
+
+
+def stage_tuned_batching(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile) -> None:
+    """Stage: batch sizes `spark-tui tune` measured fastest on this machine (explicit choices still win)."""
+    from spark_tui.core.tuned import load_tuned
+
+    tuned = load_tuned(t.profile.id, c.id, req.goal)
+    if tuned is None:
+        return
+    if tuned.max_num_seqs is not None and req.concurrency is None:
+        d.flags.set("--max-num-seqs", tuned.max_num_seqs, "the fastest setting `spark-tui tune` measured here",
+                    tuned.max_num_seqs_source, "measured")
+    if tuned.max_num_batched_tokens is not None:
+        d.flags.set("--max-num-batched-tokens", tuned.max_num_batched_tokens,
+                    "the fastest setting `spark-tui tune` measured here", tuned.max_num_batched_tokens_source,
+                    "measured")
 
 
 def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile, base: Baseline) -> None:
@@ -552,7 +572,7 @@ def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile
                           "in the same memory; speed effect not measured here, and third-party reports of FP8-KV "
                           "quality loss on Qwen3.5 hybrids exist", SRC_KV_SPEC, "unmeasured"))
     backend = base.moe_backend
-    if _experts(c) in ("W4A16_NVFP4", "W4A4_NVFP4") and backend != "marlin":
+    if (_experts(c) in ("W4A16_NVFP4", "W4A4_NVFP4") or c.is_nvfp4) and backend != "marlin":
         cands.append(Flag("--moe-backend", "marlin", "Marlin weight-only NVFP4 MoE (the official GB10/RTX PRO 6000 "
                           "recipe's choice) instead of vLLM's automatic pick"
                           + (f" ({backend})" if backend else ""),
@@ -712,6 +732,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     stage_memory(d, req, t, mi, c, base)
     stage_mtp(d, req, t, c)
     stage_context(d, req, t, mi, c, base)
+    stage_tuned_batching(d, req, t, c)
     if req.concurrency is not None:
         d.flags.set("--max-num-seqs", req.concurrency, "user --concurrency: at most this many requests run at once "
                     "(vLLM's default here is " f"{vd.batch_defaults(req.version, t.total_bytes, t.name, t.sm)[0]})",
@@ -759,6 +780,14 @@ def _arch_from_path(model_path: str | None) -> mem.Arch | None:
 def _version_forms(d: Draft, version: str) -> None:
     """Flags the targeted release does not have yet, in the form it understands (the rename table)."""
     f = d.flags.get("--moe-backend")
+    sc = d.flags.get("--speculative-config")
+    if (f is not None and str(f.value).lower() == "marlin" and sc is not None and isinstance(sc.value, dict)
+            and "moe_backend" not in sc.value and not compat.at_least(version, "0.33.0")):
+        d.flags.put(Flag(sc.name, {**sc.value, "moe_backend": "triton"},
+                         sc.reason + "; the BF16 drafter gets moe_backend triton: before 0.33 it inherited "
+                         "--moe-backend marlin, which vLLM's unquantized MoE selection rejects",
+                         sc.source + "; vLLM v0.33.0 vllm/model_executor/layers/fused_moe/oracle/unquantized.py:"
+                         "180-194, 306-309", sc.evidence, sc.effect))
     if f is not None and not compat.has_moe_backend_flag(version):
         d.flags.drop("--moe-backend")
         env_form = compat.moe_backend_as_env(str(f.value))

@@ -255,11 +255,7 @@ def _with_port(plan: Any, port: int | None) -> Any:
     so argv, exports and the supervisor keep agreeing."""
     if port is None or port == plan.port:
         return plan
-    import dataclasses
-
-    flags = plan.flags.copy()
-    flags.set("--port", port, "port chosen by the caller", "spark-tui")
-    return dataclasses.replace(plan, flags=flags)
+    return plan.with_flag("--port", port, "port chosen by the caller", "spark-tui")
 
 
 def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:

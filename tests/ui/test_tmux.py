@@ -70,7 +70,7 @@ def test_recorded_gb10_device_plan_dashboard_and_quit(tmux, tmp_path):
     pane = wait_for(s, "1 Device", "GPU 0: NVIDIA GB10", "native NVFP4")
     assert "unified with the CPU" in pane
     send(s, "3")
-    pane = wait_for(s, "predicted KV cache", "--moe-backend")
+    pane = wait_for(s, "predicted KV cache", "--gpu-memory-utilization")
     assert "weights" in pane and "headroom" in pane
     send(s, "6")
     wait_for(s, "No server to watch")

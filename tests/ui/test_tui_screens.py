@@ -133,16 +133,16 @@ async def test_plan_overrides_replan_live(size):
         await pilot.press("e")  # focus the first override field (context)
         await pilot.press(*"65536", "enter")
         await settle(app, pilot)
-        assert app.plan.flag("--max-model-len").value == "65536"
+        assert app.plan.flag("--max-model-len").value == 65536
         assert "65,536" in text(app, "#plan-predicted")
-        # MTP off and a flag override
-        app.screen.query_one("#ov-mtp", Input).value = "0"
+        # MTP on (the user's choice: no measurement turns it on for GB10) and a flag override
+        app.screen.query_one("#ov-mtp", Input).value = "1"
         app.screen.query_one("#ov-set", Input).value = "max-num-seqs=4"
         app.screen.query_one("#ov-set", Input).focus()
         await pilot.press("enter")
         await settle(app, pilot)
-        assert app.plan.flag("--speculative-config") is None
-        assert app.plan.flag("--max-num-seqs").value == "4"
+        assert app.plan.mtp_k == 1 and app.plan.flag("--speculative-config").reason.startswith("user --mtp 1")
+        assert app.plan.flag("--max-num-seqs").value == 4
         assert app.plan.memory.kv_cache_tokens != before
 
 

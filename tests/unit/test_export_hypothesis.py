@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_tui.core import export as ex
-from spark_tui.core.plan import EnvChoice, FlagChoice, Plan
+from spark_tui.core.flags import Flag
+from spark_tui.core.plan import EnvChoice, Plan
 from spark_tui.errors import UsageError
 from tests.unit.test_export_support import run_with_stubs, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import spark_plan
@@ -27,8 +28,8 @@ SECRET = "hf_SECRETVALUE_do_not_write_42"
 
 @st.composite
 def hostile_plans(draw) -> Plan:
-    flags = [FlagChoice("--host", "127.0.0.1", "r", "s"), FlagChoice("--port", "8000", "r", "s")]
-    flags += [FlagChoice(draw(FLAG), draw(st.one_of(st.none(), WORD, FLAG)), "r", "s")
+    flags = [Flag("--host", "127.0.0.1", "r", "s"), Flag("--port", "8000", "r", "s")]
+    flags += [Flag(draw(FLAG), draw(st.one_of(st.none(), WORD, FLAG)), "r", "s")
               for _ in range(draw(st.integers(0, 4)))]
     env = [EnvChoice(draw(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True)), draw(WORD), "r", "s")
            for _ in range(draw(st.integers(0, 2)))]

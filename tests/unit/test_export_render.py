@@ -9,22 +9,24 @@ import yaml
 
 from spark_tui import __version__
 from spark_tui.core import export as ex
-from spark_tui.core.plan import CheckpointRef, DeviceRef, EnvChoice, FlagChoice, Plan
+from spark_tui.core.flags import Flag, Flags
+from spark_tui.core.plan import CheckpointRef, DeviceRef, EnvChoice, Plan
 from spark_tui.errors import ExitCode, UsageError
 
 SPEC = '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}'
 
 
-def spark_plan(host: str = "127.0.0.1", **kw) -> Plan:
+def spark_plan(host: str = "127.0.0.1", served_model_name: str | None = None, tensor_parallel_size: int = 1,
+               data_parallel_size: int = 1, **kw) -> Plan:
     """A DGX Spark plan shaped like the official recipe (FACTS.md §6), fixed for exact-string tests."""
     flags = (
-        FlagChoice("--host", host, "loopback by default", "spark-tui"),
-        FlagChoice("--port", "8000", "vLLM default", "vllm"),
-        FlagChoice("--kv-cache-dtype", "fp8", "halves KV bytes", "recipe"),
-        FlagChoice("--moe-backend", "marlin", "official GB10 recipe", "recipe"),
-        FlagChoice("--gpu-memory-utilization", "0.5", "unified memory", "recipe"),
-        FlagChoice("--speculative-config", SPEC, "MTP", "recipe"),
-        FlagChoice("--enable-auto-tool-choice", None, "tools", "recipe"),
+        Flag("--host", host, "loopback by default", "spark-tui"),
+        Flag("--port", "8000", "vLLM default", "vllm"),
+        Flag("--kv-cache-dtype", "fp8", "halves KV bytes", "recipe"),
+        Flag("--moe-backend", "marlin", "official GB10 recipe", "recipe"),
+        Flag("--gpu-memory-utilization", "0.5", "unified memory", "recipe"),
+        Flag("--speculative-config", SPEC, "MTP", "recipe"),
+        Flag("--enable-auto-tool-choice", None, "tools", "recipe"),
     )
     base: dict = dict(
         device=DeviceRef("dgx-spark", "NVIDIA DGX Spark (GB10)", 121, 128 * 2**30, True),
@@ -32,10 +34,16 @@ def spark_plan(host: str = "127.0.0.1", **kw) -> Plan:
         model="nvidia/Qwen3.6-35B-A3B-NVFP4",
         flags=flags,
         env=(EnvChoice("VLLM_USE_DEEP_GEMM", "0", "r", "s"),),
-        host=host,
         vllm_version="0.33.0",
     )
     base.update(kw)
+    base["flags"] = Flags(base["flags"])
+    if served_model_name is not None:
+        base["flags"].set("--served-model-name", served_model_name, "r", "s")
+    if tensor_parallel_size > 1:
+        base["flags"].set("--tensor-parallel-size", tensor_parallel_size, "r", "s")
+    if data_parallel_size > 1:
+        base["flags"].set("--data-parallel-size", data_parallel_size, "r", "s")
     return Plan(**base)
 
 
@@ -226,7 +234,7 @@ def test_k8s_rejects_bad_names():
 
 
 def multi_gpu_plan(tp: int, dp: int) -> Plan:
-    """A plan whose flags omit the parallel sizes: the exporter fills them from the Plan fields."""
+    """A plan with tensor / data parallel flags (the Plan reads its sizes from them)."""
     p = spark_plan(tensor_parallel_size=tp, data_parallel_size=dp)
     return replace(p, device=replace(p.device, gpu_count=tp * dp))
 
@@ -251,10 +259,10 @@ def test_multi_gpu_in_every_format(tp, dp):
             assert "--data-parallel-size" in text
 
 
-def test_flags_in_plan_win_over_fields():
-    p = replace(spark_plan(tensor_parallel_size=2),
-                flags=spark_plan().flags + (FlagChoice("--tensor-parallel-size", "2", "r", "s"),))
-    assert ex.serve_argv(p) == p.argv()
+def test_parallel_sizes_are_read_from_the_flags():
+    p = spark_plan(tensor_parallel_size=2)
+    assert p.tensor_parallel_size == 2 and p.data_parallel_size == 1
+    assert ex.serve_argv(p) == p.argv() and p.argv().count("--tensor-parallel-size") == 1
 
 
 def test_bash_argv_is_plan_argv_when_flags_complete():

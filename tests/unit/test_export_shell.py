@@ -126,9 +126,9 @@ def test_systemd_analyze_verify_accepts_the_unit(value, tmp_path):
     import shutil
     import subprocess
 
-    from spark_tui.core.plan import FlagChoice
+    from spark_tui.core.flags import Flag
 
-    p = spark_plan(model="/models/" + value, flags=spark_plan().flags + (FlagChoice("--x", value, "r", "s"),))
+    p = spark_plan(model="/models/" + value, flags=[*spark_plan().flags, Flag("--x", value, "r", "s")])
     unit = ex.to_systemd(p, ex.ExportOptions(user="root", working_directory="/tmp"))
     assert unit_exec_argv(unit) == ["/usr/bin/env", *p.argv()]
     exe = shutil.which("systemd-analyze")

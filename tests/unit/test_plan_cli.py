@@ -30,7 +30,11 @@ def test_plan_json_api(device) -> None:
     assert d["checkpoint"]["repo_id"] == ("Qwen/Qwen3.6-35B-A3B-FP8" if device == "h100" else "nvidia/Qwen3.6-35B-A3B-NVFP4")
     assert d["memory"]["kv_cache_tokens"] > 100_000 and d["memory"]["max_concurrency"] >= 1
     for f in d["flags"]:
-        assert set(f) == {"flag", "value", "reason", "source"} and f["reason"] and f["source"]
+        assert set(f) == {"flag", "value", "reason", "source", "evidence", "effect"} and f["reason"] and f["source"]
+        assert f["evidence"] in ("required", "measured")  # the default plan holds no unmeasured deviation
+    assert d["baseline_argv"] == ["vllm", "serve", d["argv"][2]]
+    assert {x["key"] for x in d["baseline"]["defaults"]} >= {"gpu_memory_utilization", "max_num_seqs", "max_model_len"}
+    assert all(x["evidence"] == "unmeasured" for x in d["omitted"])
     # argv is exactly the model plus the flags, in order
     rebuilt = ["vllm", "serve", d["argv"][2]]
     for f in d["flags"]:
@@ -45,9 +49,16 @@ def test_plan_human_output_is_copy_pasteable() -> None:
     cmd = out.split("\n\n")[0].split("\n", 2)[2]  # after the two comment lines
     tokens = shlex.split(cmd.replace("\\\n", " "))
     assert tokens[0] == "VLLM_LOGGING_LEVEL=DEBUG" and tokens[1:4] == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4"]
-    assert '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}' in tokens
-    assert "predicted vLLM log: GPU KV cache size:" in out and "reason [source]" in out
+    assert "--host" in tokens and "--speculative-config" not in tokens  # MTP unmeasured on the 5090: left out
+    assert "predicted vLLM log: GPU KV cache size:" in out and "deviations from the baseline" in out
+    assert "baseline (what `vllm serve nvidia/Qwen3.6-35B-A3B-NVFP4` does by itself here): starts" in out
+    assert "left out, unmeasured on this device (add them with --include-unmeasured):" in out
     assert "differences from the published recipe:" in out
+    x = cli("plan", "--device", "rtx-5090", "--explain")
+    assert x.returncode == 0 and "gpu_memory_utilization   0.92" in x.stdout and "[required]" in x.stdout
+    assert "vLLM v0.33.0 vllm/config/cache.py:215" in x.stdout and "source: " in x.stdout
+    u = cli("plan", "--device", "rtx-5090", "--include-unmeasured", "--json")
+    assert any(f["evidence"] == "unmeasured" for f in json.loads(u.stdout)["flags"])
 
 
 def test_plan_exit_codes() -> None:
@@ -83,10 +94,9 @@ def test_plan_probe_file_and_recipe() -> None:
 def test_user_override_dir_changes_the_plan(tmp_path) -> None:
     (tmp_path / "config" / "profiles" / "devices").mkdir(parents=True)
     (tmp_path / "config" / "profiles" / "devices" / "x.toml").write_text(
-        'id = "rtx-pro-6000"\ngpu_memory_utilization = 0.85\n[sources]\ngpu_memory_utilization = "site policy"\n')
+        'id = "rtx-pro-6000"\nmemory_gb = 48\n[sources]\nmemory_gb = "site policy: a 48 GB partition"\n')
     d = json.loads(cli("plan", "--device", "rtx-pro-6000", "--json", home=tmp_path).stdout)
-    f = {x["flag"]: x for x in d["flags"]}
-    assert f["--gpu-memory-utilization"]["value"] == "0.85" and f["--gpu-memory-utilization"]["source"] == "site policy"
+    assert d["device"]["memory_bytes"] == 48 * 2**30 and d["memory"]["device_total_bytes"] == 48 * 2**30
     (tmp_path / "config" / "profiles" / "devices" / "x.toml").write_text('id = "rtx-pro-6000"\nmemory_gb = 1\n')
     r = cli("plan", "--device", "rtx-pro-6000", home=tmp_path)
     assert r.returncode == 4 and "x.toml" in r.stderr and "memory_gb" in r.stderr
@@ -131,7 +141,7 @@ def test_plan_arguments_api_for_other_commands(tmp_path, monkeypatch) -> None:
     args = p.parse_args(["--device", "rtx-5090", "--context", "32768", "--concurrency", "4", "--mtp", "1",
                          "--set", "max-num-batched-tokens=4096", "--port", "8100", "--served-model-name", "q"])
     plan = plan_from_args(args)
-    f = {x.flag: x.value for x in plan.flags}
+    f = {x.name: x.text for x in plan.flags}
     assert (f["--max-model-len"], f["--max-num-seqs"], f["--max-num-batched-tokens"]) == ("32768", "4", "4096")
     assert plan.port == 8100 and plan.served_model_name == "q"
     assert json.loads(f["--speculative-config"])["num_speculative_tokens"] == 1

@@ -1,19 +1,24 @@
-"""Planner: real values for each device, recipe reproduction, overrides, version adaptation, refusals."""
+"""Planner v2: vLLM's defaults as the baseline, deviations with evidence classes, recipes, overrides, refusals."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from spark_tui.core.planner import make_plan, parse_set, parse_size, split_args
+from spark_tui.core.evidence import Measured, MtpStep, choose_mtp
+from spark_tui.core.flags import split_args
+from spark_tui.core.planner import make_plan, parse_set
 from spark_tui.core.probe import ProbeResult
 from spark_tui.core.profiles import load_catalog
+from spark_tui.core.sizes import parse_size
 from spark_tui.errors import PlanError, UsageError
 
 PROBES = Path(__file__).resolve().parents[1] / "data" / "probes"
 SPEC3 = '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}'
+NOT_PUBLIC = re.compile(r"FACTS\.md|\bseeds? 0|(^|[\s(;])(/work|/tmp|/root|/home|\.\./shared)")
 
 
 @pytest.fixture(scope="module")
@@ -22,68 +27,118 @@ def cat():
 
 
 def plan(cat, **kw):
+    kw.setdefault("vllm_version", "0.33.0")
     return make_plan(catalog=cat, **kw)
 
 
 def flags(p) -> dict:
-    return {f.flag: f.value for f in p.flags}
+    return {f.name: f.text for f in p.flags}
 
 
-@pytest.mark.parametrize("device,ckpt,backend,util", [
-    ("dgx-spark", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.8"),
-    ("rtx-pro-6000", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.9"),
-    ("rtx-5090", "nvidia/Qwen3.6-35B-A3B-NVFP4", "marlin", "0.95"),
-    ("b200", "nvidia/Qwen3.6-35B-A3B-NVFP4", "auto", "0.92"),
-    ("b300", "nvidia/Qwen3.6-35B-A3B-NVFP4", "auto", "0.92"),
-    ("h100", "Qwen/Qwen3.6-35B-A3B-FP8", None, "0.92"),
-])
-def test_device_plans(cat, device, ckpt, backend, util) -> None:
-    p = plan(cat, device=device)
+SHIPPED = ["b200", "b300", "dgx-spark", "gb200", "gb300", "generic-sm10x", "generic-sm12x", "generic-sm9x", "h100",
+           "h200", "rtx-5090", "rtx-pro-6000", "rtx-pro-6000-maxq", "rtx-pro-6000-server"]
+
+
+def test_every_gpu_profile_is_planned(cat) -> None:
+    gpus = {d.id for d in cat.devices.values() if d.supported and not d.cpu}
+    assert gpus == set(SHIPPED)
+
+
+@pytest.mark.parametrize("device", SHIPPED)
+@pytest.mark.parametrize("goal", ["balanced", "latency", "throughput", "context"])
+def test_default_plan_has_no_unmeasured_deviation_and_public_sources(cat, device, goal) -> None:
+    p = plan(cat, device=device, goal=goal)
+    assert p.baseline is not None and p.baseline.argv == ("vllm", "serve", p.model)
+    assert not [f.name for f in p.flags if f.evidence == "unmeasured"]
+    for f in [*p.flags, *p.omitted]:
+        assert f.reason and f.source and f.evidence in ("required", "measured", "unmeasured"), f
+        assert not NOT_PUBLIC.search(f.source), (f.name, f.source)
+    for e in p.env:
+        assert not NOT_PUBLIC.search(e.source), e
+    for d in p.baseline.defaults:
+        assert d["source"].startswith("vLLM v"), d
+    assert all(f.evidence == "unmeasured" for f in p.omitted)
+    # no request caps or batch sizes without a measurement or a memory need
+    assert "--max-num-seqs" not in flags(p) and "--max-num-batched-tokens" not in flags(p)
+    # the plan always starts where the baseline cannot
+    assert p.memory.fits and p.memory.max_concurrency >= 1
+
+
+def test_h200_plan_is_the_baseline_plus_required_flags(cat) -> None:
+    p = plan(cat, device="h200", checkpoint="nvidia-nvfp4", vllm_version="0.26.0")
+    assert p.argv() == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--served-model-name", "qwen3.6-35b-a3b",
+                        "--host", "127.0.0.1", "--language-model-only", "--reasoning-parser", "qwen3",
+                        "--tool-call-parser", "qwen3_coder", "--enable-auto-tool-choice"]
+    assert {f.evidence for f in p.flags} == {"required"}
+    assert p.baseline.starts and not p.baseline.problems
+    d = {x["key"]: x for x in p.baseline.defaults}
+    assert d["gpu_memory_utilization"]["value"] == 0.92 and "v0.26.0 vllm/config/cache.py:68" in \
+        d["gpu_memory_utilization"]["source"]
+    assert d["max_num_seqs"]["value"] == 1024 and d["max_num_batched_tokens"]["value"] == 8192
+    assert d["max_model_len"]["value"] == 262144
+    # what was left out is listed with how to add it
+    assert {f.name for f in p.omitted} >= {"--kv-cache-dtype", "--speculative-config", "--load-format"}
+    assert any("spark-tui tune --device h200" in n for n in p.notes)
+    j = p.to_dict()
+    assert j["baseline_argv"] == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4"]
+    assert [f["evidence"] for f in j["flags"]] == ["required"] * 6
+
+
+def test_include_unmeasured_adds_them_marked(cat) -> None:
+    p = plan(cat, device="h200", include_unmeasured=True)
     f = flags(p)
-    assert p.argv()[:3] == ["vllm", "serve", ckpt]
-    assert f.get("--moe-backend") == backend
-    assert f["--gpu-memory-utilization"] == util
-    assert f["--kv-cache-dtype"] == "fp8" and f["--speculative-config"] == SPEC3
-    assert f["--reasoning-parser"] == "qwen3" and f["--tool-call-parser"] == "qwen3_coder"
-    assert "--enable-auto-tool-choice" in f and "--language-model-only" in f and "--quantization" not in f
-    assert f["--load-format"] == "fastsafetensors" and f["--host"] == "127.0.0.1"
-    assert all(x.reason and x.source for x in p.flags)
-    m = p.memory
-    assert m.fits and m.max_concurrency >= 1 and m.block_size_tokens == 2144  # FP8 KV, k=3
-    assert m.kv_cache_tokens == int(m.num_blocks / m.blocks_per_request * m.max_model_len)
-    assert m.mamba_slots_per_seq == 6  # 0.33: 2 + k + 1 (prefix caching, align mode)
+    assert f["--kv-cache-dtype"] == "fp8" and f["--load-format"] == "fastsafetensors"
+    assert json.loads(f["--speculative-config"]) == {"method": "mtp", "num_speculative_tokens": 1}
+    assert p.flag("--kv-cache-dtype").evidence == "unmeasured" and not p.omitted
 
 
 def test_spark_utilisation_from_mem_available(cat) -> None:
-    # no probe: typical MemAvailable at boot 102 GiB - 4 GiB margin over 121.7 GiB -> 0.80
+    # no probe: typical MemAvailable at boot 102 GiB - 4 GiB margin over 121.7 GiB -> 0.80, required to start
     p = plan(cat, device="dgx-spark")
-    assert flags(p)["--gpu-memory-utilization"] == "0.8" and "--kv-cache-memory-bytes" not in flags(p)
+    u = p.flag("--gpu-memory-utilization")
+    assert u.text == "0.8" and u.evidence == "required" and "0.92" in u.reason and "102.0 GiB" in u.reason
+    assert not p.baseline.starts and "MemAvailable" in p.baseline.problems[0]
     assert any("--gpu-memory-utilization: recipe 0.5, plan 0.8" in d for d in p.differences)
     # recorded GB10 probe: MemAvailable 121,411,960,832 B (113.1 GiB) -> 0.89 and an explicit KV pool
-    pr = ProbeResult.load(PROBES / "gb10" / "probe.json")
-    q = plan(cat, probe=pr)
+    q = plan(cat, probe=ProbeResult.load(PROBES / "gb10" / "probe.json"))
     f = flags(q)
     assert q.device.id == "dgx-spark" and f["--gpu-memory-utilization"] == "0.89"
-    assert f["--kv-cache-memory-bytes"].endswith("G")  # vLLM's human-readable form: upper case = GiB
     kv = parse_size(f["--kv-cache-memory-bytes"])
-    assert kv % 2**30 == 0 and q.memory.exact_kv_pool and q.memory.kv_cache_bytes == kv
-    assert 70 * 2**30 < kv < 90 * 2**30
-    assert q.memory.num_blocks == kv // (11 * 2144 * 1024)
+    assert f["--kv-cache-memory-bytes"].endswith("G") and kv % 2**30 == 0
+    assert q.memory.exact_kv_pool and q.memory.kv_cache_bytes == kv and 70 * 2**30 < kv < 100 * 2**30
+    assert q.flag("--kv-cache-memory-bytes").evidence == "required" and "rounded down" in \
+        q.flag("--kv-cache-memory-bytes").reason
 
 
-def test_rtx_5090_memory_figures(cat) -> None:
-    m = plan(cat, device="rtx-5090").memory
+def test_rtx_5090_memory_at_vllm_defaults(cat) -> None:
+    p = plan(cat, device="rtx-5090")
+    m = p.memory
+    assert "--gpu-memory-utilization" not in flags(p)  # vLLM's 0.92, not the recipe's 0.95
     assert m.device_total_bytes == 32 * 2**30 and m.weights_bytes == 21_900_000_000
-    assert m.budget_bytes == int(32 * 2**30 * 0.95)
+    assert m.budget_bytes == int(32 * 2**30 * 0.92)
     assert m.kv_cache_bytes == m.budget_bytes - m.weights_bytes - m.overhead_bytes
-    assert 1 <= m.max_concurrency < 4 and m.max_model_len == 262144
+    assert m.max_num_seqs == 256  # vLLM's default below 70 GiB
+    if m.max_model_len != 262144:  # the full context does not start: a required, explained --max-model-len
+        f = p.flag("--max-model-len")
+        assert f.evidence == "required" and "one such request needs more KV" in f.reason
+
+
+def test_context_above_the_model_is_refused(cat) -> None:
+    with pytest.raises(UsageError, match="above the model's 262,144") as e:
+        plan(cat, device="h200", context=1_000_000)
+    assert "--context 262144" in e.value.hint
+    with pytest.raises(PlanError, match="does not fit") as e:
+        plan(cat, device="rtx-5090", context=250_000, set_flags=["kv-cache-dtype=auto"], checkpoint="qwen-fp8")
+    p = plan(cat, device="h200", context=32768)
+    assert p.flag("--max-model-len").value == 32768 and p.flag("--max-model-len").reason == "user --context"
 
 
 def test_hopper_choices(cat) -> None:
     p = plan(cat, device="h100")
     assert p.checkpoint.repo_id == "Qwen/Qwen3.6-35B-A3B-FP8" and "Hopper" in p.checkpoint_reason
     q = plan(cat, device="h100", checkpoint="nvidia-nvfp4")
-    assert flags(q)["--moe-backend"] == "marlin"
+    assert "--moe-backend" not in flags(q)  # vLLM's own choice; marlin is an unmeasured candidate
+    assert any(f.name == "--moe-backend" and f.text == "marlin" for f in q.omitted)
     assert any("no FP4 tensor cores" in w for w in q.warnings)
 
 
@@ -96,15 +151,11 @@ def test_refuses_pre_hopper(cat) -> None:
 
 
 def test_recorded_probes_plan(cat) -> None:
-    want = {"rtx-pro-6000": ("rtx-pro-6000-maxq", "marlin"), "rtx-5090": ("rtx-5090", "marlin")}  # busy ones below
-    for pid, (dev, backend) in want.items():
+    for pid, dev in {"rtx-pro-6000": "rtx-pro-6000-maxq", "rtx-5090": "rtx-5090"}.items():
         pr = ProbeResult.load(PROBES / pid / "probe.json")
         p = plan(cat, probe=pr)
-        assert p.device.id == dev and flags(p).get("--moe-backend") == backend
-        assert p.device.memory_bytes == pr.gpus[0].memory_total_bytes
+        assert p.device.id == dev and p.device.memory_bytes == pr.gpus[0].memory_total_bytes
         assert p.device.source.startswith("probe-file:")
-    # the recorded 5090 had 0.5 GiB in use: 0.95 x 31.8 GiB still fits in what is free
-    assert flags(plan(cat, probe=ProbeResult.load(PROBES / "rtx-5090" / "probe.json")))["--gpu-memory-utilization"] == "0.95"
     # the recorded B200 / H100 / H200 snapshots come from busy servers (e.g. 162.7 of 179.1 GiB in use on the
     # B200): the plan says so and points at --device instead of planning into memory that is taken
     for pid, dev in (("b200", "b200"), ("h100", "h100"), ("h200", "h200"), ("multi-b200", "b200")):
@@ -113,7 +164,18 @@ def test_recorded_probes_plan(cat) -> None:
         assert f"--device {dev}" in e.value.hint
 
 
-def test_multi_gpu_probe(cat, tmp_path) -> None:
+def test_busy_gpu_lowers_utilisation_with_the_arithmetic(cat, tmp_path) -> None:
+    d = json.loads((PROBES / "rtx-5090" / "probe.json").read_text())
+    g = d["gpus"][0]
+    g["memory_free_bytes"] = g["memory_total_bytes"] - 4 * 2**30
+    g["memory_used_bytes"] = 4 * 2**30
+    p = plan(cat, probe=ProbeResult.from_dict(d))
+    u = p.flag("--gpu-memory-utilization")
+    assert u.evidence == "required" and float(u.text) < 0.92 and "free" in u.reason
+    assert any("in use by other processes" in w for w in p.warnings)
+
+
+def test_multi_gpu_probe(cat) -> None:
     d = json.loads((PROBES / "multi-b200" / "probe.json").read_text())
     for g in d["gpus"]:  # the same box, idle
         g["memory_free_bytes"], g["memory_used_bytes"] = g["memory_total_bytes"], 0
@@ -125,66 +187,96 @@ def test_multi_gpu_probe(cat, tmp_path) -> None:
 def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:
     p = plan(cat, device="dgx-spark", recipe="model-card-spark")
     assert p.argv() == [
-        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--host", "0.0.0.0", "--port", "8000",
-        "--tensor-parallel-size", "1", "--trust-remote-code", "--kv-cache-dtype", "fp8", "--attention-backend",
-        "flashinfer", "--moe-backend", "marlin", "--gpu-memory-utilization", "0.4", "--max-model-len", "262144",
-        "--max-num-seqs", "4", "--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--async-scheduling",
-        "--enable-prefix-caching", "--speculative-config", SPEC3, "--load-format", "fastsafetensors",
-        "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_xml", "--enable-auto-tool-choice"]
-    assert all(f.source.startswith("seed 001") for f in p.flags)
+        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--served-model-name", "qwen3.6-35b-a3b", "--host",
+        "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "1", "--trust-remote-code", "--kv-cache-dtype", "fp8",
+        "--attention-backend", "flashinfer", "--moe-backend", "marlin", "--gpu-memory-utilization", "0.4",
+        "--max-model-len", "262144", "--max-num-seqs", "4", "--max-num-batched-tokens", "8192",
+        "--enable-chunked-prefill", "--async-scheduling", "--enable-prefix-caching", "--speculative-config", SPEC3,
+        "--load-format", "fastsafetensors", "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_xml",
+        "--enable-auto-tool-choice"]
+    assert all(f.evidence == "required" for f in p.flags) and p.recipe == "model-card-spark"
     d = "\n".join(p.differences)
-    assert "qwen3_xml" in d and "aliases" in d and "--trust-remote-code" in d and "#37754" in d
+    assert "qwen3_xml" in d and "aliases" in d and "--trust-remote-code" in d
     assert "--gpu-memory-utilization" in d and "MemAvailable" in d
     # the memory picture is computed from the recipe's own flags: 0.4 x 121.7 GiB
     assert p.memory.budget_bytes == int(121.7 * 2**30 * 0.4) and p.memory.max_model_len == 262144
+    assert p.memory.mamba_slots_per_seq == 2 + 3 + 1
 
 
 @pytest.mark.parametrize("device,util,seqs", [("rtx-pro-6000", "0.9", "8"), ("rtx-5090", "0.95", "4")])
 def test_official_recipe_variants(cat, device, util, seqs) -> None:
-    rid = f"vllm-recipes-{device}"
-    p = plan(cat, device=device, recipe=rid)
+    p = plan(cat, device=device, recipe=f"vllm-recipes-{device}")
     assert p.argv() == [
-        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin",
-        "--gpu-memory-utilization", util, "--max-model-len", "262144", "--max-num-seqs", seqs,
-        "--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--async-scheduling",
-        "--enable-prefix-caching", "--speculative-config", SPEC3, "--load-format", "fastsafetensors",
-        "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder", "--enable-auto-tool-choice"]
+        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--served-model-name", "qwen3.6-35b-a3b", "--host",
+        "127.0.0.1", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin", "--gpu-memory-utilization", util,
+        "--max-model-len", "262144", "--max-num-seqs", seqs, "--max-num-batched-tokens", "8192",
+        "--enable-chunked-prefill", "--async-scheduling", "--enable-prefix-caching", "--speculative-config", SPEC3,
+        "--load-format", "fastsafetensors", "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder",
+        "--enable-auto-tool-choice"]
 
 
 def test_default_plan_differences_explain_the_recipe(cat) -> None:
     p = plan(cat, device="rtx-pro-6000")
     d = p.differences
     assert any("--enable-chunked-prefill" in x and "default" in x for x in d)
-    assert any("--async-scheduling" in x for x in d)
+    assert any("--max-num-seqs 8: left out" in x and "no measurement" in x for x in d)
+    assert any("--speculative-config" in x and "left out" in x for x in d)
     assert any("--language-model-only" in x and "added" in x for x in d)
-    assert not any("--moe-backend" in x for x in d)  # same as the recipe
     b = plan(cat, device="b200")
-    assert any("--quantization modelopt" in x and "modelopt_fp4" in x for x in b.differences)
-    assert b.differences[0].startswith("compared with seed 000") and "--recipe seed-000-blackwell" in b.differences[0]
+    assert any("--quantization modelopt" in x and "FP8" in x for x in b.differences)
     s = plan(cat, device="b200", recipe="seed-000-blackwell")
     assert flags(s)["--quantization"] == "modelopt" and any("FP8" in w for w in s.warnings)
-    # a W4A4-verified checkpoint gets the TRT-LLM backend pinned on sm_10x
-    r = plan(cat, device="b200", checkpoint="redhatai-nvfp4")
-    assert flags(r)["--moe-backend"] == "flashinfer_trtllm" and any("size" in n for n in r.memory.notes)
-    # on Spark the RedHatAI checkpoint is compared with the seed 000 (Scargall) recipe
-    sp = plan(cat, device="dgx-spark", checkpoint="redhatai-nvfp4")
-    assert flags(sp)["--moe-backend"] == "flashinfer_cutlass" and "Scargall" in sp.differences[0]
-    assert any(x.startswith("--quantization compressed-tensors: left out") for x in sp.differences)
 
 
-def test_set_overrides(cat) -> None:
+def test_mtp_off_where_a_published_pair_shows_a_loss(cat) -> None:
+    # Infatoshi model card, RTX PRO 6000, vLLM 0.19: 156.9 tok/s with MTP k=1 vs 163.4 without
+    p = plan(cat, device="rtx-pro-6000", checkpoint="infatoshi-nvfp4-fp8", goal="latency")
+    assert "--speculative-config" not in flags(p)
+    assert not any(f.name == "--speculative-config" for f in p.omitted)  # measured: not even offered
+    assert any("x0.96" in n and "Infatoshi" in n for n in p.notes)
+
+
+def test_mtp_measured_model_turns_it_on(cat) -> None:
+    # decode steps as a spark-tui GPU run records them: T(0) = 1/200 s at c=1, +10 % per draft token
+    steps = []
+    for k in range(4):
+        t = (1 / 200) * (1 + 0.10 * k)
+        steps.append(MtpStep("h200", 90, "nvidia-nvfp4", k, 1.0 if k else 0.0, 1, (k + 1) / t, "0.26.0", "run X"))
+        t16 = (16 / 1800) * (1 + 0.30 * k)
+        steps.append(MtpStep("h200", 90, "nvidia-nvfp4", k, 1.0 if k else 0.0, 16, 16 * (k + 1) / t16, "0.26.0",
+                             "run X"))
+    m = Measured(mtp_steps=tuple(steps))
+    lat = choose_mtp("h100", 90, "nvidia-nvfp4", "latency", m)  # an H200 measurement stands for sm_90
+    assert lat.measured and lat.k >= 2 and "run X" in lat.source and "85%" in lat.reason
+    bal = choose_mtp("h200", 90, "nvidia-nvfp4", "balanced", m)
+    assert bal.measured and bal.k >= 1 and "concurrency 16" in bal.effect
+    # a costly step at high batch: no k gains 5 % at concurrency 64 -> off for throughput, with the reason
+    steps64 = [MtpStep("h200", 90, "nvidia-nvfp4", k, 0.0, 64, 64 / ((64 / 3000) * (1 + 0.9 * k)), "0.26.0", "run X")
+               for k in range(4)]
+    thr = choose_mtp("h200", 90, "nvidia-nvfp4", "throughput", Measured(mtp_steps=tuple(steps + steps64)))
+    assert thr.k == 0 and thr.measured and "no k gains" in thr.reason
+    # another SM is not covered by an H200 measurement
+    assert not choose_mtp("rtx-5090", 120, "nvidia-nvfp4", "latency", m).measured
+
+
+def test_set_overrides_are_typed_and_required(cat) -> None:
     p = plan(cat, device="rtx-pro-6000", set_flags=["max-num-seqs=32", "--enforce-eager", "--load-format=",
                                                     "no-enable-prefix-caching", "VLLM_USE_DEEP_GEMM=0"])
-    f = flags(p)
-    assert f["--max-num-seqs"] == "32" and p.flag("--max-num-seqs").reason == "user --set"
-    assert "--enforce-eager" in f and f["--enforce-eager"] is None
-    assert "--load-format" not in f
-    assert "--no-enable-prefix-caching" in f and "--enable-prefix-caching" not in f
+    f = p.flag("--max-num-seqs")
+    assert f.value == 32 and f.text == "32" and f.reason == "user --set" and f.evidence == "required"
+    assert "--enforce-eager" in flags(p) and flags(p)["--enforce-eager"] is None
+    assert "--load-format" not in flags(p)
+    assert "--no-enable-prefix-caching" in flags(p) and "--enable-prefix-caching" not in flags(p)
     assert p.env_dict() == {"VLLM_USE_DEEP_GEMM": "0"}
-    # the memory picture follows the overrides: no prefix caching -> 1 + k slots, no CUDA graphs
-    assert p.memory.mamba_slots_per_seq == 4 and p.memory.cuda_graph_bytes == 0 and p.memory.max_num_seqs == 32
-    q = plan(cat, device="rtx-pro-6000", set_flags=["kv-cache-dtype=auto"])
-    assert q.memory.block_size_tokens == 1072 and q.memory.kv_bytes_per_token == 22528
+    assert p.memory.mamba_slots_per_seq == 1 and p.memory.cuda_graph_bytes == 0 and p.memory.max_num_seqs == 32
+    q = plan(cat, device="rtx-pro-6000", set_flags=["kv-cache-dtype=fp8"])
+    assert q.memory.block_size_tokens == 2096 and q.memory.kv_bytes_per_token == 10240
+    # the port a --set gives is the plan's port (one flag model)
+    assert plan(cat, device="rtx-5090", set_flags=["port=9000"]).port == 9000
+    for bad in (["max-num-seqs=abc"], ["gpu-memory-utilization=nan"], ["port=99999"], ["port=abc"],
+                ["speculative-config={bad"]):
+        with pytest.raises(UsageError):
+            plan(cat, device="rtx-5090", set_flags=bad)
 
 
 def test_set_parsing() -> None:
@@ -196,41 +288,37 @@ def test_set_parsing() -> None:
     assert split_args(["--a", "1", "--b", "--c=x"]) == [("--a", "1"), ("--b", None), ("--c", "x")]
 
 
-def test_goals_and_fit(cat) -> None:
-    t = plan(cat, device="b200", goal="throughput")
-    f = flags(t)
-    assert json.loads(f["--speculative-config"])["num_speculative_tokens"] == 1
-    assert int(f["--max-num-seqs"]) > 8 and f["--max-num-batched-tokens"] == "16384"
-    assert plan(cat, device="rtx-5090", goal="latency").flag("--max-num-seqs").value == "4"
-    # a context that cannot fit is refused with the longest that does
-    with pytest.raises(PlanError, match="--context"):
-        plan(cat, device="rtx-5090", context=10_000_000)
-    # the context goal with a concurrency target shortens max_model_len until it fits
-    c = plan(cat, device="rtx-5090", goal="context", concurrency=8)
-    assert c.memory.max_concurrency >= 8 and c.memory.max_model_len < 262144
+def test_goal_context_takes_fp8_kv(cat) -> None:
+    c = plan(cat, device="rtx-5090", goal="context")
+    f = c.flag("--kv-cache-dtype")
+    assert f.text == "fp8" and f.evidence == "required" and "goal context" in f.reason
+    assert c.memory.kv_bytes_per_token == 10240
     with pytest.raises(PlanError, match="does not fit"):
         plan(cat, device="rtx-5090", checkpoint="qwen-bf16")
 
 
 def test_version_adaptation(cat) -> None:
-    old = plan(cat, device="rtx-pro-6000", checkpoint="infatoshi-nvfp4-fp8", vllm_version="0.15.0")
+    old = plan(cat, device="rtx-pro-6000", checkpoint="infatoshi-nvfp4-fp8", vllm_version="0.15.0",
+               set_flags=["moe-backend=flashinfer_cutlass"])
     assert "--moe-backend" not in flags(old)
     assert old.env_dict() == {"VLLM_USE_FLASHINFER_MOE_FP4": "1", "VLLM_FLASHINFER_MOE_BACKEND": "throughput"}
-    assert "pip install fastsafetensors" in old.flag("--load-format").reason
     new = plan(cat, device="rtx-pro-6000", checkpoint="infatoshi-nvfp4-fp8", vllm_version="0.32.0")
-    assert flags(new)["--moe-backend"] == "flashinfer_cutlass" and new.env_dict() == {}
-    assert new.memory.mamba_slots_per_seq == 5  # 0.32: no GDN prefill checkpoint block
-    assert any("#43559" in w for w in new.warnings)
+    assert new.memory.mamba_slots_per_seq == 2  # 0.32: 2 + k slots with prefix caching, no checkpoint block
+    d = {x["key"]: x for x in new.baseline.defaults}
+    assert "v0.32.0" in d["gpu_memory_utilization"]["source"] and d["gpu_memory_utilization"]["verified"]
+    between = plan(cat, device="h200", vllm_version="0.28.0")
+    assert {x["key"]: x for x in between.baseline.defaults}["max_num_seqs"]["verified"] is False
 
 
 def test_cpu_test_plan_predicts_recorded_runs(cat, tmp_path) -> None:
     from tests.unit.test_memory import QWEN35_MTP, QWEN3_MOE
 
-    for name, cfg, want in (("qwen3-moe", QWEN3_MOE, (32768, 64.0)), ("qwen35-mtp", QWEN35_MTP, (6528, 12.75))):
+    for name, cfg, want, mtp in (("qwen3-moe", QWEN3_MOE, (32768, 64.0), None),
+                                 ("qwen35-mtp", QWEN35_MTP, (6528, 12.75), 1)):
         d = tmp_path / name
         d.mkdir()
         (d / "config.json").write_text(json.dumps(cfg))
-        p = plan(cat, device="cpu-test", model_path=str(d), vllm_version="0.32.0")
+        p = plan(cat, device="cpu-test", model_path=str(d), vllm_version="0.32.0", mtp=mtp)
         f = flags(p)
         assert f["--kv-cache-memory-bytes"] == "16M" and f["--max-model-len"] == "512" and "--enforce-eager" in f
         assert (p.memory.kv_cache_tokens, p.memory.max_concurrency) == want
@@ -252,16 +340,17 @@ def test_input_errors(cat) -> None:
         plan(cat, device="rtx-9090")
     with pytest.raises(UsageError, match="no checkpoint profile"):
         plan(cat, device="rtx-5090", checkpoint="someone/else")
+    with pytest.raises(UsageError, match="not a vLLM release"):
+        plan(cat, device="rtx-5090", vllm_version="latest-ish")
     with pytest.raises(PlanError, match="no NVIDIA GPU"):
         plan(cat, probe=ProbeResult(status="no_nvml", message="libnvidia-ml.so not found"))
 
 
 def test_forced_flash_attn_on_sm100_pages_by_128(cat) -> None:
-    auto = plan(cat, device="b200")
-    fa = plan(cat, device="b200", set_flags=["attention-backend=FLASH_ATTN"])
-    assert auto.memory.block_size_tokens == 2144  # FLASHINFER: 16-token alignment
-    assert fa.memory.block_size_tokens == 2176  # 128 x ceil(2,195,456 / (128 x 1024))
-    assert plan(cat, device="rtx-pro-6000", set_flags=["attention-backend=FLASH_ATTN"]).memory.block_size_tokens == 2144
+    auto = plan(cat, device="b200", set_flags=["kv-cache-dtype=fp8"])
+    fa = plan(cat, device="b200", set_flags=["kv-cache-dtype=fp8", "attention-backend=FLASH_ATTN"])
+    assert auto.memory.block_size_tokens == 2096  # FLASHINFER: 16-token alignment
+    assert fa.memory.block_size_tokens == 2176  # 128 x ceil(mamba page / (128 x 1024))
 
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -274,29 +363,33 @@ from hypothesis import strategies as st  # noqa: E402
        checkpoint=st.sampled_from([None, "nvidia-nvfp4", "redhatai-nvfp4", "infatoshi-nvfp4-fp8", "qwen-fp8",
                                    "qwen-bf16"]),
        goal=st.sampled_from(["latency", "throughput", "context", "balanced"]),
-       context=st.one_of(st.none(), st.integers(1024, 400_000)), concurrency=st.one_of(st.none(), st.integers(1, 64)),
-       mtp=st.one_of(st.none(), st.integers(0, 4)), version=st.sampled_from([None, "0.15.0", "0.24.0", "0.32.0"]))
-def test_any_plan_is_consistent_or_refused(cat, device, checkpoint, goal, context, concurrency, mtp, version) -> None:
+       context=st.one_of(st.none(), st.integers(1024, 262_144)), concurrency=st.one_of(st.none(), st.integers(1, 64)),
+       mtp=st.one_of(st.none(), st.integers(0, 4)), version=st.sampled_from([None, "0.15.0", "0.24.0", "0.32.0"]),
+       unmeasured=st.booleans())
+def test_any_plan_is_consistent_or_refused(cat, device, checkpoint, goal, context, concurrency, mtp, version,
+                                           unmeasured) -> None:
     try:
-        p = plan(cat, device=device, checkpoint=checkpoint, goal=goal, context=context, concurrency=concurrency,
-                 mtp=mtp, vllm_version=version)
+        p = make_plan(catalog=cat, device=device, checkpoint=checkpoint, goal=goal, context=context,
+                      concurrency=concurrency, mtp=mtp, vllm_version=version, include_unmeasured=unmeasured)
     except PlanError as e:
         assert e.message and e.hint
         return
-    f = flags(p)
     m = p.memory
     # what the plan says is what vLLM would log for its own flags
-    assert m.max_model_len == int(f["--max-model-len"]) and m.max_num_seqs == int(f["--max-num-seqs"])
+    assert m.max_model_len == p.flags.value("--max-model-len", 262144)
+    if concurrency:
+        assert m.max_num_seqs == concurrency
     assert m.fits and m.max_concurrency >= 1
     assert m.kv_cache_tokens == int(m.num_blocks / m.blocks_per_request * m.max_model_len) or version == "0.15.0"
-    if context is None and concurrency and goal == "context":
-        assert m.max_concurrency >= concurrency or m.max_model_len == 262144
     if context is not None:
         assert m.max_model_len == context
-    k = json.loads(f["--speculative-config"])["num_speculative_tokens"] if "--speculative-config" in f else 0
+    k = p.mtp_k
+    if mtp is not None:
+        assert k == mtp
     assert m.mamba_slots_per_seq == 2 + k + (1 if version is None else 0)
-    assert len(f) == len(p.flags)  # no flag twice
+    assert len(p.flags.names()) == len(set(p.flags.names()))  # no flag twice
     assert all(x.reason and x.source for x in p.flags) and all(e.reason and e.source for e in p.env)
+    assert unmeasured or all(f.evidence != "unmeasured" for f in p.flags)
 
 
 @pytest.mark.parametrize("host,port,ok", [

@@ -8,7 +8,8 @@ import stat
 import pytest
 
 from spark_tui.core import supervisor as sv
-from spark_tui.core.plan import CheckpointRef, DeviceRef, FlagChoice, MemoryEstimate, Plan
+from spark_tui.core.flags import Flag, Flags
+from spark_tui.core.plan import CheckpointRef, DeviceRef, MemoryEstimate, Plan
 from spark_tui.errors import DownloadError, VllmError
 from tests.support.runtime_ckpt import write_tiny_checkpoint
 
@@ -21,21 +22,22 @@ def _plan(model="nvidia/Qwen3.6-35B-A3B-NVFP4", moe="marlin", kv_tokens=1_000_00
                          overhead_bytes=4 * GIB, kv_cache_bytes=34 * GIB, kv_bytes_per_token=20480,
                          state_bytes_per_seq=64 * 1024**2, block_size_tokens=2096, kv_cache_tokens=kv_tokens,
                          max_model_len=262144, max_concurrency=3.8, headroom_bytes=61 * GIB)
-    flags = [FlagChoice("--kv-cache-dtype", "fp8", "r", "s"), FlagChoice("--max-model-len", "262144", "r", "s")]
+    flags = [Flag("--kv-cache-dtype", "fp8", "r", "s"), Flag("--max-model-len", "262144", "r", "s")]
     if moe:
-        flags.append(FlagChoice("--moe-backend", moe, "r", "s"))
+        flags.append(Flag("--moe-backend", moe, "r", "s"))
+    flags += [Flag("--host", "127.0.0.1", "r", "s"), Flag("--port", 8011, "r", "s")]
     flags += list(extra)
     return Plan(device=DeviceRef("dgx-spark", "DGX Spark", 121, 121 * GIB, unified),
                 checkpoint=CheckpointRef("nvidia-nvfp4", model, None, fmt),
-                model=model, flags=tuple(flags), memory=mem, port=8011, host="127.0.0.1")
+                model=model, flags=Flags(flags), memory=mem)
 
 
-def test_native_argv_replaces_vllm_and_adds_host_port():
+def test_native_argv_replaces_vllm_and_the_port_flag():
     p = _plan()
     argv = sv.native_argv(p, ["/opt/v/bin/vllm"], port=9000)
     assert argv == ["/opt/v/bin/vllm", "serve", p.model, "--kv-cache-dtype", "fp8", "--max-model-len", "262144",
                     "--moe-backend", "marlin", "--host", "127.0.0.1", "--port", "9000"]
-    p2 = _plan(extra=[FlagChoice("--port", "8011", "r", "s")])
+    p2 = _plan(extra=[Flag("--port", 8011, "r", "s")])
     argv2 = sv.native_argv(p2, ["python", "-m", "vllm.entrypoints.cli.main"], port=9001)
     assert argv2[:5] == ["python", "-m", "vllm.entrypoints.cli.main", "serve", p2.model]
     assert argv2.count("--port") == 1 and argv2[argv2.index("--port") + 1] == "9001"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.planner import make_plan, split_args
+from spark_tui.core.flags import split_args
+from spark_tui.core.planner import make_plan
 
 pytestmark = pytest.mark.vllm
 
@@ -42,7 +43,8 @@ def test_cpu_test_plan_predicts_the_live_server(model, tiny_models_dir, vllm_ser
     from tests.support.vllm_server import mtp_config, serve_argv
 
     model_dir = tiny_models_dir / model
-    plan = make_plan(device="cpu-test", model_path=str(model_dir), vllm_version="0.32.0")
+    plan = make_plan(device="cpu-test", model_path=str(model_dir), vllm_version="0.32.0",
+                     mtp=1 if model == "qwen35-mtp" else None)
     mtp = mtp_config(1) if model == "qwen35-mtp" else None
     mine = {f: v for f, v in split_args(plan.argv()[3:]) if f in MEMORY_FLAGS}
     theirs = {f: v for f, v in split_args(serve_argv(model_dir, 0, mtp)[3:]) if f in MEMORY_FLAGS}

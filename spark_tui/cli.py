@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("spark_tui.commands.monitor", "live tok/s, MTP acceptance, KV-cache use from /metrics"),
     "bench": ("spark_tui.commands.bench", "benchmark a served model at several concurrency levels"),
     "tune": ("spark_tui.commands.tune", "try MTP and batching settings, keep the fastest"),
+    "ablate": ("spark_tui.commands.ablate", "benchmark vLLM's defaults, each deviation alone and the full plan"),
     "selftest": ("spark_tui.commands.selftest", "hardware-compatibility self-test (runs NVFP4/FP8 kernels)"),
 }
 

@@ -35,6 +35,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     bound = p.add_mutually_exclusive_group()
     bound.add_argument("--duration", type=float, help="seconds per level (default 30 unless --requests is given)")
     bound.add_argument("--requests", type=int, help="requests per level")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature of every request (default 0: greedy); MTP acceptance depends on it")
     p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
                    help="synthetic: exact token counts via the server's tokenizer; realistic: shipped chat/code prompts")
     p.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="env var holding the server's API key, if any")
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         duration_s=None if args.requests else (args.duration or 30.0),
         prompts=args.prompts,
         api_key=api_key,
+        temperature=args.temperature,
     )
     headers = auth_headers(cfg)
 

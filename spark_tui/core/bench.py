@@ -104,6 +104,7 @@ class BenchConfig:
     request_timeout_s: float = 300.0
     api_key: str | None = field(default=None, repr=False)  # sent as a bearer token; never in results or repr
     warmup_requests: int = 1
+    temperature: float = 0.0  # sampling temperature of every request (MTP acceptance depends on it)
 
     def __post_init__(self) -> None:
         from spark_tui.errors import UsageError
@@ -118,6 +119,8 @@ class BenchConfig:
             raise UsageError("--duration must be a positive, finite number of seconds", "e.g. --duration 30")
         if self.prompt_tokens < 1 or self.output_tokens < 1:
             raise UsageError("--prompt-tokens and --output-tokens must be at least 1", "e.g. --prompt-tokens 512")
+        if not 0 <= self.temperature <= 10:  # nan fails both comparisons
+            raise UsageError(f"--temperature {self.temperature} is out of range", "0 (greedy) to 10, e.g. 1.0")
         if self.prompts not in ("synthetic", "realistic"):
             raise UsageError(f"unknown prompt set {self.prompts!r}", "use --prompts synthetic or realistic")
 
@@ -271,7 +274,7 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
         "max_tokens": cfg.output_tokens,
         "min_tokens": cfg.output_tokens,
         "ignore_eos": True,
-        "temperature": 0.0,
+        "temperature": cfg.temperature,
         "stream": True,
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }

@@ -856,3 +856,22 @@ def _cpu_plan(req: PlanRequest, t: Target, arch: mem.Arch, d: Draft) -> Plan:
         model=req.model_path or "", flags=d.flags, env=tuple(d.env), memory=memory, warnings=tuple(d.warnings),
         goal="balanced", vllm_version=req.version, checkpoint_reason="a local model directory (--model-path)",
         checkpoint_source="user --model-path", match=t.match, baseline=base, notes=tuple(d.notes))
+
+
+def memory_for_flags(plan: Plan, flags: Flags, catalog: Catalog | None = None) -> MemoryEstimate:
+    """The memory picture (vLLM's "KV cache size" line) for the plan's device and checkpoint under other flags:
+    `spark-tui ablate` predicts each variant's KV cache with it."""
+    cat = catalog or default_catalog()
+    dev = cat.device(plan.device.id)
+    t = Target(dev, plan.device.memory_bytes, None, None, plan.device.gpu_count, plan.device.name, plan.device.sm,
+               plan.device.source)
+    arch = _arch_from_path(plan.checkpoint.local_path)
+    if dev.cpu:
+        mi = ModelInputs(arch, 0, "tiny test model", arch.max_position_embeddings or 4096)  # type: ignore[union-attr]
+        return memory_for(flags, t, mi, plan.vllm_version or V, None, cpu=True)
+    c = cat.checkpoint(plan.checkpoint.id)
+    if arch is None:
+        arch = mem.Arch.from_profile(cat.model(c.model).values)
+    weights, note = _weights(c, arch)
+    mi = ModelInputs(arch, weights, note, arch.max_position_embeddings or 262144)
+    return memory_for(flags, t, mi, plan.vllm_version or V, c)

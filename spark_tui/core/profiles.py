@@ -286,7 +286,17 @@ def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = F
     return v
 
 
+def _check_retired(path: str, d: dict[str, Any]) -> None:
+    for key, flag in _RETIRED_DEVICE_KEYS.items():
+        if key in d:
+            raise ProfileError(
+                f"{path}: key '{key}' is no longer read from device profiles: plans start from the installed vLLM "
+                "release's own default",
+                f"remove '{key}' from {path}; to change it for one plan pass `spark-tui plan --set {flag}=VALUE`")
+
+
 def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
+    _check_retired(path, d)
     sources = _check_sources(path, d)
     recipes = []
     for i, r in enumerate(_get(path, d, "recipes", "list", default=[])):
@@ -300,12 +310,6 @@ def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
             id=_get(rp, r, "id", "str", required=True), checkpoint=_get(rp, r, "checkpoint", "str", required=True),
             title=_get(rp, r, "title", "str", default=""), source=_get(rp, r, "source", "str", required=True),
             args=tuple(args)))
-    for key, flag in _RETIRED_DEVICE_KEYS.items():
-        if key in d:
-            raise ProfileError(
-                f"{path}: key '{key}' is no longer read from device profiles: plans start from the installed vLLM "
-                "release's own default",
-                f"remove '{key}' from {path}; to change it for one plan pass `spark-tui plan --set {flag}=VALUE`")
     pats = _get(path, d, "name_patterns", "list", default=[])
     for p in pats:
         try:
@@ -397,6 +401,8 @@ def _raw(dirs: list[Path], kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
             if pid in out and out[pid][0].startswith(str(base)):
                 raise ProfileError(f"{path}: duplicate id {pid!r} (also in {out[pid][0]})", "give each profile its own id")
             if pid in out:  # user override: merge fields onto the shipped profile
+                if kind == "devices":
+                    _check_retired(str(path), data)
                 _check_sources(str(path), data)  # a changed number needs its own source, not the shipped one
                 data = _merge(out[pid][1], data)
                 path_s = f"{out[pid][0]} + {path}"

@@ -131,7 +131,7 @@ def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:
         "--max-num-seqs", "4", "--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--async-scheduling",
         "--enable-prefix-caching", "--speculative-config", SPEC3, "--load-format", "fastsafetensors",
         "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_xml", "--enable-auto-tool-choice"]
-    assert all(f.source.startswith("seed 001") for f in p.flags)
+    assert all(f.source.startswith("nvidia/Qwen3.6-35B-A3B-NVFP4 model card") for f in p.flags)
     d = "\n".join(p.differences)
     assert "qwen3_xml" in d and "aliases" in d and "--trust-remote-code" in d and "#37754" in d
     assert "--gpu-memory-utilization" in d and "MemAvailable" in d
@@ -139,16 +139,27 @@ def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:
     assert p.memory.budget_bytes == int(121.7 * 2**30 * 0.4) and p.memory.max_model_len == 262144
 
 
-@pytest.mark.parametrize("device,util,seqs", [("rtx-pro-6000", "0.9", "8"), ("rtx-5090", "0.95", "4")])
-def test_official_recipe_variants(cat, device, util, seqs) -> None:
-    rid = f"vllm-recipes-{device}"
-    p = plan(cat, device=device, recipe=rid)
-    assert p.argv() == [
-        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin",
-        "--gpu-memory-utilization", util, "--max-model-len", "262144", "--max-num-seqs", seqs,
+# vllm-project/recipes@8959cf6 models/Qwen/Qwen3.6-35B-A3B.yaml: the guide's RTX Pro 6000 command (lines 238-254), and
+# the command the recipes site assembles for RTX 5090 (variant nvfp4 + hardware_overrides.rtx_5090, default features)
+OFFICIAL = {
+    "rtx-pro-6000": [
+        "--tensor-parallel-size", "1", "--trust-remote-code", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin",
+        "--gpu-memory-utilization", "0.9", "--max-model-len", "262144", "--max-num-seqs", "8",
         "--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--async-scheduling",
         "--enable-prefix-caching", "--speculative-config", SPEC3, "--load-format", "fastsafetensors",
-        "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder", "--enable-auto-tool-choice"]
+        "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder", "--enable-auto-tool-choice"],
+    "rtx-5090": [
+        "--trust-remote-code", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin", "--enable-prefix-caching",
+        "--gpu-memory-utilization", "0.95", "--max-num-seqs", "4", "--max-num-batched-tokens", "8192",
+        "--enable-chunked-prefill", "--tensor-parallel-size", "1", "--enable-auto-tool-choice",
+        "--tool-call-parser", "qwen3_coder", "--reasoning-parser", "qwen3", "--mm-encoder-tp-mode", "data"],
+}
+
+
+@pytest.mark.parametrize("device", sorted(OFFICIAL))
+def test_official_recipe_variants(cat, device) -> None:
+    p = plan(cat, device=device, recipe=f"vllm-recipes-{device}")
+    assert p.argv() == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", *OFFICIAL[device]]
 
 
 def test_default_plan_differences_explain_the_recipe(cat) -> None:
@@ -160,13 +171,13 @@ def test_default_plan_differences_explain_the_recipe(cat) -> None:
     assert not any("--moe-backend" in x for x in d)  # same as the recipe
     b = plan(cat, device="b200")
     assert any("--quantization modelopt" in x and "modelopt_fp4" in x for x in b.differences)
-    assert b.differences[0].startswith("compared with seed 000") and "--recipe seed-000-blackwell" in b.differences[0]
-    s = plan(cat, device="b200", recipe="seed-000-blackwell")
+    assert b.differences[0].startswith("compared with NVIDIA model card") and "--recipe model-card-blackwell" in b.differences[0]
+    s = plan(cat, device="b200", recipe="model-card-blackwell")
     assert flags(s)["--quantization"] == "modelopt" and any("FP8" in w for w in s.warnings)
     # a W4A4-verified checkpoint gets the TRT-LLM backend pinned on sm_10x
     r = plan(cat, device="b200", checkpoint="redhatai-nvfp4")
     assert flags(r)["--moe-backend"] == "flashinfer_trtllm" and any("size" in n for n in r.memory.notes)
-    # on Spark the RedHatAI checkpoint is compared with the seed 000 (Scargall) recipe
+    # on Spark the RedHatAI checkpoint is compared with Steve Scargall's recipe
     sp = plan(cat, device="dgx-spark", checkpoint="redhatai-nvfp4")
     assert flags(sp)["--moe-backend"] == "flashinfer_cutlass" and "Scargall" in sp.differences[0]
     assert any(x.startswith("--quantization compressed-tensors: left out") for x in sp.differences)

@@ -18,7 +18,8 @@ def device_dict(d) -> dict:  # type: ignore[no-untyped-def]
         "pci_device_ids": list(d.pci_device_ids), "name_patterns": list(d.name_patterns),
         "native_nvfp4": d.native_nvfp4, "supported": d.supported, "refuse_reason": d.refuse_reason or None,
         "generic": d.generic, "sm_range": [d.sm_min, d.sm_max] if d.generic else None,
-        "gpu_memory_utilization": d.gpu_memory_utilization, "primary_recipe": d.primary_recipe,
+        "cuda_total_memory_gib": d.cuda_total_memory_gib, "typical_mem_available_gib": d.typical_mem_available_gib,
+        "primary_recipe": d.primary_recipe,
         "recipes": [{"id": r.id, "checkpoint": r.checkpoint, "title": r.title, "source": r.source, "args": list(r.args)}
                     for r in d.recipes],
         "notes": list(d.notes), "sources": d.sources, "path": d.path,

@@ -83,12 +83,9 @@ class DeviceProfile:
     sm_min: int | None = None
     sm_max: int | None = None
     cpu: bool = False
-    gpu_memory_utilization: float | None = None  # None: derived (e.g. from MemAvailable on Spark)
     kv_cache_memory_bytes: int | None = None
     max_model_len: int | None = None
     typical_mem_available_gib: float | None = None
-    vllm_default_max_num_seqs: int = 256
-    vllm_default_max_num_batched_tokens: int = 2048
     attention_block_size: int = 16
     attention_kernel_block_alignment: int = 16
     primary_recipe: str | None = None
@@ -257,11 +254,15 @@ def _check_sources(path: str, data: dict[str, Any]) -> dict[str, str]:
         if not covered and _source_for(sources, key) is None:
             raise ProfileError(
                 f"{path}: the number at key '{key}' has no source",
-                f"add `{key} = \"<where it comes from>\"` under [sources] (seed file, model card, FACTS.md §, "
-                "vLLM source path)",
+                f"add `{key} = \"<where it comes from>\"` under [sources]: a public reference (URL, model card, "
+                "'vLLM vX.Y.Z vllm/<path>:<line>', '<owner>/<repo> PR #N')",
             )
     return sources
 
+
+# Device keys that vLLM's own per-release defaults replaced (spark_tui.core.vllm_defaults): key -> plan --set flag
+_RETIRED_DEVICE_KEYS = {"gpu_memory_utilization": "gpu-memory-utilization", "vllm_default_max_num_seqs": "max-num-seqs",
+                        "vllm_default_max_num_batched_tokens": "max-num-batched-tokens"}
 
 _T = {"str": str, "int": int, "num": (int, float), "bool": bool, "list": list, "dict": dict}
 
@@ -285,7 +286,17 @@ def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = F
     return v
 
 
+def _check_retired(path: str, d: dict[str, Any]) -> None:
+    for key, flag in _RETIRED_DEVICE_KEYS.items():
+        if key in d:
+            raise ProfileError(
+                f"{path}: key '{key}' is no longer read from device profiles: plans start from the installed vLLM "
+                "release's own default",
+                f"remove '{key}' from {path}; to change it for one plan pass `spark-tui plan --set {flag}=VALUE`")
+
+
 def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
+    _check_retired(path, d)
     sources = _check_sources(path, d)
     recipes = []
     for i, r in enumerate(_get(path, d, "recipes", "list", default=[])):
@@ -299,9 +310,6 @@ def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
             id=_get(rp, r, "id", "str", required=True), checkpoint=_get(rp, r, "checkpoint", "str", required=True),
             title=_get(rp, r, "title", "str", default=""), source=_get(rp, r, "source", "str", required=True),
             args=tuple(args)))
-    util = _get(path, d, "gpu_memory_utilization", "num", unknown_ok=True)
-    if util is not None and not 0 < util <= 1:
-        raise ProfileError(f"{path}: key 'gpu_memory_utilization' must be in (0, 1], got {util}", "fix the value")
     pats = _get(path, d, "name_patterns", "list", default=[])
     for p in pats:
         try:
@@ -328,11 +336,9 @@ def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
         refuse_reason=_get(path, d, "refuse_reason", "str", default=""),
         generic=_get(path, d, "generic", "bool", default=False), sm_min=_get(path, d, "sm_min", "int"),
         sm_max=_get(path, d, "sm_max", "int"), cpu=_get(path, d, "cpu", "bool", default=False),
-        gpu_memory_utilization=util, kv_cache_memory_bytes=_get(path, d, "kv_cache_memory_bytes", "int"),
+        kv_cache_memory_bytes=_get(path, d, "kv_cache_memory_bytes", "int"),
         max_model_len=_get(path, d, "max_model_len", "int"),
         typical_mem_available_gib=_get(path, d, "typical_mem_available_gib", "num"),
-        vllm_default_max_num_seqs=_get(path, d, "vllm_default_max_num_seqs", "int", default=256),
-        vllm_default_max_num_batched_tokens=_get(path, d, "vllm_default_max_num_batched_tokens", "int", default=2048),
         attention_block_size=_get(path, d, "attention_block_size", "int", default=16),
         attention_kernel_block_alignment=_get(path, d, "attention_kernel_block_alignment", "int", default=16),
         primary_recipe=prim, recipes=tuple(recipes), notes=tuple(_get(path, d, "notes", "list", default=[])),
@@ -395,6 +401,8 @@ def _raw(dirs: list[Path], kind: str) -> dict[str, tuple[str, dict[str, Any]]]:
             if pid in out and out[pid][0].startswith(str(base)):
                 raise ProfileError(f"{path}: duplicate id {pid!r} (also in {out[pid][0]})", "give each profile its own id")
             if pid in out:  # user override: merge fields onto the shipped profile
+                if kind == "devices":
+                    _check_retired(str(path), data)
                 _check_sources(str(path), data)  # a changed number needs its own source, not the shipped one
                 data = _merge(out[pid][1], data)
                 path_s = f"{out[pid][0]} + {path}"

@@ -93,10 +93,12 @@ def test_plan_probe_file_and_recipe() -> None:
 
 def test_user_override_dir_changes_the_plan(tmp_path) -> None:
     (tmp_path / "config" / "profiles" / "devices").mkdir(parents=True)
+    base = json.loads(cli("plan", "--device", "rtx-pro-6000", "--json", home=tmp_path).stdout)
     (tmp_path / "config" / "profiles" / "devices" / "x.toml").write_text(
         'id = "rtx-pro-6000"\nmemory_gb = 48\n[sources]\nmemory_gb = "site policy: a 48 GB partition"\n')
     d = json.loads(cli("plan", "--device", "rtx-pro-6000", "--json", home=tmp_path).stdout)
-    assert d["device"]["memory_bytes"] == 48 * 2**30 and d["memory"]["device_total_bytes"] == 48 * 2**30
+    assert d["device"]["memory_bytes"] == 48 * 2**30 != base["device"]["memory_bytes"]
+    assert d["memory"]["kv_cache_tokens"] < base["memory"]["kv_cache_tokens"]
     (tmp_path / "config" / "profiles" / "devices" / "x.toml").write_text('id = "rtx-pro-6000"\nmemory_gb = 1\n')
     r = cli("plan", "--device", "rtx-pro-6000", home=tmp_path)
     assert r.returncode == 4 and "x.toml" in r.stderr and "memory_gb" in r.stderr

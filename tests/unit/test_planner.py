@@ -35,13 +35,21 @@ def flags(p) -> dict:
     return {f.name: f.text for f in p.flags}
 
 
-SHIPPED = ["b200", "b300", "dgx-spark", "gb200", "gb300", "generic-sm10x", "generic-sm12x", "generic-sm9x", "h100",
-           "h200", "rtx-5090", "rtx-pro-6000", "rtx-pro-6000-maxq", "rtx-pro-6000-server"]
+SHIPPED = ["b200", "b300", "dgx-spark", "gb200", "gb300", "h100", "h200", "rtx-5090", "rtx-pro-6000",
+           "rtx-pro-6000-maxq", "rtx-pro-6000-server"]
+GENERIC = ["generic-sm10x", "generic-sm12x", "generic-sm9x"]
 
 
 def test_every_gpu_profile_is_planned(cat) -> None:
     gpus = {d.id for d in cat.devices.values() if d.supported and not d.cpu}
-    assert gpus == set(SHIPPED)
+    assert gpus == set(SHIPPED) | set(GENERIC)
+
+
+@pytest.mark.parametrize("device", GENERIC)
+def test_generic_rules_need_the_probed_memory(cat, device) -> None:
+    with pytest.raises(PlanError, match="total memory unknown") as e:
+        plan(cat, device=device)
+    assert "--probe-file" in e.value.hint
 
 
 @pytest.mark.parametrize("device", SHIPPED)
@@ -195,6 +203,8 @@ def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:
         "--load-format", "fastsafetensors", "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_xml",
         "--enable-auto-tool-choice"]
     assert all(f.evidence == "required" for f in p.flags) and p.recipe == "model-card-spark"
+    assert all(f.source.startswith("nvidia/Qwen3.6-35B-A3B-NVFP4 model card") for f in p.flags
+               if f.name != "--served-model-name")
     d = "\n".join(p.differences)
     assert "qwen3_xml" in d and "aliases" in d and "--trust-remote-code" in d
     assert "--gpu-memory-utilization" in d and "MemAvailable" in d
@@ -203,16 +213,29 @@ def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:
     assert p.memory.mamba_slots_per_seq == 2 + 3 + 1
 
 
-@pytest.mark.parametrize("device,util,seqs", [("rtx-pro-6000", "0.9", "8"), ("rtx-5090", "0.95", "4")])
-def test_official_recipe_variants(cat, device, util, seqs) -> None:
+# vllm-project/recipes@8959cf6 models/Qwen/Qwen3.6-35B-A3B.yaml: the guide's RTX Pro 6000 command (lines 238-254), and
+# the command the recipes site assembles for RTX 5090 (variant nvfp4 + hardware_overrides.rtx_5090, default features)
+OFFICIAL = {
+    "rtx-pro-6000": [
+        "--tensor-parallel-size", "1", "--trust-remote-code", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin",
+        "--gpu-memory-utilization", "0.9", "--max-model-len", "262144", "--max-num-seqs", "8",
+        "--max-num-batched-tokens", "8192", "--enable-chunked-prefill", "--async-scheduling",
+        "--enable-prefix-caching", "--speculative-config", SPEC3, "--load-format", "fastsafetensors",
+        "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder", "--enable-auto-tool-choice"],
+    "rtx-5090": [
+        "--trust-remote-code", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin", "--enable-prefix-caching",
+        "--gpu-memory-utilization", "0.95", "--max-num-seqs", "4", "--max-num-batched-tokens", "8192",
+        "--enable-chunked-prefill", "--tensor-parallel-size", "1", "--enable-auto-tool-choice",
+        "--tool-call-parser", "qwen3_coder", "--reasoning-parser", "qwen3", "--mm-encoder-tp-mode", "data"],
+}
+
+
+@pytest.mark.parametrize("device", sorted(OFFICIAL))
+def test_official_recipe_variants(cat, device) -> None:
     p = plan(cat, device=device, recipe=f"vllm-recipes-{device}")
-    assert p.argv() == [
-        "vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--served-model-name", "qwen3.6-35b-a3b", "--host",
-        "127.0.0.1", "--kv-cache-dtype", "fp8", "--moe-backend", "marlin", "--gpu-memory-utilization", util,
-        "--max-model-len", "262144", "--max-num-seqs", seqs, "--max-num-batched-tokens", "8192",
-        "--enable-chunked-prefill", "--async-scheduling", "--enable-prefix-caching", "--speculative-config", SPEC3,
-        "--load-format", "fastsafetensors", "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder",
-        "--enable-auto-tool-choice"]
+    # verbatim, after the stable served name and (where the recipe binds every interface by default) loopback
+    assert p.argv() == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4", "--served-model-name", "qwen3.6-35b-a3b",
+                        "--host", "127.0.0.1", *OFFICIAL[device]]
 
 
 def test_default_plan_differences_explain_the_recipe(cat) -> None:
@@ -224,8 +247,13 @@ def test_default_plan_differences_explain_the_recipe(cat) -> None:
     assert any("--language-model-only" in x and "added" in x for x in d)
     b = plan(cat, device="b200")
     assert any("--quantization modelopt" in x and "FP8" in x for x in b.differences)
-    s = plan(cat, device="b200", recipe="seed-000-blackwell")
+    assert b.differences[0].startswith("compared with NVIDIA model card") and "--recipe model-card-blackwell" in b.differences[0]
+    s = plan(cat, device="b200", recipe="model-card-blackwell")
     assert flags(s)["--quantization"] == "modelopt" and any("FP8" in w for w in s.warnings)
+    # on Spark the RedHatAI checkpoint is compared with Steve Scargall's recipe; the plan pins no MoE backend
+    sp = plan(cat, device="dgx-spark", checkpoint="redhatai-nvfp4")
+    assert "--moe-backend" not in flags(sp) and "Scargall" in sp.differences[0]
+    assert any(x.startswith("--quantization compressed-tensors: left out") for x in sp.differences)
 
 
 def test_mtp_off_where_a_published_pair_shows_a_loss(cat) -> None:

@@ -38,7 +38,7 @@ def test_published_figures_and_unknowns(cat) -> None:
     nv = cat.checkpoints["nvidia-nvfp4"]
     assert nv.accuracy["mmlu_pro"] == {"nvfp4": 85.0, "bf16": 85.6}
     assert nv.accuracy["tau2_bench_telecom"]["nvfp4"] == 94.7 and len(nv.accuracy) == 8
-    assert "seed 001" in nv.source("accuracy.gpqa_diamond")
+    assert nv.source("accuracy.gpqa_diamond") == nv.sources["accuracy"]  # a parent key's source covers the leaves
     inf = cat.checkpoints["infatoshi-nvfp4-fp8"]
     assert inf.perplexity["this"] == 8.1939 and inf.mtp_dtype == "bf16" and inf.size_on_disk_gb == 24
     mm = cat.checkpoints["mmangkad-nvfp4"]
@@ -70,33 +70,44 @@ def test_wrong_type_names_file_and_key(tmp_path) -> None:
         load_catalog(shipped=d, user=False)
 
 
-def test_bad_toml_and_bad_utilization(tmp_path) -> None:
+def test_bad_toml_and_retired_keys(tmp_path) -> None:
     d = _copy(tmp_path)
     (d / "checkpoints" / "broken.toml").write_text("id = \n")
     with pytest.raises(ProfileError, match="broken.toml: invalid TOML"):
         load_catalog(shipped=d, user=False)
     (d / "checkpoints" / "broken.toml").unlink()
+    # vLLM's own per-release defaults replaced these device keys: a file that still sets one is told how to move on
     f = d / "devices" / "h100.toml"
-    f.write_text(f.read_text().replace("gpu_memory_utilization = 0.92", "gpu_memory_utilization = 1.5"))
-    with pytest.raises(ProfileError, match="gpu_memory_utilization"):
-        load_catalog(shipped=d, user=False)
+    text = f.read_text()
+    for key, flag in (("gpu_memory_utilization = 0.9", "gpu-memory-utilization"),
+                      ("vllm_default_max_num_seqs = 64", "max-num-seqs")):
+        f.write_text(text.replace("memory_gb = 80", f"memory_gb = 80\n{key}"))
+        with pytest.raises(ProfileError) as e:
+            load_catalog(shipped=d, user=False)
+        assert "h100.toml" in e.value.message and key.split()[0] in e.value.message and "no longer read" in e.value.message
+        assert f"--set {flag}=" in e.value.hint and e.value.exit_code == 4
 
 
 def test_user_override_changes_fields_and_adds_profiles(tmp_path) -> None:
     user = tmp_path / "user"
     (user / "devices").mkdir(parents=True)
     (user / "devices" / "my5090.toml").write_text(
-        'id = "rtx-5090"\ngpu_memory_utilization = 0.9\n[sources]\ngpu_memory_utilization = "my own test"\n')
+        'id = "rtx-5090"\nmemory_gb = 30\n[sources]\nmemory_gb = "my own test"\n')
     (user / "devices" / "lab.toml").write_text(
         'id = "lab-card"\nname = "Lab card"\nfamily = "sm_12x"\nsm = 120\nmemory_gb = 48\nname_patterns = ["Lab"]\n'
         '[sources]\nsm = "lab"\nmemory_gb = "lab"\n')
     cat = load_catalog(user=user)
     d = cat.devices["rtx-5090"]
-    assert d.gpu_memory_utilization == 0.9 and d.source("gpu_memory_utilization") == "my own test"
-    assert d.memory_gb == 32 and d.pci_device_ids == ("2b85",)  # untouched fields kept
+    assert d.memory_gb == 30 and d.source("memory_gb") == "my own test"
+    assert d.sm == 120 and d.pci_device_ids == ("2b85",) and d.source("sm") == load_catalog(user=False).devices["rtx-5090"].source("sm")
     assert cat.devices["lab-card"].memory_gb == 48
     (user / "devices" / "bad.toml").write_text('id = "rtx-5090"\nmax_model_len = 4096\n')
     with pytest.raises(ProfileError, match="max_model_len"):
+        load_catalog(user=user)
+    (user / "devices" / "bad.toml").unlink()
+    # an old override of a key vLLM's per-release defaults replaced says so, rather than "has no source"
+    (user / "devices" / "old.toml").write_text('id = "rtx-5090"\ngpu_memory_utilization = 0.85\n')
+    with pytest.raises(ProfileError, match=r"old.toml: key 'gpu_memory_utilization' is no longer read"):
         load_catalog(user=user)
 
 

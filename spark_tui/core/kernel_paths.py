@@ -333,42 +333,61 @@ def moe_kernel_path(experts: str, sm: int, vllm_version: str, installed: frozens
 class Ranked:
     checkpoint_id: str
     rank: int  # 1 = best
-    tier: int  # 0 native W4A4 FP4, 1 FP8, 2 4-bit weight-only, 3 BF16, 4 unknown format, 9 does not fit
+    tier: int  # 0 native W4A4 FP4; 1-2 FP8 / 4-bit weight-only (order per SM family); 3 BF16; 4 unknown; 9 too big
     kernel: KernelPath | None  # None when the expert scheme is not verified
     reason: str
-    figures: tuple[str, ...] = field(default=())
+    figures: tuple = field(default=())  # profiles.KernelFigure published for this SM
 
 
-def _tier(kp: KernelPath | None) -> int:
+# Why FP8 and 4-bit weight-only swap places between GPU families (published measurements):
+ORDER_EVIDENCE = {
+    9: "sm_9x has no FP4 tensor cores: FP8 runs natively (TRITON), 4-bit checkpoints are dequantized",
+    10: "flashinfer-ai/flashinfer#4249, B200 batch 1: W4A4 FLASHINFER_TRTLLM 3.29 ms < FP8 3.61 ms < W4A16 MARLIN "
+        "3.72 ms TPOT",
+    12: "4-bit weights read half the bytes of FP8 on these lower-bandwidth GPUs: DGX Spark one-user decode, NVIDIA "
+        "W4A16 on Marlin 97.7 tok/s (vllm-project/recipes PR #918, with MTP) vs FP8 28-33 tok/s without MTP "
+        "(site-one-liart-13.vercel.app/en/dgx/qwen3-moe-nvfp4-benchmarks-dgx-spark)",
+}
+
+
+def _tier(kp: KernelPath | None, sm: int) -> int:
     if kp is None:
         return 4
     if kp.native_fp4:
         return 0
-    return {"FP8_BLOCK": 1, "W4A16_NVFP4": 2, "W4A4_NVFP4": 2, "BF16": 3}[kp.experts]
+    if kp.experts == "BF16":
+        return 3
+    fp8_first = sm // 10 in (9, 10)
+    if kp.experts == "FP8_BLOCK":
+        return 1 if fp8_first else 2
+    return 2 if fp8_first else 1  # 4-bit weights dequantized to 16-bit (Marlin / Humming)
 
 
 def rank_checkpoints(checkpoints, sm: int, vllm_version: str, memory_gib: float | None = None,  # type: ignore[no-untyped-def]
                      installed: frozenset[str] = frozenset()) -> list[Ranked]:
-    """Order checkpoint profiles for one GPU by the MoE kernel vLLM will run for their experts:
-    native W4A4 FP4 first, then FP8, then 4-bit weight-only (Marlin/Humming), then BF16, then checkpoints
-    whose expert format is not verified; a checkpoint whose weights take more than 90% of the GPU's memory
-    goes last. Inside a tier: published figures on this SM family first, then the smaller checkpoint.
-    Each checkpoint needs `.id`, `.experts` (a scheme or None), `.size_on_disk_gb`, `.figures_for(sm)`."""
+    """Order checkpoint profiles for one GPU by the MoE kernel vLLM will run for their routed experts:
+    native W4A4 FP4 first; then FP8 and 4-bit weight-only (Marlin/Humming), FP8 first on sm_9x/sm_10x and
+    4-bit first elsewhere (ORDER_EVIDENCE); then BF16; then checkpoints whose expert format is not verified;
+    a checkpoint whose weights take more than 90% of the GPU's memory goes last. Inside a tier: a published
+    figure on this SM first, then the smaller checkpoint. Each checkpoint needs `.id`, `.experts` (a scheme
+    or None), `.size_on_disk_gb` and `.figures_for(sm)`."""
     rows = []
     for c in checkpoints:
         kp = moe_kernel_path(c.experts, sm, vllm_version, installed) if c.experts else None
-        tier = _tier(kp)
+        tier = _tier(kp, sm)
         size = c.size_on_disk_gb
         figs = tuple(c.figures_for(sm))
         if kp is None:
             why = "expert quantization not verified: kernel path unknown"
         else:
-            why = f"{kp.backend}: " + ("native W4A4 FP4" if kp.native_fp4 else
-                                      "4-bit weights dequantized to BF16 (no FP4 tensor cores used)"
-                                      if kp.experts.startswith("W4") else
-                                      "FP8 block GEMM" if kp.experts == "FP8_BLOCK" else "BF16 GEMM")
+            why = f"{kp.experts} experts -> {kp.backend}: " + (
+                "native FP4 tensor cores (W4A4)" if kp.native_fp4 else
+                "4-bit weights dequantized to BF16, no FP4 tensor cores" if kp.experts.startswith("W4") else
+                "FP8 block-scaled GEMM" if kp.experts == "FP8_BLOCK" else "BF16 GEMM")
             if kp.needs:
-                why += f" (needs {kp.needs.split(' (')[0]})"
+                why += f" (needs {kp.needs.split(' (')[0]}; else {kp.fallback or 'the next backend'})"
+            if tier in (1, 2) and sm // 10 in ORDER_EVIDENCE:
+                why += f"; {ORDER_EVIDENCE[sm // 10]}"
         if memory_gib is not None and size is not None and size * 1e9 > 0.9 * memory_gib * 2**30:
             tier = 9
             why = f"does not fit: {size:g} GB of weights on {memory_gib:g} GiB; " + why

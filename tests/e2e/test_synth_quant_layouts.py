@@ -219,8 +219,18 @@ def _params(sc, a, fmt: str, plan: dict, q, method: str) -> dict:  # pragma: no 
             modelopt.expose_input_quant_key = lambda *args, **kw: None
             algo = q._resolve_quant_algo(parts[0]) or q._resolve_quant_algo(
                 parts[0].replace("model.language_model.", "language_model.model."))
-            sub = getattr(q, modelopt.LINEAR_ALGOS[algo][1])
-            return modelopt.build_linear_method(sub, algo, parts[0]), kind
+            if hasattr(modelopt, "LINEAR_ALGOS"):  # 0.32+: one generic linear method
+                sub = getattr(q, modelopt.LINEAR_ALGOS[algo][1])
+                return modelopt.build_linear_method(sub, algo, parts[0]), kind
+            # 0.26: one class per algo (modelopt.py:2508-2566)
+            modelopt.init_fp8_linear_kernel = lambda **kw: None
+            if algo == "FP8":
+                m = object.__new__(modelopt.ModelOptFp8LinearMethod)
+                m.quant_config, m.out_dtype, m.input_dtype = q.fp8_config, torch.bfloat16, torch.bfloat16
+                return m, kind
+            m = object.__new__(modelopt.ModelOptNvFp4W4A16LinearMethod)  # its Marlin kernel needs CUDA
+            m.quant_config, m.marlin_input_dtype, m.kernel = q.w4a16_nvfp4_config, None, None
+            return m, kind
         from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w4a4_nvfp4 as n4
         from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8 as f8
 

@@ -42,7 +42,8 @@ def _print_report(rep, as_json: bool) -> None:
     print(f"  MTP head {'yes' if rep.has_mtp else 'no'} ({rep.mtp_detail}; {rep.mtp_dtype or q.mtp})")
     kv = q.kv_cache_quant_algo or "none declared"
     scales = {True: "k/v scales present", False: "no k/v scales", None: "k/v scales unknown"}[rep.kv_cache_scales]
-    print(f"  KV cache {kv}; --kv-cache-dtype auto gives {q.kv_cache_dtype_auto}; {scales}")
+    auto = "the model dtype" if q.kv_cache_dtype_auto == "auto" else q.kv_cache_dtype_auto
+    print(f"  KV cache {kv}; --kv-cache-dtype auto gives {auto}; {scales}")
     print(f"  shards   {sum(s.ok for s in rep.shards)}/{len(rep.shards)} ok, {rep.tensor_count} tensors, "
           f"{fmt_bytes(rep.total_bytes)}")
     for w in rep.warnings:

@@ -53,7 +53,27 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("bf16", "nvfp4")
+FORMATS = ("bf16", "nvfp4", "nvidia-mixed", "ct-nvfp4", "ct-nvfp4-fp8")
+# How each layout stores each part (bench/SYNTH_LAYOUTS.md says which published checkpoint and source):
+#   bf16       BF16 (routed experts fused 3-D)
+#   mo_nvfp4   ModelOpt NVFP4: weight U8 [out, in/2], weight_scale F8_E4M3 [out, in/16], weight_scale_2 F32 [],
+#              input_scale F32 [] (W4A4 and W4A16_NVFP4 store the same four; W4A16 ignores input_scale)
+#   mo_fp8     ModelOpt FP8 per-tensor: weight F8_E4M3 [out, in], weight_scale F32 [], input_scale F32 []
+#   ct_nvfp4   compressed-tensors NVFP4: weight_packed U8 [out, in/2], weight_scale F8_E4M3 [out, in/16],
+#              weight_global_scale F32 [1], input_global_scale F32 [1]
+#   ct_fp8     compressed-tensors FP8 channel (FP8_DYNAMIC): weight F8_E4M3 [out, in], weight_scale F32 [out, 1]
+PARTS = ("experts", "shared_expert", "attention", "deltanet", "lm_head")
+LAYOUTS: dict[str, dict[str, str]] = {
+    "bf16": dict.fromkeys(PARTS, "bf16"),
+    "nvfp4": {"experts": "mo_nvfp4", "shared_expert": "mo_nvfp4", "attention": "mo_nvfp4", "deltanet": "mo_nvfp4",
+              "lm_head": "bf16"},
+    "nvidia-mixed": {"experts": "mo_nvfp4", "shared_expert": "mo_nvfp4", "attention": "mo_fp8", "deltanet": "mo_fp8",
+                     "lm_head": "mo_nvfp4"},
+    "ct-nvfp4": {"experts": "ct_nvfp4", "shared_expert": "ct_nvfp4", "attention": "ct_nvfp4", "deltanet": "bf16",
+                 "lm_head": "bf16"},
+    "ct-nvfp4-fp8": {"experts": "ct_nvfp4", "shared_expert": "ct_fp8", "attention": "ct_fp8", "deltanet": "bf16",
+                     "lm_head": "bf16"},
+}
 SCALES = ("full", "tiny")
 NVFP4_GROUP = 16  # ModelOpt NVFP4 block size (one e4m3 scale per 16 weights)
 MODELOPT_VERSION = "0.44.0"  # the model card: "NVIDIA Model Optimizer v0.44.0" (creeta.com summary)
@@ -157,7 +177,7 @@ class TensorSpec:
     name: str
     dtype: str  # safetensors dtype string
     shape: tuple[int, ...]
-    fill: str  # normal | zeros | ones | a_log | dt_bias | fp4 | fp4_scale | const
+    fill: str  # normal | zeros | ones | a_log | dt_bias | fp4 | fp4_scale | fp8 | const
     value: float = 0.02  # std for "normal", the value for "const"
 
     @property
@@ -189,53 +209,87 @@ def e4m3_to_float(codes: np.ndarray) -> np.ndarray:
     return (sign * val).astype(np.float32)
 
 
+def float_to_e4m3(x: np.ndarray) -> np.ndarray:
+    """float32 -> the nearest finite float8_e4m3fn code (saturating at +-448), as uint8."""
+    pos = np.arange(0x7F, dtype=np.uint8)  # 0x00..0x7e: the finite non-negative codes, increasing
+    vals = e4m3_to_float(pos)
+    a = np.minimum(np.abs(np.asarray(x, np.float32)), 448.0)
+    i = np.clip(np.searchsorted(vals, a), 1, len(vals) - 1)
+    lo, hi = vals[i - 1], vals[i]
+    code = np.where(a - lo <= hi - a, i - 1, i).astype(np.uint8)
+    return np.where(np.signbit(x) & (code != 0), code | 0x80, code).astype(np.uint8)
+
+
 MEAN_BLOCK_SCALE = float(e4m3_to_float(E4M3_SCALE_CODES).mean())
 WEIGHT_SCALE_2 = 0.02 / (E2M1_RMS * MEAN_BLOCK_SCALE)
 
 
-def _linear(name: str, out_f: int, in_f: int, quantized: bool) -> list[TensorSpec]:
-    if not quantized:
-        return [_bf16(f"{name}.weight", (out_f, in_f))]
-    if in_f % NVFP4_GROUP:
+FP8_WEIGHT_SCALE = 0.02  # per-tensor / per-channel FP8 scale: weights drawn ~N(0, 1) in e4m3 dequantize to std 0.02
+FP8_INPUT_SCALE = INPUT_AMAX / 448.0  # ModelOpt FP8 static activation scale = amax / 448
+
+
+def _linear(name: str, out_f: int, in_f: int, kind: str | bool, zero: bool = False) -> list[TensorSpec]:
+    """One linear module in the given storage `kind` (see LAYOUTS); `zero` makes its weights all zero."""
+    kind = {True: "mo_nvfp4", False: "bf16"}.get(kind, kind) if isinstance(kind, bool) else kind
+    if kind == "bf16":
+        return [_bf16(f"{name}.weight", (out_f, in_f), "zeros" if zero else "normal")]
+    if kind in ("mo_nvfp4", "ct_nvfp4") and in_f % NVFP4_GROUP:
         raise ValueError(f"{name}: in_features {in_f} is not a multiple of {NVFP4_GROUP}")
-    return [
-        TensorSpec(f"{name}.weight", "U8", (out_f, in_f // 2), "fp4"),
-        TensorSpec(f"{name}.weight_scale", "F8_E4M3", (out_f, in_f // NVFP4_GROUP), "fp4_scale"),
-        TensorSpec(f"{name}.weight_scale_2", "F32", (), "const", WEIGHT_SCALE_2),
-        TensorSpec(f"{name}.input_scale", "F32", (), "const", INPUT_AMAX / (6.0 * 448.0)),
-    ]
+    packed = TensorSpec("", "U8", (out_f, in_f // 2), "zeros" if zero else "fp4")
+    blocks = TensorSpec("", "F8_E4M3", (out_f, in_f // NVFP4_GROUP), "fp4_scale")
+    if kind == "mo_nvfp4":
+        return [
+            replace(packed, name=f"{name}.weight"),
+            replace(blocks, name=f"{name}.weight_scale"),
+            TensorSpec(f"{name}.weight_scale_2", "F32", (), "const", WEIGHT_SCALE_2),
+            TensorSpec(f"{name}.input_scale", "F32", (), "const", INPUT_AMAX / (6.0 * 448.0)),
+        ]
+    if kind == "ct_nvfp4":  # compressed-tensors stores the global scales inverted (vLLM reciprocates them)
+        return [
+            replace(packed, name=f"{name}.weight_packed"),
+            replace(blocks, name=f"{name}.weight_scale"),
+            TensorSpec(f"{name}.weight_global_scale", "F32", (1,), "const", 1.0 / WEIGHT_SCALE_2),
+            TensorSpec(f"{name}.input_global_scale", "F32", (1,), "const", 6.0 * 448.0 / INPUT_AMAX),
+        ]
+    fp8 = TensorSpec(f"{name}.weight", "F8_E4M3", (out_f, in_f), "zeros" if zero else "fp8")
+    if kind == "mo_fp8":
+        return [fp8, TensorSpec(f"{name}.weight_scale", "F32", (), "const", FP8_WEIGHT_SCALE),
+                TensorSpec(f"{name}.input_scale", "F32", (), "const", FP8_INPUT_SCALE)]
+    if kind == "ct_fp8":
+        return [fp8, TensorSpec(f"{name}.weight_scale", "F32", (out_f, 1), "const", FP8_WEIGHT_SCALE)]
+    raise ValueError(f"unknown storage kind {kind!r}")
 
 
-def _moe(p: str, a: Arch, quantized: bool) -> list[TensorSpec]:
+def _moe(p: str, a: Arch, lay: dict[str, str]) -> list[TensorSpec]:
     """Router, routed experts, shared expert and its gate of one MoE block at prefix p."""
     t = [_bf16(f"{p}.gate.weight", (a.experts, a.hidden))]
-    if quantized:  # ModelOpt exports the experts unfused, one module per expert
+    if lay["experts"] != "bf16":  # quantized exports store the experts unfused, one module per expert
         for e in range(a.experts):
-            t += _linear(f"{p}.experts.{e}.gate_proj", a.moe_inter, a.hidden, True)
-            t += _linear(f"{p}.experts.{e}.up_proj", a.moe_inter, a.hidden, True)
-            t += _linear(f"{p}.experts.{e}.down_proj", a.hidden, a.moe_inter, True)
-    else:  # the Qwen BF16 checkpoint stores them fused, 3-D
+            t += _linear(f"{p}.experts.{e}.gate_proj", a.moe_inter, a.hidden, lay["experts"])
+            t += _linear(f"{p}.experts.{e}.up_proj", a.moe_inter, a.hidden, lay["experts"])
+            t += _linear(f"{p}.experts.{e}.down_proj", a.hidden, a.moe_inter, lay["experts"])
+    else:  # the Qwen BF16 checkpoint (and every MTP head here) stores them fused, 3-D
         t.append(_bf16(f"{p}.experts.gate_up_proj", (a.experts, 2 * a.moe_inter, a.hidden)))
         t.append(_bf16(f"{p}.experts.down_proj", (a.experts, a.hidden, a.moe_inter)))
-    t += _linear(f"{p}.shared_expert.gate_proj", a.shared_inter, a.hidden, quantized)
-    t += _linear(f"{p}.shared_expert.up_proj", a.shared_inter, a.hidden, quantized)
-    t += _linear(f"{p}.shared_expert.down_proj", a.hidden, a.shared_inter, quantized)
+    t += _linear(f"{p}.shared_expert.gate_proj", a.shared_inter, a.hidden, lay["shared_expert"])
+    t += _linear(f"{p}.shared_expert.up_proj", a.shared_inter, a.hidden, lay["shared_expert"])
+    t += _linear(f"{p}.shared_expert.down_proj", a.hidden, a.shared_inter, lay["shared_expert"])
     t.append(_bf16(f"{p}.shared_expert_gate.weight", (1, a.hidden)))
     return t
 
 
-def _full_attention(p: str, a: Arch, quantized: bool) -> list[TensorSpec]:
+def _full_attention(p: str, a: Arch, kind: str) -> list[TensorSpec]:
     # q_proj carries the query and the output gate (attn_output_gate): 2 * heads * head_dim rows
-    t = _linear(f"{p}.q_proj", 2 * a.heads * a.head_dim, a.hidden, quantized)
-    t += _linear(f"{p}.k_proj", a.kv_heads * a.head_dim, a.hidden, quantized)
-    t += _linear(f"{p}.v_proj", a.kv_heads * a.head_dim, a.hidden, quantized)
-    t += _linear(f"{p}.o_proj", a.hidden, a.heads * a.head_dim, quantized)
+    t = _linear(f"{p}.q_proj", 2 * a.heads * a.head_dim, a.hidden, kind)
+    t += _linear(f"{p}.k_proj", a.kv_heads * a.head_dim, a.hidden, kind)
+    t += _linear(f"{p}.v_proj", a.kv_heads * a.head_dim, a.hidden, kind)
+    t += _linear(f"{p}.o_proj", a.hidden, a.heads * a.head_dim, kind)
     t.append(_bf16(f"{p}.q_norm.weight", (a.head_dim,), "zeros"))
     t.append(_bf16(f"{p}.k_norm.weight", (a.head_dim,), "zeros"))
     return t
 
 
-def _deltanet(p: str, a: Arch, quantized: bool) -> list[TensorSpec]:
+def _deltanet(p: str, a: Arch, kind: str) -> list[TensorSpec]:
     v_dim = a.lin_v_heads * a.lin_v_dim
     t = [
         TensorSpec(f"{p}.A_log", "F32", (a.lin_v_heads,), "a_log"),
@@ -243,20 +297,22 @@ def _deltanet(p: str, a: Arch, quantized: bool) -> list[TensorSpec]:
         _bf16(f"{p}.conv1d.weight", (a.conv_dim, 1, a.conv_kernel), "normal", 0.1),
         _bf16(f"{p}.norm.weight", (a.lin_v_dim,), "ones"),
     ]
-    t += _linear(f"{p}.in_proj_qkv", a.conv_dim, a.hidden, quantized)
-    t += _linear(f"{p}.in_proj_z", v_dim, a.hidden, quantized)
-    t += _linear(f"{p}.in_proj_b", a.lin_v_heads, a.hidden, False)
-    t += _linear(f"{p}.in_proj_a", a.lin_v_heads, a.hidden, False)
-    t += _linear(f"{p}.out_proj", a.hidden, v_dim, quantized)
+    t += _linear(f"{p}.in_proj_qkv", a.conv_dim, a.hidden, kind)
+    t += _linear(f"{p}.in_proj_z", v_dim, a.hidden, kind)
+    t += _linear(f"{p}.in_proj_b", a.lin_v_heads, a.hidden, "bf16")
+    t += _linear(f"{p}.in_proj_a", a.lin_v_heads, a.hidden, "bf16")
+    t += _linear(f"{p}.out_proj", a.hidden, v_dim, kind)
     return t
 
 
-def _decoder_layer(p: str, a: Arch, layer_type: str, quantized: bool) -> list[TensorSpec]:
+def _decoder_layer(p: str, a: Arch, layer_type: str, lay: dict[str, str] | bool) -> list[TensorSpec]:
+    if isinstance(lay, bool):  # the old call form: quantized (ModelOpt W4A4 layout) or not
+        lay = LAYOUTS["nvfp4" if lay else "bf16"]
     if layer_type == "full_attention":
-        t = _full_attention(f"{p}.self_attn", a, quantized)
+        t = _full_attention(f"{p}.self_attn", a, lay["attention"])
     else:
-        t = _deltanet(f"{p}.linear_attn", a, quantized)
-    t += _moe(f"{p}.mlp", a, quantized)
+        t = _deltanet(f"{p}.linear_attn", a, lay["deltanet"])
+    t += _moe(f"{p}.mlp", a, lay)
     t.append(_bf16(f"{p}.input_layernorm.weight", (a.hidden,), "zeros"))
     t.append(_bf16(f"{p}.post_attention_layernorm.weight", (a.hidden,), "zeros"))
     return t
@@ -301,23 +357,24 @@ def _mtp(a: Arch) -> list[TensorSpec]:
         _bf16("mtp.pre_fc_norm_embedding.weight", (a.hidden,), "zeros"),
     ]
     for i in range(a.mtp_layers):
-        t += _decoder_layer(f"mtp.layers.{i}", a, "full_attention", False)
+        t += _decoder_layer(f"mtp.layers.{i}", a, "full_attention", LAYOUTS["bf16"])
     return t
 
 
-def tensor_plan(a: Arch, fmt: str) -> list[tuple[str, list[TensorSpec]]]:
-    """The checkpoint as (shard stem, tensors) pairs: one shard per decoder layer."""
+def tensor_plan(a: Arch, fmt: str, always_accept: bool = False) -> list[tuple[str, list[TensorSpec]]]:
+    """The checkpoint as (shard stem, tensors) pairs: one shard per decoder layer. `always_accept` zeroes
+    lm_head (every logit equal: greedy target and greedy MTP draft always agree)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-    q = fmt == "nvfp4"
+    lay = LAYOUTS[fmt]
     lm = "model.language_model"
     shards: list[tuple[str, list[TensorSpec]]] = [
         ("embed", [_bf16(f"{lm}.embed_tokens.weight", (a.vocab, a.hidden)),
                    _bf16(f"{lm}.norm.weight", (a.hidden,), "zeros")]),
-        ("lm_head", [_bf16("lm_head.weight", (a.vocab, a.hidden))]),
+        ("lm_head", _linear("lm_head", a.vocab, a.hidden, lay["lm_head"], zero=always_accept)),
     ]
     for i in range(a.layers):
-        shards.append((f"layer{i:02d}", _decoder_layer(f"{lm}.layers.{i}", a, a.layer_type(i), q)))
+        shards.append((f"layer{i:02d}", _decoder_layer(f"{lm}.layers.{i}", a, a.layer_type(i), lay)))
     if a.mtp_layers:
         shards.append(("mtp", _mtp(a)))
     shards.append(("visual", _vision(a)))
@@ -337,8 +394,37 @@ def exclude_modules(a: Arch) -> list[str]:
     return out
 
 
-def hf_quant_config(a: Arch) -> dict:
-    """hf_quant_config.json as ModelOpt writes it (the legacy file vLLM reads as a fallback)."""
+MIXED_IGNORE = ["mtp.layers.0*", "mtp*"]  # nvidia/Qwen3.6-35B-A3B-NVFP4's ignore / exclude_modules
+MIXED_CONFIG_PRODUCER = "0.37.0"  # its config.json says modelopt 0.37.0, its hf_quant_config.json 0.44.0
+
+
+def mixed_quantized_layers(a: Arch) -> dict[str, dict]:
+    """The per-layer map of nvidia/Qwen3.6-35B-A3B-NVFP4 (tests/data/checkpoints/nvidia-nvfp4/): FP8 for the
+    attention and DeltaNet projections, W4A16_NVFP4 (group 16) for experts, shared expert and lm_head."""
+    lm = "model.language_model.layers"
+    w4a16 = {"quant_algo": "W4A16_NVFP4", "group_size": NVFP4_GROUP}
+    out: dict[str, dict] = {}
+    for i in range(a.layers):
+        if a.layer_type(i) == "linear_attention":
+            for m in ("out_proj", "in_proj_qkv", "in_proj_z"):
+                out[f"{lm}.{i}.linear_attn.{m}"] = {"quant_algo": "FP8"}
+        else:
+            for m in ("k_proj", "o_proj", "q_proj", "v_proj"):
+                out[f"{lm}.{i}.self_attn.{m}"] = {"quant_algo": "FP8"}
+        out[f"{lm}.{i}.mlp.experts"] = dict(w4a16)
+        for m in ("gate_proj", "up_proj", "down_proj"):
+            out[f"{lm}.{i}.mlp.shared_expert.{m}"] = dict(w4a16)
+    out["lm_head"] = dict(w4a16)
+    return out
+
+
+def hf_quant_config(a: Arch, fmt: str = "nvfp4") -> dict:
+    """hf_quant_config.json as ModelOpt writes it (vLLM reads it only when config.json has no
+    quantization_config; the KV algo of the NVIDIA mixed checkpoint is only here)."""
+    if fmt == "nvidia-mixed":
+        return {"producer": {"name": "modelopt", "version": MODELOPT_VERSION},
+                "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": "FP8",
+                                 "quantized_layers": mixed_quantized_layers(a), "exclude_modules": list(MIXED_IGNORE)}}
     return {
         "producer": {"name": "modelopt", "version": MODELOPT_VERSION},
         "quantization": {
@@ -350,8 +436,77 @@ def hf_quant_config(a: Arch) -> dict:
     }
 
 
-def config_quantization(a: Arch) -> dict:
-    """config.json's quantization_config as ModelOpt >= 0.31 writes it (vLLM reads this first)."""
+def _ct_args(bits: int, strategy: str, dynamic, group_size: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """A compressed-tensors QuantizationArgs dict (the keys compressed-tensors serializes)."""
+    return {"actorder": None, "block_structure": None, "dynamic": dynamic, "group_size": group_size,
+            "num_bits": bits, "observer": "minmax" if dynamic is False else None, "observer_kwargs": {},
+            "strategy": strategy, "symmetric": True, "type": "float"}
+
+
+def ct_ignore(a: Arch, fmt: str) -> list[str]:
+    """Every Linear module the compressed-tensors layout keeps in BF16, by name (vLLM checks the ignore list
+    before the targets; for MoE it checks `<experts>.0.{gate,up,down}_proj`)."""
+    lm = "model.language_model"
+    out = ["lm_head"]
+    for i in range(a.layers):
+        p = f"{lm}.layers.{i}"
+        if a.layer_type(i) == "linear_attention":
+            out += [f"{p}.linear_attn.{m}" for m in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj")]
+        out += [f"{p}.mlp.gate", f"{p}.mlp.shared_expert_gate"]
+    for i in range(a.vision.depth):
+        b = f"model.visual.blocks.{i}"
+        out += [f"{b}.attn.qkv", f"{b}.attn.proj", f"{b}.mlp.linear_fc1", f"{b}.mlp.linear_fc2"]
+    out += ["model.visual.merger.linear_fc1", "model.visual.merger.linear_fc2", "mtp.fc"]
+    for i in range(a.mtp_layers):
+        p = f"mtp.layers.{i}"
+        out += [f"{p}.self_attn.{m}" for m in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        out += [f"{p}.mlp.gate", f"{p}.mlp.shared_expert_gate"]
+        out += [f"{p}.mlp.shared_expert.{m}" for m in ("gate_proj", "up_proj", "down_proj")]
+        out += [f"{p}.mlp.experts.{e}.{m}" for e in range(a.experts) for m in ("gate_proj", "up_proj", "down_proj")]
+    return out
+
+
+def config_quantization(a: Arch, fmt: str = "nvfp4") -> dict:
+    """config.json's quantization_config (vLLM reads this first)."""
+    if fmt == "nvidia-mixed":  # the published structure, group for group
+        layers = mixed_quantized_layers(a)
+        fp8 = {"dynamic": False, "num_bits": 8, "type": "float"}
+        fp4 = {"dynamic": False, "num_bits": 4, "type": "float", "group_size": NVFP4_GROUP}
+        return {
+            "config_groups": {
+                "group_0": {"input_activations": dict(fp8), "weights": dict(fp8),
+                            "targets": sorted(k for k, v in layers.items() if v["quant_algo"] == "FP8")},
+                "group_1": {"input_activations": dict(fp4), "weights": dict(fp4),
+                            "targets": sorted(k for k, v in layers.items() if v["quant_algo"] != "FP8")},
+            },
+            "quantized_layers": layers,
+            "ignore": list(MIXED_IGNORE),
+            "quant_algo": "MIXED_PRECISION",
+            "producer": {"name": "modelopt", "version": MIXED_CONFIG_PRODUCER},
+            "quant_method": "modelopt",
+        }
+    if fmt in ("ct-nvfp4", "ct-nvfp4-fp8"):
+        nv = {"format": "nvfp4-pack-quantized",
+              "input_activations": _ct_args(4, "tensor_group", "local", NVFP4_GROUP),
+              "output_activations": None, "targets": ["Linear"],
+              "weights": _ct_args(4, "tensor_group", False, NVFP4_GROUP)}
+        groups = {"group_0": nv}
+        if fmt == "ct-nvfp4-fp8":  # experts NVFP4; attention and shared expert FP8_DYNAMIC
+            nv["targets"] = [r"re:.*mlp\.experts\.\d+\.(gate|up|down)_proj$"]
+            groups["group_1"] = {"format": "float-quantized", "input_activations": _ct_args(8, "token", True),
+                                 "output_activations": None,
+                                 "targets": [r"re:.*self_attn\.(q|k|v|o)_proj$",
+                                             r"re:.*mlp\.shared_expert\.(gate|up|down)_proj$"],
+                                 "weights": _ct_args(8, "channel", False)}
+        return {
+            "config_groups": groups,
+            "format": "nvfp4-pack-quantized" if fmt == "ct-nvfp4" else "mixed-precision",
+            "global_compression_ratio": None,
+            "ignore": ct_ignore(a, fmt),
+            "kv_cache_scheme": None,
+            "quant_method": "compressed-tensors",
+            "quantization_status": "compressed",
+        }
     fp4 = {"dynamic": False, "num_bits": 4, "type": "float", "group_size": NVFP4_GROUP}
     return {
         "config_groups": {"group_0": {"input_activations": dict(fp4), "weights": dict(fp4), "targets": ["Linear"]}},
@@ -565,6 +720,7 @@ def model_config(a: Arch, fmt: str, specials: dict[str, int]) -> dict:
         "hidden_act": "gelu_pytorch_tanh",
         "initializer_range": 0.02,
         "deepstack_visual_indexes": [],
+        "dtype": "bfloat16",
     }
     cfg = {
         "architectures": ["Qwen3_5MoeForConditionalGeneration"],
@@ -579,8 +735,8 @@ def model_config(a: Arch, fmt: str, specials: dict[str, int]) -> dict:
         "dtype": "bfloat16",
         "transformers_version": "5.2.0",
     }
-    if fmt == "nvfp4":
-        cfg["quantization_config"] = config_quantization(a)
+    if fmt != "bf16":
+        cfg["quantization_config"] = config_quantization(a, fmt)
     return cfg
 
 
@@ -620,6 +776,7 @@ class Pools:
         self._normal: dict[float, np.ndarray] = {}
         self._fp4: np.ndarray | None = None
         self._e4m3: np.ndarray | None = None
+        self._e4m3n: np.ndarray | None = None
 
     @property
     def fp4(self) -> np.ndarray:
@@ -632,6 +789,14 @@ class Pools:
         if self._e4m3 is None:
             self._e4m3 = self.rng.choice(E4M3_SCALE_CODES, size=self.pool_bytes)
         return self._e4m3
+
+    @property
+    def e4m3_normal(self) -> np.ndarray:
+        """e4m3 codes of ~N(0, 1) values (FP8 weights; times FP8_WEIGHT_SCALE that is std 0.02)."""
+        if self._e4m3n is None:
+            size = min(self.pool_bytes, NORMAL_POOL_BYTES)
+            self._e4m3n = float_to_e4m3(self.rng.standard_normal(max(size, 1024), dtype=np.float32))
+        return self._e4m3n
 
     def normal_bf16(self, std: float) -> np.ndarray:
         if std not in self._normal:
@@ -660,8 +825,12 @@ def _to_bf16_bits(x: np.ndarray) -> np.ndarray:
 def tensor_chunks(spec: TensorSpec, pools: Pools):
     """The tensor's little-endian bytes as flat numpy chunks (no NaN/inf anywhere)."""
     n = math.prod(spec.shape)
-    if spec.fill == "fp4":
+    if spec.fill == "zeros" and spec.dtype in ("U8", "F8_E4M3"):
+        yield np.zeros(n, np.uint8)  # e2m1 / e4m3 code 0 is 0.0
+    elif spec.fill == "fp4":
         yield from pools.chunks(pools.fp4, n)
+    elif spec.fill == "fp8":
+        yield from pools.chunks(pools.e4m3_normal, n)
     elif spec.fill == "fp4_scale":
         yield from pools.chunks(pools.e4m3, n)
     elif spec.dtype == "BF16" and spec.fill == "normal":
@@ -762,8 +931,13 @@ def planned_bytes(a: Arch, fmt: str) -> int:
     return sum(s.nbytes for _, specs in tensor_plan(a, fmt) for s in specs)
 
 
+def planned_tensors(a: Arch, fmt: str) -> int:
+    return sum(len(specs) for _, specs in tensor_plan(a, fmt))
+
+
 def build_checkpoint(out: str | os.PathLike, fmt: str = "nvfp4", scale: str = "full", layers: int | None = None,
-                     workers: int | None = None, seed: int = 0, bpe_merges: int = 200) -> Result:
+                     workers: int | None = None, seed: int = 0, bpe_merges: int = 200,
+                     always_accept: bool = False) -> Result:
     """Write the whole checkpoint directory; returns what was written and how fast."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
@@ -781,10 +955,10 @@ def build_checkpoint(out: str | os.PathLike, fmt: str = "nvfp4", scale: str = "f
     (outp / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")
     for name, body in processor_configs(a).items():
         (outp / name).write_text(json.dumps(body, indent=2), encoding="utf-8")
-    if fmt == "nvfp4":
-        (outp / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(a), indent=2), encoding="utf-8")
+    if fmt in ("nvfp4", "nvidia-mixed"):
+        (outp / "hf_quant_config.json").write_text(json.dumps(hf_quant_config(a, fmt), indent=2), encoding="utf-8")
 
-    plan = tensor_plan(a, fmt)
+    plan = tensor_plan(a, fmt, always_accept)
     n = len(plan)
     files = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     weight_map = {s.name: files[i] for i, (_, specs) in enumerate(plan) for s in specs}
@@ -814,6 +988,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=None, help="decoder layers (default: 40 full, 4 tiny)")
     p.add_argument("--workers", type=int, default=None, help="writer processes (default: cores, max 16)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--always-accept", action="store_true",
+                   help="zero lm_head: every logit equal, so greedy MTP drafts are always accepted")
     p.add_argument("--dry-run", action="store_true", help="print the planned size only")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
@@ -829,7 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free under {args.out}; "
               f"hint: use --layers N for a shallower checkpoint", file=sys.stderr)
         return 2
-    r = build_checkpoint(args.out, args.format, args.scale, args.layers, args.workers, args.seed)
+    r = build_checkpoint(args.out, args.format, args.scale, args.layers, args.workers, args.seed,
+                         always_accept=args.always_accept)
     if args.json:
         print(json.dumps({**asdict(r), "gb_per_s": round(r.gb_per_s, 3)}))
     else:

@@ -1,4 +1,5 @@
-"""`spark-tui checkpoints [--device ID] [--json]`: the checkpoint catalog; for a device, recommended first."""
+"""`spark-tui checkpoints [--device ID] [--vllm-version V] [--json]`: the checkpoint catalog with each
+checkpoint's quantization structure; for a device, ranked by the MoE kernel vLLM will run for it."""
 
 from __future__ import annotations
 
@@ -8,67 +9,81 @@ import sys
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", metavar="ID", help="rank for this device profile (recommended first, with why)")
+    p.add_argument("--device", metavar="ID", help="rank for this device profile (best first, with the kernel path)")
+    p.add_argument("--vllm-version", metavar="V", help="vLLM release whose kernel choice to predict "
+                   "(default: the installed vLLM, else 0.33.0)")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
 
-def rank(cat, device_id: str | None) -> list[tuple[object, str]]:  # type: ignore[no-untyped-def]
-    """(checkpoint, why) with the planner's choice first, then native formats, then the rest."""
-    from spark_tui.core.planner import choose_checkpoint, resolve_target
+def _version(args: argparse.Namespace) -> str:
+    from spark_tui.core.vllm_compat import DEFAULT_VERSION, installed_release, parse_version
+    from spark_tui.errors import UsageError
+
+    v = args.vllm_version or installed_release() or DEFAULT_VERSION
+    if parse_version(v) is None:
+        raise UsageError(f"--vllm-version {v!r} is not a version", "for example: --vllm-version 0.33.0")
+    return v
+
+
+def rank(cat, device_id: str | None, vllm_version: str) -> tuple[list[tuple[object, object | None]], str]:  # type: ignore[no-untyped-def]
+    """[(checkpoint, kernel_paths.Ranked or None)] best first, and a note on the device."""
+    from spark_tui.core.kernel_paths import rank_checkpoints
 
     cks = sorted(cat.checkpoints.values(), key=lambda c: c.id)
     if not device_id:
-        return [(c, "") for c in cks]
-    t = resolve_target(cat, device_id)
-    sm = t.sm or 0
-    if not t.profile.supported or t.profile.cpu:
-        why = t.profile.refuse_reason or "the cpu-test device serves local tiny models (--model-path)"
-        return [(c, why) for c in cks]
-    best, reason, _, _ = choose_checkpoint(cat, t, None)
-    out: list[tuple[object, str]] = [(best, "recommended: " + reason)]
-    for c in cks:
-        if c.id == best.id:
-            continue
-        if c.min_sm_native is not None and sm < c.min_sm_native:
-            why = f"not native on sm_{sm} (needs sm_{c.min_sm_native}+): {c.hopper_path or 'fallback path not verified'}"
-        elif f"sm_{sm}" in c.recommended_on:
-            why = f"native; published results on sm_{sm}"
-        else:
-            why = "native" if c.format is not None else "native NVFP4 assumed; quantization format not verified"
-        size = c.size_on_disk_gb
-        if size is not None and t.total_bytes and size * 1e9 > t.total_bytes * 0.9:
-            why = f"does not fit: {size:g} GB of weights on a {t.total_bytes / 2**30:.0f} GiB card"
-        out.append((c, why))
-    def order(cw: tuple[object, str]) -> tuple[int, str]:
-        why = cw[1]
-        if "does not fit" in why or "not native" in why:
-            return 3, cw[0].id  # type: ignore[attr-defined]
-        if "published results" in why:
-            return 0, cw[0].id  # type: ignore[attr-defined]
-        return (2 if "not verified" in why or cw[0].format is None else 1), cw[0].id  # type: ignore[attr-defined]
-
-    return [out[0]] + sorted(out[1:], key=order)
+        return [(c, None) for c in cks], ""
+    d = cat.device(device_id)
+    sm = d.sm if d.sm is not None else d.sm_min
+    if d.cpu or not d.supported or sm is None or sm < 75:
+        why = d.refuse_reason or ("the cpu-test device serves local tiny models (--model-path)" if d.cpu else
+                                  "vLLM's MoE kernels for these checkpoints need compute capability 7.5 or newer")
+        return [(c, None) for c in cks], why
+    mem = d.memory_total_bytes
+    ranked = rank_checkpoints(cks, sm, vllm_version, None if mem is None else mem / 2**30)
+    by_id = {c.id: c for c in cks}
+    return [(by_id[r.checkpoint_id], r) for r in ranked], f"{d.id}: sm_{sm}, vLLM {vllm_version}"
 
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.core.profiles import catalog
 
     cat = catalog()
-    ranked = rank(cat, args.device)
+    version = _version(args)
+    ranked, note = rank(cat, args.device, version)
     if args.json:
         out = []
-        for c, why in ranked:
+        for c, r in ranked:
+            k = getattr(r, "kernel", None)
             out.append({"id": c.id, "repo_id": c.repo_id, "name": c.name, "format": c.format,  # type: ignore[attr-defined]
+                        **c.structure(), "group_size": c.group_size,  # type: ignore[attr-defined]
                         "size_on_disk_gb": c.size_on_disk_gb, "min_sm_native": c.min_sm_native,  # type: ignore[attr-defined]
                         "mtp_head": c.mtp_head, "mtp_dtype": c.mtp_dtype, "license": c.license,  # type: ignore[attr-defined]
                         "accuracy": c.accuracy, "perplexity": c.perplexity, "unknown": list(c.unknown),  # type: ignore[attr-defined]
-                        "why": why or None, "sources": c.sources, "path": c.path})  # type: ignore[attr-defined]
+                        "rank": getattr(r, "rank", None), "tier": getattr(r, "tier", None),
+                        "why": getattr(r, "reason", None) or (note or None),
+                        "kernel": k.to_dict() if k is not None else None,
+                        "figures": [f.line() for f in getattr(r, "figures", ())],
+                        "sources": c.sources, "path": c.path})  # type: ignore[attr-defined]
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    for c, why in ranked:
+    if note:
+        print(note)
+    for c, r in ranked:
         size = "size not published" if c.size_on_disk_gb is None else f"{c.size_on_disk_gb:g} GB"  # type: ignore[attr-defined]
-        print(f"{c.id:<20} {c.repo_id:<38} {c.format or 'format not verified':<28} {size}")  # type: ignore[attr-defined]
-        if why:
-            print(f"{'':<20}   {why}")
+        head = f"{r.rank}. " if r is not None else ""  # type: ignore[attr-defined]
+        print(f"{head}{c.id:<20} {c.repo_id:<38} {c.format or 'format not verified':<29} {size}")  # type: ignore[attr-defined]
+        s = c.structure()  # type: ignore[attr-defined]
+        parts = ", ".join(f"{k} {v or 'not verified'}" for k, v in s.items()
+                          if k in ("experts", "attention", "deltanet", "lm_head", "mtp"))
+        print(f"{'':<4}{parts}")
+        if r is not None:
+            print(f"{'':<4}{r.reason}")  # type: ignore[attr-defined]
+            k = r.kernel  # type: ignore[attr-defined]
+            if k is not None:
+                print(f"{'':<4}source: {k.source}" + ("" if k.verified else f" (rules of vLLM {k.tag})"))
+            for f in r.figures:  # type: ignore[attr-defined]
+                print(f"{'':<4}published: {f.line()}")
+        elif note:
+            print(f"{'':<4}{note}")
     return 0

@@ -17,8 +17,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", dest="dir", help="download into this folder instead of the Hugging Face cache")
     p.add_argument("--model-path", help="a local checkpoint folder (or HF cache repo folder) to verify")
     p.add_argument("--verify-only", action="store_true", help="with --model-path: only verify, never download")
-    p.add_argument("--expect-format", help="checkpoint format the plan expects (modelopt_fp4, "
-                   "compressed-tensors-nvfp4, fp8, bf16); default: known for the listed repos")
+    p.add_argument("--expect-format", help="checkpoint format the plan expects (modelopt_mixed, modelopt_fp4, "
+                   "compressed-tensors-nvfp4, compressed-tensors-nvfp4-fp8, fp8, bf16); another format is a warning; "
+                   "default: known for the listed repos")
     p.add_argument("--workers", type=int, default=4, help="parallel file downloads (default 4)")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
 
@@ -29,10 +30,20 @@ def _print_report(rep, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2))
         return
+    q = rep.quant
     state = "complete" if rep.complete else "INCOMPLETE"
     print(f"checkpoint {rep.path}: {state}")
-    print(f"  format   {rep.quant.format} ({rep.quant.detail}; from {rep.quant.source})")
-    print(f"  MTP head {'yes' if rep.has_mtp else 'no'} ({rep.mtp_detail})")
+    print(f"  format   {q.format} ({q.detail}; from {q.source})")
+    print(f"  vLLM     quantization method {q.quant_method}"
+          + (f"; NOT LOADABLE: {q.not_loadable}" if q.not_loadable else ""))
+    print(f"  experts  {q.experts}   shared expert {q.shared_expert}   lm_head {q.lm_head}"
+          + (f"   group {q.group_size}" if q.group_size else ""))
+    print(f"  attention {q.attention} (full-attention q/k/v/o)   DeltaNet {q.deltanet} (in_proj_qkv/z, out_proj)")
+    print(f"  MTP head {'yes' if rep.has_mtp else 'no'} ({rep.mtp_detail}; {rep.mtp_dtype or q.mtp})")
+    kv = q.kv_cache_quant_algo or "none declared"
+    scales = {True: "k/v scales present", False: "no k/v scales", None: "k/v scales unknown"}[rep.kv_cache_scales]
+    auto = "the model dtype" if q.kv_cache_dtype_auto == "auto" else q.kv_cache_dtype_auto
+    print(f"  KV cache {kv}; --kv-cache-dtype auto gives {auto}; {scales}")
     print(f"  shards   {sum(s.ok for s in rep.shards)}/{len(rep.shards)} ok, {rep.tensor_count} tensors, "
           f"{fmt_bytes(rep.total_bytes)}")
     for w in rep.warnings:

@@ -46,13 +46,13 @@ IGNORE_PATTERNS: tuple[str, ...] = (
 DISK_MARGIN_MIN = 256 * 1024**2  # keep at least this much free after the download...
 DISK_MARGIN_FRACTION = 0.02  # ...or 2% of the download, whichever is larger
 
-# the format of the known Qwen3.6-35B-A3B checkpoints (FACTS.md §5 "Checkpoints")
+# the format of the known Qwen3.6-35B-A3B checkpoints (profiles/checkpoints/*.toml `format`, with sources)
 KNOWN_FORMATS: dict[str, str] = {
     "Qwen/Qwen3.6-35B-A3B": "bf16",
     "Qwen/Qwen3.6-35B-A3B-FP8": "fp8",
-    "nvidia/Qwen3.6-35B-A3B-NVFP4": "modelopt_fp4",
+    "nvidia/Qwen3.6-35B-A3B-NVFP4": "modelopt_mixed",
     "RedHatAI/Qwen3.6-35B-A3B-NVFP4": "compressed-tensors-nvfp4",
-    "Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8": "compressed-tensors-nvfp4",
+    "Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8": "compressed-tensors-nvfp4-fp8",
 }
 DEFAULT_REPO = "nvidia/Qwen3.6-35B-A3B-NVFP4"
 

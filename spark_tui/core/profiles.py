@@ -120,22 +120,54 @@ class DeviceProfile:
 
 
 @dataclass(frozen=True)
+class KernelFigure:
+    """A published measurement of one checkpoint on one GPU (the MoE kernel it ran, when the source says)."""
+
+    sm: tuple[int, ...]
+    device: str
+    what: str
+    value: float
+    backend: str
+    source: str
+
+    def line(self) -> str:
+        return f"{self.device}: {self.value:g} {self.what} ({self.backend}; {self.source})"
+
+
+@dataclass(frozen=True)
 class CheckpointProfile:
+    """A checkpoint and its real quantization structure. Precisions use the names of
+    spark_tui/core/checkpoint.py (W4A4_NVFP4, W4A16_NVFP4, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK, BF16); None is
+    "not verified"."""
+
     id: str
     repo_id: str
     name: str
     model: str
-    format: str | None  # None: not verified
+    format: str | None  # None: not verified (a checkpoint.py format name: modelopt_mixed, fp8, ...)
     weights: str = ""
-    w4a4: str | None = None
+    w4a4: str | None = None  # "yes" | "no" (routed experts W4A4), None not verified
     size_on_disk_gb: float | None = None
-    min_sm_native: int | None = None
+    min_sm_native: int | None = None  # the first SM whose MoE kernels run this checkpoint's precision natively
     hopper_path: str | None = None
     mtp_head: bool | None = None
     mtp_dtype: str | None = None
     license: str | None = None
     revision: str | None = None
     recommended_on: tuple[str, ...] = ()
+    quant_method: str | None = None  # the vLLM method: modelopt_mixed | modelopt_fp4 | compressed-tensors | fp8 | none
+    experts: str | None = None  # routed experts: W4A16_NVFP4 | W4A4_NVFP4 | FP8_BLOCK | BF16 (picks the MoE kernel)
+    shared_expert: str | None = None
+    attention: str | None = None  # full-attention q/k/v/o
+    deltanet: str | None = None  # Gated DeltaNet in_proj_qkv / in_proj_z / out_proj
+    lm_head: str | None = None
+    group_size: int | None = None
+    kv_cache_quant_algo: str | None = None  # as declared by the checkpoint ("none" when it declares none)
+    kv_cache_auto: str | None = None  # what vLLM's --kv-cache-dtype auto gives for it
+    kv_cache_scales: bool | None = None
+    ignore: tuple[str, ...] = ()  # the published ignore / exclude list, when known
+    min_sm: int | None = None  # vLLM's get_min_capability for its quantization method
+    figures: tuple[KernelFigure, ...] = ()
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
     perplexity: dict[str, float] = field(default_factory=dict, compare=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -145,7 +177,25 @@ class CheckpointProfile:
 
     @property
     def is_nvfp4(self) -> bool:
+        """Its routed experts are NVFP4 (W4A4 or W4A16), or its id/format says NVFP4 when not verified."""
+        if self.experts is not None:
+            return "NVFP4" in self.experts
         return "nvfp4" in self.id or (self.format or "").endswith("fp4") or "nvfp4" in (self.format or "")
+
+    @property
+    def native_fp4_capable(self) -> bool:
+        """W4A4 experts: the checkpoint can use FP4 tensor cores where the GPU has them."""
+        return self.experts == "W4A4_NVFP4"
+
+    def figures_for(self, sm: int) -> list[KernelFigure]:
+        return [f for f in self.figures if sm in f.sm]
+
+    def structure(self) -> dict[str, str | None]:
+        """The per-part precisions (None: not verified)."""
+        return {"quant_method": self.quant_method, "experts": self.experts, "shared_expert": self.shared_expert,
+                "attention": self.attention, "deltanet": self.deltanet, "lm_head": self.lm_head,
+                "mtp": self.mtp_dtype, "kv_cache_quant_algo": self.kv_cache_quant_algo,
+                "kv_cache_auto": self.kv_cache_auto}
 
     def source(self, key: str) -> str:
         return _source_for(self.sources, key) or f"profiles/checkpoints/{self.id}.toml"
@@ -345,20 +395,52 @@ def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
         sources=sources, path=path)
 
 
+_PRECISIONS = ("W4A4_NVFP4", "W4A16_NVFP4", "FP8_TENSOR", "FP8_CHANNEL", "FP8_BLOCK", "BF16")
+_QUANT_METHODS = ("modelopt_mixed", "modelopt_fp4", "modelopt", "compressed-tensors", "fp8", "none")
+
+
 def _checkpoint(path: str, d: dict[str, Any]) -> CheckpointProfile:
     sources = _check_sources(path, d)
     known = {"id", "repo_id", "name", "model", "format", "weights", "w4a4", "size_on_disk_gb", "min_sm_native",
              "hopper_path", "mtp_head", "mtp_dtype", "license", "revision", "recommended_on", "accuracy",
-             "perplexity", "sources"}
+             "perplexity", "sources", "quant_method", "experts", "shared_expert", "attention", "deltanet", "lm_head",
+             "group_size", "kv_cache_quant_algo", "kv_cache_auto", "kv_cache_scales", "ignore", "min_sm", "figures"}
     unknown = tuple(k for k, v in d.items() if is_unknown(v))
-    mtp = d.get("mtp_head")
-    if not (mtp is None or isinstance(mtp, bool) or is_unknown(mtp)):
-        raise ProfileError(f"{path}: key 'mtp_head' must be true/false or \"not verified\", got {mtp!r}",
-                           "fix 'mtp_head'")
+    for key in ("mtp_head", "kv_cache_scales"):
+        v = d.get(key)
+        if not (v is None or isinstance(v, bool) or is_unknown(v)):
+            raise ProfileError(f"{path}: key '{key}' must be true/false or \"not verified\", got {v!r}",
+                               f"fix '{key}'")
+    parts = {}
+    for key in ("experts", "shared_expert", "attention", "deltanet", "lm_head"):
+        v = _get(path, d, key, "str", unknown_ok=True)
+        if v is not None and v not in _PRECISIONS:
+            raise ProfileError(f"{path}: key '{key}' must be one of {', '.join(_PRECISIONS)} or \"not verified\", "
+                               f"got {v!r}", f"fix '{key}'")
+        if v is not None and key not in sources:  # a claimed structure needs its own source
+            raise ProfileError(f"{path}: key '{key}' ({v}) has no source", f"add `{key} = \"...\"` under [sources]")
+        parts[key] = v
+    qm = _get(path, d, "quant_method", "str", unknown_ok=True)
+    if qm is not None and qm not in _QUANT_METHODS:
+        raise ProfileError(f"{path}: key 'quant_method' must be one of {', '.join(_QUANT_METHODS)}, got {qm!r}",
+                           "fix 'quant_method'")
     acc = _get(path, d, "accuracy", "dict", default={})
     for bench, row in acc.items():
         if not isinstance(row, dict) or not all(isinstance(x, (int, float)) for x in row.values()):
             raise ProfileError(f"{path}: key 'accuracy.{bench}' must be a table of numbers", "e.g. { nvfp4 = 85.0 }")
+    figs = []
+    for i, f in enumerate(_get(path, d, "figures", "list", default=[])):
+        fp = f"{path} figures[{i}]"
+        if not isinstance(f, dict):
+            raise ProfileError(f"{fp}: must be a table", "use [[figures]]")
+        sms = _get(fp, f, "sm", "list", required=True)
+        if not sms or not all(isinstance(x, int) and not isinstance(x, bool) for x in sms):
+            raise ProfileError(f"{fp}: 'sm' must be a non-empty list of compute capabilities", "e.g. sm = [100]")
+        figs.append(KernelFigure(sm=tuple(sms), device=_get(fp, f, "device", "str", required=True),
+                                 what=_get(fp, f, "what", "str", required=True),
+                                 value=float(_get(fp, f, "value", "num", required=True)),
+                                 backend=_get(fp, f, "backend", "str", default="not stated"),
+                                 source=_get(fp, f, "source", "str", required=True)))
     return CheckpointProfile(
         id=_get(path, d, "id", "str", required=True), repo_id=_get(path, d, "repo_id", "str", required=True),
         name=_get(path, d, "name", "str", default=""), model=_get(path, d, "model", "str", required=True),
@@ -367,10 +449,18 @@ def _checkpoint(path: str, d: dict[str, Any]) -> CheckpointProfile:
         size_on_disk_gb=_get(path, d, "size_on_disk_gb", "num", unknown_ok=True),
         min_sm_native=_get(path, d, "min_sm_native", "int", unknown_ok=True),
         hopper_path=_get(path, d, "hopper_path", "str", unknown_ok=True),
-        mtp_head=None if is_unknown(mtp) else mtp, mtp_dtype=_get(path, d, "mtp_dtype", "str", unknown_ok=True),
+        mtp_head=None if is_unknown(d.get("mtp_head")) else d.get("mtp_head"),
+        mtp_dtype=_get(path, d, "mtp_dtype", "str", unknown_ok=True),
         license=_get(path, d, "license", "str", unknown_ok=True), revision=_get(path, d, "revision", "str"),
-        recommended_on=tuple(_get(path, d, "recommended_on", "list", default=[])), accuracy=acc,
-        perplexity=_get(path, d, "perplexity", "dict", default={}),
+        recommended_on=tuple(_get(path, d, "recommended_on", "list", default=[])),
+        quant_method=qm, **parts,
+        group_size=_get(path, d, "group_size", "int", unknown_ok=True),
+        kv_cache_quant_algo=_get(path, d, "kv_cache_quant_algo", "str", unknown_ok=True),
+        kv_cache_auto=_get(path, d, "kv_cache_auto", "str", unknown_ok=True),
+        kv_cache_scales=None if is_unknown(d.get("kv_cache_scales")) else d.get("kv_cache_scales"),
+        ignore=tuple(_get(path, d, "ignore", "list", default=[])),
+        min_sm=_get(path, d, "min_sm", "int", unknown_ok=True), figures=tuple(figs),
+        accuracy=acc, perplexity=_get(path, d, "perplexity", "dict", default={}),
         extra={k: v for k, v in d.items() if k not in known}, unknown=unknown, sources=sources, path=path)
 
 

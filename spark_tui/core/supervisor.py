@@ -337,8 +337,10 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
 
 
 def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
-    """Completeness + format of the checkpoint vLLM will load (part 1): a local directory, or the HF cache
-    snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) when unusable."""
+    """Completeness + quantization of the checkpoint vLLM will load (part 1): a local directory, or the HF
+    cache snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) only for
+    what vLLM cannot load (missing/truncated shards, a quantization config vLLM rejects, a `--quantization`
+    that contradicts the checkpoint), naming the reason; another format than the plan's is a warning."""
     from spark_tui.core import checkpoint as ck
 
     fmt = getattr(getattr(plan, "checkpoint", None), "format", None) or None
@@ -355,7 +357,8 @@ def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
     if where is None:
         raise DownloadError(f"checkpoint {model} is neither a local directory nor a Hugging Face repo id",
                             "give --model-path an existing checkpoint folder")
-    rep = ck.verify_checkpoint(where, expected_format=fmt)
+    qflag = plan.flag("--quantization") if hasattr(plan, "flag") else None
+    rep = ck.verify_checkpoint(where, expected_format=fmt, quantization_flag=getattr(qflag, "value", None))
     ck.require_complete(rep)
     return rep, None
 

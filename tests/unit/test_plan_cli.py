@@ -110,15 +110,28 @@ def test_devices_and_checkpoints_commands() -> None:
     assert devs["dgx-spark"]["sm"] == 121 and devs["a100"]["supported"] is False
     assert devs["rtx-pro-6000-maxq"]["pci_device_ids"] == ["2bb4"]
     assert "model-card-spark" in [x["id"] for x in devs["dgx-spark"]["recipes"]]
-    r = cli("checkpoints", "--device", "h100", "--json")
+    r = cli("checkpoints", "--device", "h100", "--vllm-version", "0.33.0", "--json")
     cks = json.loads(r.stdout)
-    assert cks[0]["id"] == "qwen-fp8" and cks[0]["why"].startswith("recommended")
-    r = cli("checkpoints", "--device", "rtx-5090", "--json")
+    assert cks[0]["id"] == "qwen-fp8" and cks[0]["kernel"]["backend"] == "TRITON" and cks[0]["rank"] == 1
+    nv = next(c for c in cks if c["id"] == "nvidia-nvfp4")
+    assert nv["kernel"]["backend"] == "HUMMING" and nv["experts"] == "W4A16_NVFP4"  # Humming before Marlin on sm_90
+    r = cli("checkpoints", "--device", "rtx-5090", "--vllm-version", "0.26.0", "--json")
     cks = {c["id"]: c for c in json.loads(r.stdout)}
-    assert list(cks)[0] == "nvidia-nvfp4" and "does not fit" in cks["qwen-bf16"]["why"]
+    assert list(cks)[0] == "infatoshi-nvfp4-fp8" and cks["infatoshi-nvfp4-fp8"]["kernel"]["native_fp4"]
+    assert "does not fit" in cks["qwen-bf16"]["why"] and "does not fit" in cks["qwen-fp8"]["why"]
     assert cks["mmangkad-nvfp4"]["format"] is None and "format" in cks["mmangkad-nvfp4"]["unknown"]
+    assert cks["nvidia-nvfp4"]["kernel"]["backend"] == "MARLIN" and not cks["nvidia-nvfp4"]["kernel"]["native_fp4"]
+    order = [c["id"] for c in json.loads(cli("checkpoints", "--device", "b200", "--vllm-version", "0.26.0",
+                                               "--json").stdout)]
+    # flashinfer#4249 on B200: W4A4 FLASHINFER_TRTLLM < FP8 < W4A16 MARLIN (TPOT); unverified last
+    assert order[:4] == ["redhatai-nvfp4", "infatoshi-nvfp4-fp8", "qwen-fp8", "nvidia-nvfp4"]
+    assert order[-1] == "mmangkad-nvfp4"
     order = [c["id"] for c in json.loads(cli("checkpoints", "--device", "dgx-spark", "--json").stdout)]
-    assert order[:2] == ["nvidia-nvfp4", "redhatai-nvfp4"] and order[-1] == "mmangkad-nvfp4"  # published, then unverified
+    assert order[:3] == ["redhatai-nvfp4", "infatoshi-nvfp4-fp8", "nvidia-nvfp4"]  # 4-bit before FP8 on sm_12x
+    r = cli("checkpoints", "--device", "b200", "--vllm-version", "0.26.0")
+    assert "FLASHINFER_TRTLLM" in r.stdout and "3.29" in r.stdout and "oracle/nvfp4.py:179-188" in r.stdout
+    r = cli("checkpoints", "--device", "b200", "--vllm-version", "banana")
+    assert r.returncode == 2 and "--vllm-version" in r.stderr
     r = cli("checkpoints")
     assert r.returncode == 0 and "RedHatAI/Qwen3.6-35B-A3B-NVFP4" in r.stdout and "size not published" in r.stdout
 

@@ -39,11 +39,49 @@ def test_published_figures_and_unknowns(cat) -> None:
     assert nv.accuracy["mmlu_pro"] == {"nvfp4": 85.0, "bf16": 85.6}
     assert nv.accuracy["tau2_bench_telecom"]["nvfp4"] == 94.7 and len(nv.accuracy) == 8
     assert nv.source("accuracy.gpqa_diamond") == nv.sources["accuracy"]  # a parent key's source covers the leaves
+    assert "thakicloud.github.io" in nv.source("accuracy.gpqa_diamond")
     inf = cat.checkpoints["infatoshi-nvfp4-fp8"]
     assert inf.perplexity["this"] == 8.1939 and inf.mtp_dtype == "bf16" and inf.size_on_disk_gb == 24
     mm = cat.checkpoints["mmangkad-nvfp4"]
     assert mm.format is None and "format" in mm.unknown and mm.perplexity["this"] == 8.1853
     assert cat.checkpoints["redhatai-nvfp4"].size_on_disk_gb is None
+
+
+def test_checkpoint_structures_as_published(cat) -> None:
+    """The real quantization structure per checkpoint (issue 11): typed attributes, each with a source."""
+    nv = cat.checkpoints["nvidia-nvfp4"]
+    assert (nv.format, nv.quant_method, nv.experts, nv.shared_expert, nv.lm_head) == \
+        ("modelopt_mixed", "modelopt_mixed", "W4A16_NVFP4", "W4A16_NVFP4", "W4A16_NVFP4")
+    assert (nv.attention, nv.deltanet, nv.mtp_dtype, nv.group_size) == ("FP8_TENSOR", "FP8_TENSOR", "bf16", 16)
+    assert (nv.kv_cache_quant_algo, nv.kv_cache_auto, nv.kv_cache_scales) == ("FP8", "bf16", False)
+    assert nv.ignore == ("mtp.layers.0*", "mtp*") and nv.size_on_disk_gb == 23.46 and nv.w4a4 == "no"
+    assert nv.is_nvfp4 and not nv.native_fp4_capable and nv.min_sm == 75
+    assert "aiconfigurator PR #1513" in nv.source("experts") and "#151" in nv.source("size_on_disk_gb")
+    assert [f.value for f in nv.figures_for(100)] == [3.72] and "#4249" in nv.figures_for(100)[0].source
+    rh = cat.checkpoints["redhatai-nvfp4"]
+    assert rh.experts == "W4A4_NVFP4" and rh.native_fp4_capable and rh.attention is None and "attention" in rh.unknown
+    inf = cat.checkpoints["infatoshi-nvfp4-fp8"]
+    assert (inf.experts, inf.attention, inf.shared_expert, inf.deltanet) == \
+        ("W4A4_NVFP4", "FP8_CHANNEL", "FP8_CHANNEL", "BF16")
+    fp8 = cat.checkpoints["qwen-fp8"]
+    assert (fp8.quant_method, fp8.experts, fp8.group_size, fp8.size_on_disk_gb) == ("fp8", "FP8_BLOCK", 128, 37.5)
+    assert not fp8.is_nvfp4 and cat.checkpoints["qwen-bf16"].experts == "BF16"
+    mm = cat.checkpoints["mmangkad-nvfp4"]
+    assert mm.experts is None and mm.is_nvfp4  # not verified: falls back to the id
+    for c in cat.checkpoints.values():  # no source may point at a local seed file or FACTS.md
+        assert not any("seed 0" in v or "FACTS.md" in v for v in c.sources.values()), c.id
+
+
+def test_a_claimed_structure_needs_its_source_and_a_known_name(tmp_path) -> None:
+    src = _copy(tmp_path)
+    f = src / "checkpoints" / "qwen-fp8.toml"
+    text = f.read_text()
+    f.write_text(text.replace('experts = "FP8_BLOCK"', 'experts = "FP4ISH"', 1))
+    with pytest.raises(ProfileError, match="key 'experts' must be one of"):
+        load_catalog(shipped=src, user=False)
+    f.write_text(text.replace('\nexperts = "weight_block_size', '\nx_experts = "weight_block_size'))
+    with pytest.raises(ProfileError, match="key 'experts' .* has no source"):
+        load_catalog(shipped=src, user=False)
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -98,11 +98,29 @@ def test_checkpoint_check_for_local_paths_and_the_hf_cache(tmp_path, monkeypatch
     d = tmp_path / "local"
     write_tiny_checkpoint(d, "modelopt_fp4")
     assert sv.check_checkpoint(_plan(model=str(d)))[0].complete
-    with pytest.raises(DownloadError):
-        sv.check_checkpoint(_plan(model=str(d), fmt="fp8"))
+    # a plan made for another format: vLLM still loads it, so a warning, not a refusal
+    rep, _ = sv.check_checkpoint(_plan(model=str(d), fmt="fp8"))
+    assert rep.complete and any("plan was made for fp8" in w for w in rep.warnings)
+    # a --quantization vLLM would reject for this checkpoint is refused with the reason
+    ct = tmp_path / "ct"
+    write_tiny_checkpoint(ct, "compressed-tensors-nvfp4")
+    with pytest.raises(DownloadError) as e:
+        sv.check_checkpoint(_plan(model=str(ct), extra=[FlagChoice("--quantization", "fp8", "r", "s")]))
+    assert "--quantization fp8" in e.value.message and "compressed-tensors" in e.value.message
     os.remove(d / "model-00002-of-00002.safetensors")
     with pytest.raises(DownloadError):
         sv.check_checkpoint(_plan(model=str(d)))
+
+
+def test_launch_preflight_accepts_the_recorded_nvidia_mixed_precision_layout(tmp_path):
+    """nvidia/Qwen3.6-35B-A3B-NVFP4 (ModelOpt MIXED_PRECISION) used to be refused with exit 7."""
+    from tests.unit.test_checkpoint_verify import _real_nvidia_layout
+
+    d = tmp_path / "nv"
+    _real_nvidia_layout(d)
+    for fmt in ("modelopt_mixed", "modelopt_fp4"):  # the corrected profile format, and the old one
+        rep, note = sv.check_checkpoint(_plan(model=str(d), fmt=fmt))
+        assert rep.complete and note is None and rep.quant.experts == "W4A16_NVFP4"
 
 
 LOG = [

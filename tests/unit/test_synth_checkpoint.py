@@ -216,3 +216,115 @@ def test_cli_refuses_when_the_disk_is_too_small(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sc, "_free_bytes", lambda path: 10**9)
     assert sc.main(["--format", "bf16", "--scale", "full", "--out", str(tmp_path / "y")]) == 2
     assert "--layers" in capsys.readouterr().err
+
+
+# ---- the published layouts (bench/SYNTH_LAYOUTS.md) ------------------------------------------
+
+REAL = REPO / "tests" / "data" / "checkpoints" / "nvidia-nvfp4"
+
+
+def test_full_nvidia_mixed_config_is_the_published_one():
+    """config.json quantization_config and hf_quant_config.json equal the recorded originals
+    (tests/data/checkpoints/SOURCES.md), group for group and layer for layer."""
+    real = json.loads((REAL / "config.json").read_text())
+    assert sc.config_quantization(sc.FULL, "nvidia-mixed") == real["quantization_config"]
+    assert sc.hf_quant_config(sc.FULL, "nvidia-mixed") == json.loads((REAL / "hf_quant_config.json").read_text())
+    cfg = sc.model_config(sc.FULL, "nvidia-mixed", {t: i for i, t in enumerate(sc.SPECIAL_TOKENS)})
+    ours, theirs = cfg["text_config"], real["text_config"]
+    assert {k for k in ours if ours[k] != theirs.get(k)} == {"bos_token_id", "eos_token_id"}  # our tokenizer's ids
+    assert cfg["vision_config"] == real["vision_config"]
+
+
+def test_full_sizes_and_tensor_counts():
+    # nvidia mixed: 124,468 tensors and 23.46 GB on disk as published (inference-atlas PR #151)
+    assert sc.planned_tensors(sc.FULL, "nvidia-mixed") == 124_468
+    mixed = sc.planned_bytes(sc.FULL, "nvidia-mixed")
+    assert mixed == 23_407_582_776 and abs(mixed / 23.46e9 - 1) < 0.01
+    assert sc.planned_bytes(sc.FULL, "ct-nvfp4") == 25_025_993_568
+    assert sc.planned_bytes(sc.FULL, "ct-nvfp4-fp8") == 25_201_260_128
+    # the experts alone are the same bytes in both NVFP4 encodings (only the global scale shapes differ)
+    assert sc.planned_bytes(sc.FULL, "nvfp4") == 23_578_959_408
+
+
+@pytest.fixture(scope="module", params=["nvidia-mixed", "ct-nvfp4", "ct-nvfp4-fp8"])
+def tiny_layout(request, tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp(request.param)
+    sc.build_checkpoint(out, request.param, "tiny", workers=1, bpe_merges=20, always_accept=True)
+    return request.param, out
+
+
+EXPECTED_TENSORS = {  # one module per part: the tensor suffixes and dtypes its vLLM loader registers
+    "nvidia-mixed": {"mlp.experts.0.gate_proj": {"weight": "U8", "weight_scale": "F8_E4M3", "weight_scale_2": "F32",
+                                                 "input_scale": "F32"},
+                     "self_attn.q_proj": {"weight": "F8_E4M3", "weight_scale": "F32", "input_scale": "F32"},
+                     "linear_attn.in_proj_qkv": {"weight": "F8_E4M3", "weight_scale": "F32", "input_scale": "F32"}},
+    "ct-nvfp4": {"mlp.experts.0.gate_proj": {"weight_packed": "U8", "weight_scale": "F8_E4M3",
+                                             "weight_global_scale": "F32", "input_global_scale": "F32"},
+                 "self_attn.q_proj": {"weight_packed": "U8", "weight_scale": "F8_E4M3", "weight_global_scale": "F32",
+                                      "input_global_scale": "F32"},
+                 "linear_attn.in_proj_qkv": {"weight": "BF16"}},
+    "ct-nvfp4-fp8": {"mlp.experts.0.gate_proj": {"weight_packed": "U8", "weight_scale": "F8_E4M3",
+                                                 "weight_global_scale": "F32", "input_global_scale": "F32"},
+                     "self_attn.q_proj": {"weight": "F8_E4M3", "weight_scale": "F32"},
+                     "mlp.shared_expert.up_proj": {"weight": "F8_E4M3", "weight_scale": "F32"},
+                     "linear_attn.in_proj_qkv": {"weight": "BF16"}},
+}
+DT = {"U8": "torch.uint8", "F8_E4M3": "torch.float8_e4m3fn", "F32": "torch.float32", "BF16": "torch.bfloat16"}
+
+
+def test_tiny_layout_tensors_and_dtypes(tiny_layout):
+    fmt, d = tiny_layout
+    t = _tensors(d)
+    lm = "model.language_model.layers"
+    for module, suffixes in EXPECTED_TENSORS[fmt].items():
+        layer = 3 if "self_attn" in module else 0
+        names = {k[len(f"{lm}.{layer}.{module}."):] for k in t if k.startswith(f"{lm}.{layer}.{module}.")}
+        assert names == set(suffixes), (module, names)
+        for suf, dt in suffixes.items():
+            assert str(t[f"{lm}.{layer}.{module}.{suf}"].dtype) == DT[dt], (module, suf)
+    w = t[f"{lm}.3.self_attn.k_proj.weight" if fmt != "ct-nvfp4" else f"{lm}.3.self_attn.k_proj.weight_packed"]
+    assert w.shape[1] == sc.TINY.hidden // (2 if w.dtype == torch.uint8 else 1)
+    # the MTP head stays BF16 with fused experts, as published
+    assert t["mtp.layers.0.mlp.experts.gate_up_proj"].dtype == torch.bfloat16
+    assert not any(k.startswith("mtp.") and "scale" in k for k in t)
+    assert not any(k.endswith(("k_scale", "v_scale")) for k in t)
+    # --always-accept: lm_head all zero (every logit equal)
+    head = t["lm_head.weight"]
+    assert not head.view(torch.uint8).any()
+    if fmt != "nvidia-mixed":
+        assert head.dtype == torch.bfloat16
+    else:
+        assert head.dtype == torch.uint8 and t["lm_head.weight_scale_2"] > 0
+
+
+def test_tiny_quantized_weights_dequantize_to_the_intended_spread(tiny_layout):
+    fmt, d = tiny_layout
+    t = _tensors(d)
+    k = "model.language_model.layers.3.self_attn.o_proj"
+    if fmt == "ct-nvfp4":  # compressed-tensors stores the inverse global scale
+        w = sc.dequantize_nvfp4(t[f"{k}.weight_packed"].numpy(), t[f"{k}.weight_scale"].view(torch.uint8).numpy(),
+                                1.0 / float(t[f"{k}.weight_global_scale"]))
+        w = torch.from_numpy(w)
+    else:
+        w = t[f"{k}.weight"].float() * t[f"{k}.weight_scale"].float()
+    assert torch.isfinite(w).all() and 0.012 < float(w.std()) < 0.03
+
+
+def test_spark_tui_detects_each_tiny_layout(tiny_layout):
+    from spark_tui.core import checkpoint as ck
+
+    fmt, d = tiny_layout
+    r = ck.verify_checkpoint(d)
+    assert r.complete, r.problems
+    q = r.quant
+    want = {"nvidia-mixed": ("modelopt_mixed", "W4A16_NVFP4", "FP8_TENSOR", "FP8_TENSOR", "W4A16_NVFP4"),
+            "ct-nvfp4": ("compressed-tensors-nvfp4", "W4A4_NVFP4", "W4A4_NVFP4", "BF16", "BF16"),
+            "ct-nvfp4-fp8": ("compressed-tensors-nvfp4-fp8", "W4A4_NVFP4", "FP8_CHANNEL", "BF16", "BF16")}[fmt]
+    assert (q.format, q.experts, q.attention, q.deltanet, q.lm_head) == want
+    assert r.mtp_dtype == "BF16" and r.has_mtp and r.kv_cache_scales is False
+
+
+def test_e4m3_encoder_round_trips_every_finite_code():
+    codes = np.array([c for c in range(256) if (c & 0x7F) != 0x7F], np.uint8)
+    assert np.array_equal(sc.float_to_e4m3(sc.e4m3_to_float(codes)), np.where(codes == 0x80, 0, codes))
+    assert sc.float_to_e4m3(np.array([1e6, -1e6], np.float32)).tolist() == [0x7E, 0xFE]  # saturates at 448

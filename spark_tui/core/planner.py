@@ -208,15 +208,17 @@ def _experts(c: CheckpointProfile) -> str | None:
 
 
 def moe_path(c: CheckpointProfile, sm: int | None, version: str) -> tuple[str | None, str, str]:
-    """(backend vLLM's own selection is expected to pick, why, source) for this checkpoint's experts on this SM."""
+    """(backend vLLM's own selection is expected to pick, why, source) for this checkpoint's experts on this SM
+    (spark_tui.core.kernel_paths replays vLLM's MoE oracle at the release)."""
+    from spark_tui.core import kernel_paths
+
     experts = _experts(c)
     if experts is None or sm is None:
         return None, "the checkpoint's expert scheme is not verified: vLLM's automatic choice applies", ""
     try:
-        from spark_tui.core import kernel_paths  # the checkpoint issue's model of vLLM's MoE oracle
-    except ImportError:
+        kp = kernel_paths.moe_kernel_path(experts, sm, version)
+    except (ValueError, KeyError):
         return None, "vLLM's automatic choice", ""
-    kp = kernel_paths.moe_kernel_path(experts, sm, version)
     return kp.backend, kp.reason, kp.source
 
 
@@ -234,15 +236,21 @@ def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None, versio
         if c.format is None:
             warns.append(f"{c.repo_id}: quantization format not verified; vLLM reads it from the checkpoint's config.")
         return c, "chosen with --checkpoint", "user --checkpoint", warns
-    try:
-        from spark_tui.core import kernel_paths
-    except ImportError:
-        kernel_paths = None  # type: ignore[assignment]
-    if kernel_paths is not None and hasattr(kernel_paths, "rank_checkpoints"):
-        ranked = kernel_paths.rank_checkpoints(cat, sm, version)
-        if ranked:
-            c, reason, source = ranked[0]
-            return c, reason, source, warns
+    from spark_tui.core import kernel_paths
+
+    mem_gib = t.total_bytes / GiB if t.total_bytes else None
+    ranked = kernel_paths.rank_checkpoints(list(cat.checkpoints.values()), sm, version, memory_gib=mem_gib) \
+        if sm >= 75 else []
+    measured = _fastest_published(cat, t, [r for r in ranked if r.tier <= 2])
+    if measured is not None:
+        return (*measured, warns)
+    if ranked and ranked[0].tier < 9:
+        best = ranked[0]
+        c = cat.checkpoint(best.checkpoint_id)
+        src = best.kernel.source if best.kernel is not None else c.source("experts")
+        figs = "; ".join(f"{f.device}: {f.what} {f.value:g} ({f.backend}; {f.source})" for f in best.figures)
+        return (c, f"ranked first for sm_{sm} by the MoE kernel vLLM {version} runs for its experts: {best.reason}"
+                + (f"; published: {figs}" if figs else ""), src, warns)
     if sm >= 100:
         c = cat.checkpoint("nvidia-nvfp4")
         return (c, f"NVIDIA's NVFP4 checkpoint on sm_{sm}: 3.06x smaller than BF16 with <1% accuracy loss on the "
@@ -252,6 +260,28 @@ def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None, versio
                "would run as Marlin/Humming weight-only dequant (pass --checkpoint nvidia-nvfp4 for that)",
             "https://huggingface.co/Qwen/Qwen3.6-35B-A3B-FP8 (model card); vLLM v0.33.0 "
             "vllm/model_executor/layers/fused_moe/oracle/nvfp4.py:196-215 (no FP4 MoE kernel below sm_100)", warns)
+
+
+def _fastest_published(cat: Catalog, t: Target, candidates: list[Any]) -> tuple[CheckpointProfile, str, str] | None:
+    """Where published one-user decode figures on this device exist for two or more of the 4-bit/FP8 candidates,
+    the fastest one wins over the kernel ranking: a measurement beats a kernel-path argument."""
+    from spark_tui.core.published import load_figures
+
+    ids = {r.checkpoint_id for r in candidates}
+    best: dict[str, Any] = {}
+    for f in load_figures():
+        if f.device == t.profile.id and f.checkpoint in ids and f.metric == "per_user" and f.concurrency == 1:
+            if f.checkpoint not in best or f.tok_s > best[f.checkpoint].tok_s:
+                best[f.checkpoint] = f
+    if len(best) < 2:
+        return None
+    ranked = sorted(best.values(), key=lambda f: -f.tok_s)
+    win, other = ranked[0], ranked[1]
+    c = cat.checkpoint(win.checkpoint)
+    return (c, f"the fastest published one-user decode on {t.profile.id}: {win.tok_s:g} tok/s "
+               f"({'MTP k=' + str(win.mtp) if win.mtp else 'MTP off'}; {win.conditions}) vs {other.checkpoint} "
+               f"{other.tok_s:g} tok/s ({'MTP k=' + str(other.mtp) if other.mtp else 'MTP off'}; {other.conditions})",
+            f"{win.source}; {other.source}")
 
 
 def _weights(c: CheckpointProfile, arch: mem.Arch) -> tuple[int, str]:
@@ -266,8 +296,9 @@ def _weights(c: CheckpointProfile, arch: mem.Arch) -> tuple[int, str]:
 def auto_kv_dtype(c: CheckpointProfile | None) -> str:
     """What `--kv-cache-dtype auto` becomes: the checkpoint config.json's kv_cache_quant_algo if it sets one
     (vLLM v0.26.0 vllm/utils/torch_utils.py:374-392), else the model dtype (bfloat16)."""
-    algo = getattr(c, "kv_cache_dtype_auto", None) if c is not None else None
-    return str(algo).lower() if algo else "bfloat16"
+    algo = getattr(c, "kv_cache_auto", None) if c is not None else None
+    algo = str(algo).lower() if algo else "bfloat16"
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(algo, algo)
 
 
 def spec_config(k: int, drafter_backend: str | None = None) -> dict[str, Any]:
@@ -568,9 +599,13 @@ def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile
     sm = t.sm
     cands: list[Flag] = []
     if "--kv-cache-dtype" not in d.flags and auto_kv_dtype(c) != "fp8":
+        declared = str(getattr(c, "kv_cache_quant_algo", "") or "").upper() == "FP8"
         cands.append(Flag("--kv-cache-dtype", "fp8", "halves KV bytes per token: twice the context or concurrency "
-                          "in the same memory; speed effect not measured here, and third-party reports of FP8-KV "
-                          "quality loss on Qwen3.5 hybrids exist", SRC_KV_SPEC, "unmeasured"))
+                          "in the same memory; speed effect not measured here"
+                          + ("; the checkpoint declares FP8 KV (hf_quant_config.json), which vLLM does not apply by "
+                             "itself" if declared else "; third-party reports of FP8-KV quality loss on Qwen3.5 "
+                             "hybrids exist"),
+                          SRC_KV_SPEC + ("; " + c.source("kv_cache_auto") if declared else ""), "unmeasured"))
     backend = base.moe_backend
     if (_experts(c) in ("W4A16_NVFP4", "W4A4_NVFP4") or c.is_nvfp4) and backend != "marlin":
         cands.append(Flag("--moe-backend", "marlin", "Marlin weight-only NVFP4 MoE (the official GB10/RTX PRO 6000 "

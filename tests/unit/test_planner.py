@@ -119,10 +119,10 @@ def test_spark_utilisation_from_mem_available(cat) -> None:
 
 
 def test_rtx_5090_memory_at_vllm_defaults(cat) -> None:
-    p = plan(cat, device="rtx-5090")
+    p = plan(cat, device="rtx-5090", checkpoint="nvidia-nvfp4")
     m = p.memory
     assert "--gpu-memory-utilization" not in flags(p)  # vLLM's 0.92, not the recipe's 0.95
-    assert m.device_total_bytes == 32 * 2**30 and m.weights_bytes == 21_900_000_000
+    assert m.device_total_bytes == 32 * 2**30 and m.weights_bytes == 23_460_000_000  # the published size
     assert m.budget_bytes == int(32 * 2**30 * 0.92)
     assert m.kv_cache_bytes == m.budget_bytes - m.weights_bytes - m.overhead_bytes
     assert m.max_num_seqs == 256  # vLLM's default below 70 GiB
@@ -143,7 +143,8 @@ def test_context_above_the_model_is_refused(cat) -> None:
 
 def test_hopper_choices(cat) -> None:
     p = plan(cat, device="h100")
-    assert p.checkpoint.repo_id == "Qwen/Qwen3.6-35B-A3B-FP8" and "Hopper" in p.checkpoint_reason
+    assert p.checkpoint.repo_id == "Qwen/Qwen3.6-35B-A3B-FP8" and "TRITON" in p.checkpoint_reason
+    assert "sm_9x has no FP4 tensor cores" in p.checkpoint_reason and "oracle/fp8.py" in p.checkpoint_source
     q = plan(cat, device="h100", checkpoint="nvidia-nvfp4")
     assert "--moe-backend" not in flags(q)  # vLLM's own choice; marlin is an unmeasured candidate
     assert any(f.name == "--moe-backend" and f.text == "marlin" for f in q.omitted)
@@ -238,14 +239,30 @@ def test_official_recipe_variants(cat, device) -> None:
                         "--host", "127.0.0.1", *OFFICIAL[device]]
 
 
+def test_checkpoint_choice_follows_kernels_and_measurements(cat) -> None:
+    # native W4A4 FP4 on Blackwell datacenter (FLASHINFER_TRTLLM) and workstation (FLASHINFER_CUTLASS) parts
+    b = plan(cat, device="b200")
+    assert b.checkpoint.id == "redhatai-nvfp4" and b.baseline.moe_backend == "FLASHINFER_TRTLLM"
+    assert "native FP4" in b.checkpoint_reason and "trtllm_nvfp4_moe.py" in b.checkpoint_source
+    w = plan(cat, device="rtx-pro-6000")
+    assert w.checkpoint.id == "infatoshi-nvfp4-fp8" and w.baseline.moe_backend == "FLASHINFER_CUTLASS"
+    # on DGX Spark published one-user figures decide: NVIDIA W4A16 on Marlin 97.7 tok/s vs RedHatAI W4A4 55.9
+    s = plan(cat, device="dgx-spark")
+    assert s.checkpoint.id == "nvidia-nvfp4" and s.baseline.moe_backend == "MARLIN"
+    assert "97.7" in s.checkpoint_reason and "55.9" in s.checkpoint_reason and "recipes PR #918" in s.checkpoint_source
+    # Hopper: FP8 on TRITON; the NVIDIA checkpoint forced there runs Marlin (vLLM 0.26) or Humming (0.32+)
+    assert plan(cat, device="h200", checkpoint="nvidia-nvfp4", vllm_version="0.26.0").baseline.moe_backend == "MARLIN"
+    assert plan(cat, device="h200", checkpoint="nvidia-nvfp4", vllm_version="0.33.0").baseline.moe_backend == "HUMMING"
+
+
 def test_default_plan_differences_explain_the_recipe(cat) -> None:
-    p = plan(cat, device="rtx-pro-6000")
+    p = plan(cat, device="rtx-pro-6000", checkpoint="nvidia-nvfp4")
     d = p.differences
     assert any("--enable-chunked-prefill" in x and "default" in x for x in d)
     assert any("--max-num-seqs 8: left out" in x and "no measurement" in x for x in d)
     assert any("--speculative-config" in x and "left out" in x for x in d)
     assert any("--language-model-only" in x and "added" in x for x in d)
-    b = plan(cat, device="b200")
+    b = plan(cat, device="b200", checkpoint="nvidia-nvfp4")
     assert any("--quantization modelopt" in x and "FP8" in x for x in b.differences)
     assert b.differences[0].startswith("compared with NVIDIA model card") and "--recipe model-card-blackwell" in b.differences[0]
     s = plan(cat, device="b200", recipe="model-card-blackwell")

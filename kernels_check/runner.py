@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from kernels_check.checks import CHECKS, CheckSpec, Context, Options, discover, vllm_config_context
+from kernels_check.checks import CHECKS, Context, Options, discover, vllm_config_context
 from kernels_check.model import CheckResult, Recommendation, Report, Status, Verdict
 
 NVFP4_CHECKPOINT = "nvidia/Qwen3.6-35B-A3B-NVFP4"
@@ -26,25 +26,13 @@ class PlannedCheck:
     reason: str  # why it will not run ("" when it will)
 
 
-def _will_run(spec: CheckSpec, ctx: Context) -> tuple[bool, str]:
-    if ctx.torch is None:
-        return False, ctx.torch_error
-    if spec.needs == "torch":
-        return True, ""
-    if not ctx.cuda:
-        return False, ctx.cuda_reason
-    if spec.needs == "vllm" and ctx.vllm is None:
-        return False, ctx.vllm_error
-    return True, ""
-
-
 def plan_selftest(options: Options | None = None, ctx: Context | None = None) -> list[PlannedCheck]:
     """What `run_selftest` will run here, without running any kernel (imports torch / vLLM to find out)."""
     ctx = ctx or discover(options)
     out = []
     for spec in CHECKS:
-        ok, why = _will_run(spec, ctx)
-        out.append(PlannedCheck(spec.name, spec.title, ok, why))
+        why = spec.unmet(ctx)
+        out.append(PlannedCheck(spec.name, spec.short, why is None, why or ""))
     return out
 
 
@@ -154,9 +142,9 @@ def run_selftest(options: Options | None = None,
         try:
             if spec.needs == "vllm" and ctx.vllm is not None:
                 with vllm_config_context():
-                    r = spec.fn(ctx)
+                    r = spec.run(ctx)
             else:
-                r = spec.fn(ctx)
+                r = spec.run(ctx)
         except Exception as e:  # a check bug or an unexpected library error: report it, keep going
             tb = traceback.format_exception(type(e), e, e.__traceback__)
             r = CheckResult(spec.name, spec.title, Status.FAIL, reason=f"{type(e).__name__}: {e}"[:400],

@@ -647,14 +647,10 @@ def _moe_oracle(ctx: Context) -> tuple[Any, Any, Any]:
     return oracle, getattr(qu, "kNvfp4Static", None), getattr(qu, "kNvfp4Dynamic", None)
 
 
-@check("moe_backends", "NVFP4 MoE backends vLLM would accept on this SM (vLLM's own checks)", needs="vllm",
-       short="NVFP4 MoE backends per vLLM's own checks")
-def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
-    try:
-        oracle, wkey, akey = _moe_oracle(ctx)
-    except Exception as e:
-        return c.result(Status.FAIL, details={"error": _err(e)},
-                        reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
+def _nvfp4_moe_support(ctx: Context) -> tuple[list[dict[str, Any]], list[str], Any, Any]:
+    """Per NVFP4 MoE backend: vLLM's own _supports_current_device / _supports_quant_scheme answers, and vLLM's
+    automatic order for this SM. Raises when the oracle module does not import."""
+    oracle, wkey, akey = _moe_oracle(ctx)
     rows = []
     for b in list(oracle.NvFp4MoeBackend):
         row: dict[str, Any] = {"backend": b.value, "flag": MOE_FLAG.get(b.value, b.value.lower())}
@@ -666,20 +662,20 @@ def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
             rows.append(row)
             continue
         row["available"] = True
-        row["kernels"] = [c.__name__ for c in classes]
+        row["kernels"] = [k.__name__ for k in classes]
         dev = w4a4 = w4a16 = False
         notes = []
-        for c in classes:
+        for k in classes:
             try:
-                dev = dev or bool(c._supports_current_device())
+                dev = dev or bool(k._supports_current_device())
             except Exception as e:
-                notes.append(f"{c.__name__}._supports_current_device: {_err(e)}")
+                notes.append(f"{k.__name__}._supports_current_device: {_err(e)}")
             for pair, label in (((wkey, akey), "w4a4"), ((wkey, None), "w4a16")):
                 try:
-                    okq = bool(c._supports_quant_scheme(*pair))
+                    okq = bool(k._supports_quant_scheme(*pair))
                 except Exception as e:
                     okq = False
-                    notes.append(f"{c.__name__}._supports_quant_scheme({label}): {_err(e)}")
+                    notes.append(f"{k.__name__}._supports_quant_scheme({label}): {_err(e)}")
                 if label == "w4a4":
                     w4a4 = w4a4 or okq
                 else:
@@ -694,6 +690,17 @@ def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
     if ctx.sm is not None and ctx.sm // 10 == 9 and "HUMMING" in order and "MARLIN" in order:
         order.remove("HUMMING")
         order.insert(order.index("MARLIN"), "HUMMING")
+    return rows, order, wkey, akey
+
+
+@check("moe_backends", "NVFP4 MoE backends vLLM would accept on this SM (vLLM's own checks)", needs="vllm",
+       short="NVFP4 MoE backends per vLLM's own checks")
+def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
+    try:
+        rows, order, wkey, akey = _nvfp4_moe_support(ctx)
+    except Exception as e:
+        return c.result(Status.FAIL, details={"error": _err(e)},
+                        reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
     by = {r_["backend"]: r_ for r_ in rows}
     auto_w4a4 = next((b for b in order if by.get(b, {}).get("w4a4")), None)
     auto_w4a16 = next((b for b in order if by.get(b, {}).get("w4a16")), None)
@@ -703,6 +710,42 @@ def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
          "method": "each kernel class's _supports_current_device() and _supports_quant_scheme(kNvfp4Static, "
                    "kNvfp4Dynamic | None), the checks select_nvfp4_moe_backend runs; order per FACTS.md §2"}
     return c.result(Status.INFO, details=d)
+
+
+@check("moe_nvfp4_agree", "NVFP4 fused MoE through each backend vLLM supports here: error vs float64, "
+       "spread between backends, time", needs="vllm", short="NVFP4 MoE backends agree (vLLM layers)")
+def check_moe_nvfp4_agree(ctx: Context, c: CheckSpec) -> CheckResult:
+    """The same small NVFP4 MoE through vLLM's own MoE layer once per supported backend and scheme
+    (kernels_check/moe_agree.py); one backend failing or raising fails the check, the others still run."""
+    from kernels_check import moe_agree as ma
+
+    try:
+        rows, order, _, _ = _nvfp4_moe_support(ctx)
+    except Exception as e:
+        return c.result(Status.FAIL, details={"error": _err(e)},
+                        reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
+    shape = ma.MoeShape()
+    plan = ma.backends_to_run(rows, order)
+    d: dict[str, Any] = {"shape": shape.as_dict(), "bands": dict(ma.BANDS), "plan": [f"{f} {s}" for _, f, s in plan],
+                         "method": "vLLM RoutedExperts + ModelOptNvFp4Config per --moe-backend, the reference "
+                                   "quantizer's tensors, process_weights_after_loading, forward_modular / "
+                                   "forward_monolithic; float64 reference of the dequantized MoE"}
+    if not plan:
+        return c.result(Status.SKIPPED, details=d,
+                        reason=f"vLLM's own checks accept no NVFP4 MoE backend on sm_{ctx.sm}")
+    try:
+        p = ma.make_problem(ctx.torch, ctx.dev, shape, seed=ctx.options.seed)
+        d["reference_distance"] = ma.rel(p.refs["nvfp4"], p.refs["bf16"])  # NVFP4 vs BF16 activations
+        runs, outputs = ma.run_backends(ctx.torch, p, plan, ctx.options.warmup, ctx.options.repeats)
+        pairs = ma.pairwise(outputs, p.refs)
+    except Exception as e:  # outside any one backend (problem, references, vLLM setup): the check fails
+        last, tail = ma._tail(e)
+        d.update(error=last, traceback_tail=tail)
+        return c.result(Status.FAIL, details=d, reason=f"raised {last}")
+    status, reason, summary = ma.summarize(runs, pairs)
+    d.update(runs=runs, pairs=pairs, summary=summary)
+    st = {"pass": Status.PASS, "fail": Status.FAIL, "skipped": Status.SKIPPED}[status]
+    return c.result(st, reason=reason, details=d)
 
 
 def _torch_moe(t: Any, x: Any, w1: Any, w2: Any, topk_w: Any, topk_ids: Any) -> Any:

@@ -10,7 +10,7 @@ from kernels_check.model import CheckResult, Status
 
 # the run order of the report (and of `--list`); a new check is appended where it is declared
 ORDER = ["environment", "torch_arch", "bf16_gemm", "fp8_gemm", "nvfp4_reference", "nvfp4_gemm_torch",
-         "nvfp4_gemm_vllm", "nvfp4_marlin", "moe_backends", "moe_triton_bf16", "kv_cache_fp8"]
+         "nvfp4_gemm_vllm", "nvfp4_marlin", "moe_backends", "moe_nvfp4_agree", "moe_triton_bf16", "kv_cache_fp8"]
 
 
 def test_every_check_is_declared_once_in_run_order():

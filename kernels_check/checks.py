@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 from kernels_check.model import CheckResult, Status
 
@@ -126,20 +126,60 @@ def _version(mod: str) -> str | None:
         return None
 
 
-# --------------------------------------------------------------------------------------------- helpers
-def _skip_no_gpu(ctx: Context, name: str, title: str) -> CheckResult | None:
-    if not ctx.cuda:
-        return CheckResult(name, title, Status.SKIPPED, reason=ctx.cuda_reason)
-    return None
+# ------------------------------------------------------------------------------------- the check registry
+Need = Literal["torch", "gpu", "vllm"]
 
 
-def _skip_no_vllm(ctx: Context, name: str, title: str) -> CheckResult | None:
-    r = _skip_no_gpu(ctx, name, title)
-    if r is not None:
-        return r
-    if ctx.vllm is None:
-        return CheckResult(name, title, Status.SKIPPED, reason=ctx.vllm_error or "vLLM is not available")
-    return None
+@dataclass(frozen=True)
+class CheckSpec:
+    """One check, declared once with `@check(...)`: its id, titles, what it needs, and the function.
+
+    The runner skips a check whose need is not met here before calling it (`unmet`), with the same
+    reason `--list` shows; a check declared with own_skip=True is always called and reports its own
+    skip (the environment check still records versions without torch; the KV-cache check says which
+    FP8 hardware it would have used).
+    """
+
+    name: str  # stable id: --only, the JSON report, the TUI's row key
+    title: str  # one line in the report
+    short: str  # the shorter line of `--list` and the TUI's plan
+    needs: Need
+    fn: Callable[[Context, "CheckSpec"], CheckResult]
+    own_skip: bool = False
+
+    def result(self, status: Status, reason: str = "", details: dict[str, Any] | None = None) -> CheckResult:
+        return CheckResult(self.name, self.title, status, reason=reason, details=details or {})
+
+    def unmet(self, ctx: Context) -> str | None:
+        """Why this check cannot run here (None when it can)."""
+        if ctx.torch is None:
+            return ctx.torch_error
+        if self.needs == "torch":
+            return None
+        if not ctx.cuda:
+            return ctx.cuda_reason
+        if self.needs == "vllm" and ctx.vllm is None:
+            return ctx.vllm_error or "vLLM is not available"
+        return None
+
+    def run(self, ctx: Context) -> CheckResult:
+        if not self.own_skip and (why := self.unmet(ctx)) is not None:
+            return self.result(Status.SKIPPED, reason=why)
+        return self.fn(ctx, self)
+
+
+CHECKS: list[CheckSpec] = []  # in run order: the order of the @check declarations below
+
+
+def check(name: str, title: str, *, needs: Need, short: str | None = None,
+          own_skip: bool = False) -> Callable[[Callable[[Context, CheckSpec], CheckResult]], Callable[[Context, CheckSpec], CheckResult]]:
+    """Register the decorated function as a check (appended to CHECKS in declaration order)."""
+    def register(fn: Callable[[Context, CheckSpec], CheckResult]) -> Callable[[Context, CheckSpec], CheckResult]:
+        if any(c.name == name for c in CHECKS):
+            raise ValueError(f"check {name!r} is declared twice")
+        CHECKS.append(CheckSpec(name, title, short or title, needs, fn, own_skip))
+        return fn
+    return register
 
 
 @contextlib.contextmanager
@@ -239,8 +279,8 @@ def _probe_environment() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def check_environment(ctx: Context) -> CheckResult:
-    name, title = "environment", "GPU, driver, CUDA, torch, vLLM, FlashInfer"
+@check("environment", "GPU, driver, CUDA, torch, vLLM, FlashInfer", needs="torch", own_skip=True)
+def check_environment(ctx: Context, c: CheckSpec) -> CheckResult:
     d: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -248,13 +288,13 @@ def check_environment(ctx: Context) -> CheckResult:
         "flashinfer_version": _version("flashinfer-python") or _version("flashinfer"),
     }
     if ctx.torch is None:
-        return CheckResult(name, title, Status.SKIPPED, reason=ctx.torch_error, details=d)
+        return c.result(Status.SKIPPED, reason=ctx.torch_error, details=d)
     t = ctx.torch
     d["torch_version"] = t.__version__
     d["torch_cuda"] = t.version.cuda
     if not ctx.cuda:
         d.update(_probe_environment())
-        return CheckResult(name, title, Status.SKIPPED, reason=ctx.cuda_reason, details=d)
+        return c.result(Status.SKIPPED, reason=ctx.cuda_reason, details=d)
     d["gpus"] = []
     for i in range(t.cuda.device_count()):
         pr = t.cuda.get_device_properties(i)
@@ -267,24 +307,22 @@ def check_environment(ctx: Context) -> CheckResult:
     d["sm"] = f"sm_{ctx.sm}"
     d["cudnn"] = t.backends.cudnn.version() if t.backends.cudnn.is_available() else None
     d.update(_probe_environment())
-    return CheckResult(name, title, Status.INFO, details=d)
+    return c.result(Status.INFO, details=d)
 
 
-def check_torch_arch(ctx: Context) -> CheckResult:
-    name, title = "torch_arch", "torch build carries kernels for this SM"
-    if (r := _skip_no_gpu(ctx, name, title)) is not None:
-        return r
+@check("torch_arch", "torch build carries kernels for this SM", needs="gpu")
+def check_torch_arch(ctx: Context, c: CheckSpec) -> CheckResult:
     arch = list(ctx.torch.cuda.get_arch_list())
     kind, entry = arch_support(ctx.sm, arch)
     d = {"sm": f"sm_{ctx.sm}", "arch_list": arch, "match": kind, "entry": entry}
     if kind in ("native", "family"):
-        return CheckResult(name, title, Status.PASS, details=d)
+        return c.result(Status.PASS, details=d)
     if kind == "ptx":
-        return CheckResult(name, title, Status.FAIL, details=d,
-                           reason=f"only PTX ({entry}) for sm_{ctx.sm}: slow JIT start, no arch-specific kernels; "
-                           "install a torch wheel built for this GPU")
-    return CheckResult(name, title, Status.FAIL, details=d,
-                       reason=f"torch {ctx.torch.__version__} has no kernels for sm_{ctx.sm}; install a newer CUDA wheel")
+        return c.result(Status.FAIL, details=d,
+                        reason=f"only PTX ({entry}) for sm_{ctx.sm}: slow JIT start, no arch-specific kernels; "
+                        "install a torch wheel built for this GPU")
+    return c.result(Status.FAIL, details=d,
+                    reason=f"torch {ctx.torch.__version__} has no kernels for sm_{ctx.sm}; install a newer CUDA wheel")
 
 
 def _time_gemm(ctx: Context, s: int, sets: list, fn: Any) -> dict[str, Any]:
@@ -306,10 +344,8 @@ def _time_gemm(ctx: Context, s: int, sets: list, fn: Any) -> dict[str, Any]:
             "ratio_to_bf16": (tf / bf) if bf else None, "repeats": tm["repeats"]}
 
 
-def check_bf16_gemm(ctx: Context) -> CheckResult:
-    name, title = "bf16_gemm", "BF16 GEMM: correctness vs float64, TFLOP/s"
-    if (r := _skip_no_gpu(ctx, name, title)) is not None:
-        return r
+@check("bf16_gemm", "BF16 GEMM: correctness vs float64, TFLOP/s", needs="gpu")
+def check_bf16_gemm(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check.nvfp4 import rel_error
 
     t, o, g = ctx.torch, ctx.options, ctx.gen()
@@ -327,8 +363,8 @@ def check_bf16_gemm(ctx: Context) -> CheckResult:
     ctx.bf16_tflops = tm["tflops"]
     d = {"check_shape": [n, n, n], "rel_error": err, "band": BF16_GEMM_BAND, **tm}
     ok = err <= BF16_GEMM_BAND
-    return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
-                       reason="" if ok else f"relative error {err:.3g} above {BF16_GEMM_BAND}")
+    return c.result(Status.PASS if ok else Status.FAIL, details=d,
+                    reason="" if ok else f"relative error {err:.3g} above {BF16_GEMM_BAND}")
 
 
 def _fp8_quant(t: Any, x: Any) -> tuple[Any, Any]:
@@ -338,10 +374,9 @@ def _fp8_quant(t: Any, x: Any) -> tuple[Any, Any]:
     return q, scale.reshape(())
 
 
-def check_fp8_gemm(ctx: Context) -> CheckResult:
-    name, title = "fp8_gemm", "FP8 e4m3 scaled GEMM (torch._scaled_mm): error, TFLOP/s, ratio to BF16"
-    if (r := _skip_no_gpu(ctx, name, title)) is not None:
-        return r
+@check("fp8_gemm", "FP8 e4m3 scaled GEMM (torch._scaled_mm): error, TFLOP/s, ratio to BF16", needs="gpu",
+       short="FP8 e4m3 scaled GEMM (torch._scaled_mm)")
+def check_fp8_gemm(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check.nvfp4 import rel_error
 
     t, o, g = ctx.torch, ctx.options, ctx.gen()
@@ -357,9 +392,9 @@ def check_fp8_gemm(ctx: Context) -> CheckResult:
     except Exception as e:
         native = ctx.sm is not None and ctx.sm >= 89
         d["error"] = _err(e)
-        return CheckResult(name, title, Status.FAIL if native else Status.NOT_NATIVE, details=d,
-                           reason=("torch._scaled_mm FP8 raised on a GPU with FP8 tensor cores" if native
-                                   else f"sm_{ctx.sm} has no FP8 tensor cores (sm_89+)"))
+        return c.result(Status.FAIL if native else Status.NOT_NATIVE, details=d,
+                        reason=("torch._scaled_mm FP8 raised on a GPU with FP8 tensor cores" if native
+                                else f"sm_{ctx.sm} has no FP8 tensor cores (sm_89+)"))
     ref = (aq.double() * sa.double()) @ (wq.double() * sw.double()).t()
     err = rel_error(out, ref)
     d.update({"check_shape": [n, n, n], "rel_error": err, "band": FP8_GEMM_BAND,
@@ -383,15 +418,14 @@ def check_fp8_gemm(ctx: Context) -> CheckResult:
         sets.append((x, y.t(), sx, sy))
     d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy: t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)))
     ok = err <= FP8_GEMM_BAND and ("rowwise_rel_error" not in d or d["rowwise_rel_error"] <= FP8_GEMM_BAND)
-    return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
-                       reason="" if ok else f"relative error {err:.3g} (row-wise {d.get('rowwise_rel_error')}) above {FP8_GEMM_BAND}")
+    return c.result(Status.PASS if ok else Status.FAIL, details=d,
+                    reason="" if ok else f"relative error {err:.3g} (row-wise {d.get('rowwise_rel_error')}) above {FP8_GEMM_BAND}")
 
 
-def check_nvfp4_reference(ctx: Context) -> CheckResult:
+@check("nvfp4_reference", "NVFP4 reference quantizer: round-trip error, grid exactness", needs="torch",
+       short="NVFP4 reference quantizer round trip")
+def check_nvfp4_reference(ctx: Context, c: CheckSpec) -> CheckResult:
     """The reference quantizer's own round trip; runs on the GPU, or on the CPU when there is none."""
-    name, title = "nvfp4_reference", "NVFP4 reference quantizer: round-trip error, grid exactness"
-    if ctx.torch is None:
-        return CheckResult(name, title, Status.SKIPPED, reason=ctx.torch_error)
     from kernels_check import nvfp4 as q4
 
     t = ctx.torch
@@ -414,8 +448,8 @@ def check_nvfp4_reference(ctx: Context) -> CheckResult:
          "global_scale": float(q.global_scale), "packed_shape": list(q.packed.shape),
          "scale_shape": list(q.block_scale.shape), "grid_roundtrip_exact": exact, "grid_codes_identical": same_codes}
     ok = NVFP4_ROUNDTRIP_BAND[0] <= err <= NVFP4_ROUNDTRIP_BAND[1] and exact and same_codes
-    return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
-                       reason="" if ok else "reference quantizer out of its band or not exact on the grid")
+    return c.result(Status.PASS if ok else Status.FAIL, details=d,
+                    reason="" if ok else "reference quantizer out of its band or not exact on the grid")
 
 
 def _nvfp4_pair(ctx: Context, m: int, n: int, k: int, g: Any) -> tuple[Any, Any, Any, Any]:
@@ -438,16 +472,15 @@ def _torch_fp4_mm(ctx: Context, qa: Any, qw: Any) -> Any:
     return out, 1.0 / (qa.global_scale * qw.global_scale)
 
 
-def check_nvfp4_gemm_torch(ctx: Context) -> CheckResult:
-    name, title = "nvfp4_gemm_torch", "NVFP4 GEMM via torch._scaled_mm (float4_e2m1fn_x2, e4m3 block scales)"
-    if (r := _skip_no_gpu(ctx, name, title)) is not None:
-        return r
+@check("nvfp4_gemm_torch", "NVFP4 GEMM via torch._scaled_mm (float4_e2m1fn_x2, e4m3 block scales)", needs="gpu",
+       short="NVFP4 GEMM via torch._scaled_mm")
+def check_nvfp4_gemm_torch(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check import nvfp4 as q4
 
     t, o = ctx.torch, ctx.options
     d: dict[str, Any] = {"api": "torch._scaled_mm(fp4 A, fp4 B^T, to_blocked(scales), out_dtype=bfloat16) * 1/(gA*gB)"}
     if not hasattr(t, "float4_e2m1fn_x2"):
-        return CheckResult(name, title, Status.SKIPPED, details=d, reason=f"torch {t.__version__} has no float4_e2m1fn_x2 dtype")
+        return c.result(Status.SKIPPED, details=d, reason=f"torch {t.__version__} has no float4_e2m1fn_x2 dtype")
     g = ctx.gen()
     n = o.check_size
     a, w, qa, qw = _nvfp4_pair(ctx, n, n, n, g)
@@ -458,16 +491,16 @@ def check_nvfp4_gemm_torch(ctx: Context) -> CheckResult:
     except Exception as e:
         d["error"] = _err(e)
         if ctx.sm is not None and ctx.sm < 100:
-            return CheckResult(name, title, Status.NOT_NATIVE, details=d,
-                               reason=f"sm_{ctx.sm} has no FP4 tensor cores (Blackwell sm_100+/sm_120+); torch refused")
-        return CheckResult(name, title, Status.FAIL, details=d,
-                           reason=f"torch._scaled_mm NVFP4 raised on sm_{ctx.sm}")
+            return c.result(Status.NOT_NATIVE, details=d,
+                            reason=f"sm_{ctx.sm} has no FP4 tensor cores (Blackwell sm_100+/sm_120+); torch refused")
+        return c.result(Status.FAIL, details=d,
+                        reason=f"torch._scaled_mm NVFP4 raised on sm_{ctx.sm}")
     ref = qa.dequantize(t.float64) @ qw.dequantize(t.float64).t()
     err = q4.rel_error(out, ref)
     d.update({"check_shape": [n, n, n], "rel_error": err, "band": NVFP4_GEMM_BAND,
               "rel_error_vs_bf16_inputs": q4.rel_error(out, a.double() @ w.double().t())})
     if err > NVFP4_GEMM_BAND:
-        return CheckResult(name, title, Status.FAIL, details=d, reason=f"relative error {err:.3g} above {NVFP4_GEMM_BAND}")
+        return c.result(Status.FAIL, details=d, reason=f"relative error {err:.3g} above {NVFP4_GEMM_BAND}")
     s = o.size
     sets = []
     for _ in range(2):
@@ -475,13 +508,12 @@ def check_nvfp4_gemm_torch(ctx: Context) -> CheckResult:
         sets.append((xa.packed.view(t.float4_e2m1fn_x2), xw.packed.view(t.float4_e2m1fn_x2).t(),
                      q4.to_blocked(xa.block_scale), q4.to_blocked(xw.block_scale)))
     d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy: t._scaled_mm(x, y, scale_a=sx, scale_b=sy, out_dtype=t.bfloat16)))
-    return CheckResult(name, title, Status.PASS, details=d)
+    return c.result(Status.PASS, details=d)
 
 
-def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
-    name, title = "nvfp4_gemm_vllm", "NVFP4 GEMM via vLLM (scaled_fp4_quant + cutlass_scaled_fp4_mm)"
-    if (r := _skip_no_vllm(ctx, name, title)) is not None:
-        return r
+@check("nvfp4_gemm_vllm", "NVFP4 GEMM via vLLM (scaled_fp4_quant + cutlass_scaled_fp4_mm)", needs="vllm",
+       short="NVFP4 GEMM via vLLM cutlass_scaled_fp4_mm")
+def check_nvfp4_gemm_vllm(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check import nvfp4 as q4
 
     t, o = ctx.torch, ctx.options
@@ -489,7 +521,7 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
     try:
         ops = importlib.import_module("vllm._custom_ops")
     except Exception as e:
-        return CheckResult(name, title, Status.FAIL, details={"error": _err(e)}, reason="vllm._custom_ops failed to import")
+        return c.result(Status.FAIL, details={"error": _err(e)}, reason="vllm._custom_ops failed to import")
     sup = getattr(ops, "cutlass_scaled_mm_supports_fp4", None)
     if sup is not None:
         try:
@@ -497,8 +529,8 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
         except Exception as e:
             d["vllm_supports_fp4_error"] = _err(e)
     if d.get("vllm_supports_fp4") is False:
-        return CheckResult(name, title, Status.NOT_NATIVE, details=d,
-                           reason=f"vLLM's cutlass_scaled_mm_supports_fp4({ctx.sm}) is False: no native NVFP4 GEMM on this GPU")
+        return c.result(Status.NOT_NATIVE, details=d,
+                        reason=f"vLLM's cutlass_scaled_mm_supports_fp4({ctx.sm}) is False: no native NVFP4 GEMM on this GPU")
     g = ctx.gen()
     n = o.check_size
     a, w, qa_ref, qw_ref = _nvfp4_pair(ctx, n, n, n, g)
@@ -512,8 +544,8 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
     except Exception as e:
         d["error"] = _err(e)
         native = ctx.sm is not None and ctx.sm >= 100
-        return CheckResult(name, title, Status.FAIL if native else Status.NOT_NATIVE, details=d,
-                           reason=("vLLM NVFP4 ops raised" if native else f"sm_{ctx.sm} has no native NVFP4 GEMM in vLLM"))
+        return c.result(Status.FAIL if native else Status.NOT_NATIVE, details=d,
+                        reason=("vLLM NVFP4 ops raised" if native else f"sm_{ctx.sm} has no native NVFP4 GEMM in vLLM"))
     # reference from vLLM's own quantized bytes and scales (swizzled layout read back with from_blocked)
     kb = n // q4.BLOCK
     va = q4.Nvfp4Tensor(aq.view(t.uint8), q4.from_blocked(sa.view(t.float8_e4m3fn).reshape(-1), n, kb), ga, (n, n))
@@ -526,9 +558,9 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
               "quant_bytes_equal_to_reference": same_bytes, "quant_scales_equal_to_reference": same_scales,
               "rel_error_vs_bf16_inputs": q4.rel_error(out, a.double() @ w.double().t())})
     if err > NVFP4_GEMM_BAND or same_scales < 0.99 or same_bytes < 0.99:
-        return CheckResult(name, title, Status.FAIL, details=d,
-                           reason=f"relative error {err:.3g} (band {NVFP4_GEMM_BAND}); quantizer agreement "
-                           f"bytes {same_bytes:.4f}, scales {same_scales:.4f} (need 0.99)")
+        return c.result(Status.FAIL, details=d,
+                        reason=f"relative error {err:.3g} (band {NVFP4_GEMM_BAND}); quantizer agreement "
+                        f"bytes {same_bytes:.4f}, scales {same_scales:.4f} (need 0.99)")
     s = o.size
     sets = []
     for _ in range(2):
@@ -539,13 +571,12 @@ def check_nvfp4_gemm_vllm(ctx: Context) -> CheckResult:
         yq, sy = ops.scaled_fp4_quant(y, gy)
         sets.append((xq, yq, sx, sy, (1.0 / (gx * gy)).to(t.float32)))
     d.update(_time_gemm(ctx, s, sets, lambda x, y, sx, sy, al: ops.cutlass_scaled_fp4_mm(x, y, sx, sy, al, t.bfloat16)))
-    return CheckResult(name, title, Status.PASS, details=d)
+    return c.result(Status.PASS, details=d)
 
 
-def check_nvfp4_marlin(ctx: Context) -> CheckResult:
-    name, title = "nvfp4_marlin", "NVFP4 weight-only fallback (vLLM Marlin W4A16 GEMM)"
-    if (r := _skip_no_vllm(ctx, name, title)) is not None:
-        return r
+@check("nvfp4_marlin", "NVFP4 weight-only fallback (vLLM Marlin W4A16 GEMM)", needs="vllm",
+       short="NVFP4 weight-only fallback (vLLM Marlin)")
+def check_nvfp4_marlin(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check import nvfp4 as q4
     from kernels_check.timing import time_cuda
 
@@ -554,13 +585,13 @@ def check_nvfp4_marlin(ctx: Context) -> CheckResult:
     try:
         mu = importlib.import_module("vllm.model_executor.layers.quantization.utils.marlin_utils_fp4")
     except Exception as e:
-        return CheckResult(name, title, Status.FAIL, details={"error": _err(e)}, reason="vLLM's marlin_utils_fp4 failed to import")
+        return c.result(Status.FAIL, details={"error": _err(e)}, reason="vLLM's marlin_utils_fp4 failed to import")
     try:
         d["vllm_is_fp4_marlin_supported"] = bool(mu.is_fp4_marlin_supported())
     except Exception as e:
         d["vllm_is_fp4_marlin_supported_error"] = _err(e)
     if d.get("vllm_is_fp4_marlin_supported") is False:
-        return CheckResult(name, title, Status.FAIL, details=d, reason=f"vLLM says FP4 Marlin is not supported on sm_{ctx.sm}")
+        return c.result(Status.FAIL, details=d, reason=f"vLLM says FP4 Marlin is not supported on sm_{ctx.sm}")
     g = ctx.gen()
     results = []
     for m, n, k in ((16, 4096, 4096), (o.check_size, o.check_size, o.check_size)):
@@ -593,7 +624,7 @@ def check_nvfp4_marlin(ctx: Context) -> CheckResult:
             t.cuda.synchronize()
         except Exception as e:
             d["error"] = _err(e)
-            return CheckResult(name, title, Status.FAIL, details=d, reason="vLLM's FP4 Marlin GEMM raised")
+            return c.result(Status.FAIL, details=d, reason="vLLM's FP4 Marlin GEMM raised")
         ref = x.double() @ qw.dequantize(t.float64).t()
         err = q4.rel_error(out, ref)
         tm = time_cuda(t, run, o.warmup, o.repeats)
@@ -605,9 +636,9 @@ def check_nvfp4_marlin(ctx: Context) -> CheckResult:
     d["band"] = NVFP4_GEMM_BAND
     bad = [r for r in results if r["rel_error"] > NVFP4_GEMM_BAND]
     if bad:
-        return CheckResult(name, title, Status.FAIL, details=d,
-                           reason=f"relative error {bad[0]['rel_error']:.3g} above {NVFP4_GEMM_BAND} at {bad[0]['shape_mnk']}")
-    return CheckResult(name, title, Status.PASS, details=d)
+        return c.result(Status.FAIL, details=d,
+                        reason=f"relative error {bad[0]['rel_error']:.3g} above {NVFP4_GEMM_BAND} at {bad[0]['shape_mnk']}")
+    return c.result(Status.PASS, details=d)
 
 
 def _moe_oracle(ctx: Context) -> tuple[Any, Any, Any]:
@@ -616,15 +647,10 @@ def _moe_oracle(ctx: Context) -> tuple[Any, Any, Any]:
     return oracle, getattr(qu, "kNvfp4Static", None), getattr(qu, "kNvfp4Dynamic", None)
 
 
-def check_moe_backends(ctx: Context) -> CheckResult:
-    name, title = "moe_backends", "NVFP4 MoE backends vLLM would accept on this SM (vLLM's own checks)"
-    if (r := _skip_no_vllm(ctx, name, title)) is not None:
-        return r
-    try:
-        oracle, wkey, akey = _moe_oracle(ctx)
-    except Exception as e:
-        return CheckResult(name, title, Status.FAIL, details={"error": _err(e)},
-                           reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
+def _nvfp4_moe_support(ctx: Context) -> tuple[list[dict[str, Any]], list[str], Any, Any]:
+    """Per NVFP4 MoE backend: vLLM's own _supports_current_device / _supports_quant_scheme answers, and vLLM's
+    automatic order for this SM. Raises when the oracle module does not import."""
+    oracle, wkey, akey = _moe_oracle(ctx)
     rows = []
     for b in list(oracle.NvFp4MoeBackend):
         row: dict[str, Any] = {"backend": b.value, "flag": MOE_FLAG.get(b.value, b.value.lower())}
@@ -636,20 +662,20 @@ def check_moe_backends(ctx: Context) -> CheckResult:
             rows.append(row)
             continue
         row["available"] = True
-        row["kernels"] = [c.__name__ for c in classes]
+        row["kernels"] = [k.__name__ for k in classes]
         dev = w4a4 = w4a16 = False
         notes = []
-        for c in classes:
+        for k in classes:
             try:
-                dev = dev or bool(c._supports_current_device())
+                dev = dev or bool(k._supports_current_device())
             except Exception as e:
-                notes.append(f"{c.__name__}._supports_current_device: {_err(e)}")
+                notes.append(f"{k.__name__}._supports_current_device: {_err(e)}")
             for pair, label in (((wkey, akey), "w4a4"), ((wkey, None), "w4a16")):
                 try:
-                    okq = bool(c._supports_quant_scheme(*pair))
+                    okq = bool(k._supports_quant_scheme(*pair))
                 except Exception as e:
                     okq = False
-                    notes.append(f"{c.__name__}._supports_quant_scheme({label}): {_err(e)}")
+                    notes.append(f"{k.__name__}._supports_quant_scheme({label}): {_err(e)}")
                 if label == "w4a4":
                     w4a4 = w4a4 or okq
                 else:
@@ -664,6 +690,17 @@ def check_moe_backends(ctx: Context) -> CheckResult:
     if ctx.sm is not None and ctx.sm // 10 == 9 and "HUMMING" in order and "MARLIN" in order:
         order.remove("HUMMING")
         order.insert(order.index("MARLIN"), "HUMMING")
+    return rows, order, wkey, akey
+
+
+@check("moe_backends", "NVFP4 MoE backends vLLM would accept on this SM (vLLM's own checks)", needs="vllm",
+       short="NVFP4 MoE backends per vLLM's own checks")
+def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
+    try:
+        rows, order, wkey, akey = _nvfp4_moe_support(ctx)
+    except Exception as e:
+        return c.result(Status.FAIL, details={"error": _err(e)},
+                        reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
     by = {r_["backend"]: r_ for r_ in rows}
     auto_w4a4 = next((b for b in order if by.get(b, {}).get("w4a4")), None)
     auto_w4a16 = next((b for b in order if by.get(b, {}).get("w4a16")), None)
@@ -672,7 +709,43 @@ def check_moe_backends(ctx: Context) -> CheckResult:
          "auto_pick_w4a16": auto_w4a16,
          "method": "each kernel class's _supports_current_device() and _supports_quant_scheme(kNvfp4Static, "
                    "kNvfp4Dynamic | None), the checks select_nvfp4_moe_backend runs; order per FACTS.md §2"}
-    return CheckResult(name, title, Status.INFO, details=d)
+    return c.result(Status.INFO, details=d)
+
+
+@check("moe_nvfp4_agree", "NVFP4 fused MoE through each backend vLLM supports here: error vs float64, "
+       "spread between backends, time", needs="vllm", short="NVFP4 MoE backends agree (vLLM layers)")
+def check_moe_nvfp4_agree(ctx: Context, c: CheckSpec) -> CheckResult:
+    """The same small NVFP4 MoE through vLLM's own MoE layer once per supported backend and scheme
+    (kernels_check/moe_agree.py); one backend failing or raising fails the check, the others still run."""
+    from kernels_check import moe_agree as ma
+
+    try:
+        rows, order, _, _ = _nvfp4_moe_support(ctx)
+    except Exception as e:
+        return c.result(Status.FAIL, details={"error": _err(e)},
+                        reason="vLLM's NVFP4 MoE oracle (fused_moe/oracle/nvfp4.py) failed to import")
+    shape = ma.MoeShape()
+    plan = ma.backends_to_run(rows, order)
+    d: dict[str, Any] = {"shape": shape.as_dict(), "bands": dict(ma.BANDS), "plan": [f"{f} {s}" for _, f, s in plan],
+                         "method": "vLLM RoutedExperts + ModelOptNvFp4Config per --moe-backend, the reference "
+                                   "quantizer's tensors, process_weights_after_loading, forward_modular / "
+                                   "forward_monolithic; float64 reference of the dequantized MoE"}
+    if not plan:
+        return c.result(Status.SKIPPED, details=d,
+                        reason=f"vLLM's own checks accept no NVFP4 MoE backend on sm_{ctx.sm}")
+    try:
+        p = ma.make_problem(ctx.torch, ctx.dev, shape, seed=ctx.options.seed)
+        d["reference_distance"] = ma.rel(p.refs["nvfp4"], p.refs["bf16"])  # NVFP4 vs BF16 activations
+        runs, outputs = ma.run_backends(ctx.torch, p, plan, ctx.options.warmup, ctx.options.repeats)
+        pairs = ma.pairwise(outputs, p.refs)
+    except Exception as e:  # outside any one backend (problem, references, vLLM setup): the check fails
+        last, tail = ma._tail(e)
+        d.update(error=last, traceback_tail=tail)
+        return c.result(Status.FAIL, details=d, reason=f"raised {last}")
+    status, reason, summary = ma.summarize(runs, pairs)
+    d.update(runs=runs, pairs=pairs, summary=summary)
+    st = {"pass": Status.PASS, "fail": Status.FAIL, "skipped": Status.SKIPPED}[status]
+    return c.result(st, reason=reason, details=d)
 
 
 def _torch_moe(t: Any, x: Any, w1: Any, w2: Any, topk_w: Any, topk_ids: Any) -> Any:
@@ -689,10 +762,9 @@ def _torch_moe(t: Any, x: Any, w1: Any, w2: Any, topk_w: Any, topk_ids: Any) -> 
     return out
 
 
-def check_moe_triton_bf16(ctx: Context) -> CheckResult:
-    name, title = "moe_triton_bf16", "BF16 fused MoE (vLLM triton fused_experts) vs a torch reference"
-    if (r := _skip_no_vllm(ctx, name, title)) is not None:
-        return r
+@check("moe_triton_bf16", "BF16 fused MoE (vLLM triton fused_experts) vs a torch reference", needs="vllm",
+       short="BF16 fused MoE (vLLM triton) vs torch")
+def check_moe_triton_bf16(ctx: Context, c: CheckSpec) -> CheckResult:
     from kernels_check import nvfp4 as q4
     from kernels_check.timing import time_cuda
 
@@ -706,7 +778,7 @@ def check_moe_triton_bf16(ctx: Context) -> CheckResult:
         except Exception as e:
             errs.append(f"{mod}: {_err(e)}")
     if fused is None:
-        return CheckResult(name, title, Status.FAIL, details={"errors": errs}, reason="vLLM's fused_experts not found")
+        return c.result(Status.FAIL, details={"errors": errs}, reason="vLLM's fused_experts not found")
     g = ctx.gen()
     # Qwen3.6-35B-A3B shapes (FACTS.md §5): hidden 2048, moe_intermediate 512, top-8; 64 of the 256 experts
     tokens, hidden, inter, experts, topk = 256, 2048, 512, 64, 8
@@ -723,29 +795,30 @@ def check_moe_triton_bf16(ctx: Context) -> CheckResult:
         t.cuda.synchronize()
     except Exception as e:
         d["error"] = _err(e)
-        return CheckResult(name, title, Status.FAIL, details=d, reason="vLLM fused_experts raised")
+        return c.result(Status.FAIL, details=d, reason="vLLM fused_experts raised")
     ref = _torch_moe(t, x, w1, w2, topk_w, topk_ids.long())
     err = q4.rel_error(out, ref)
     tm = time_cuda(t, lambda: fused(hidden_states=x, w1=w1, w2=w2, topk_weights=topk_w, topk_ids=topk_ids),
                    o.warmup, o.repeats)
     d.update({"rel_error": err, "band": BF16_GEMM_BAND, "median_ms": tm["median_ms"]})
     ok = err <= BF16_GEMM_BAND
-    return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
-                       reason="" if ok else f"relative error {err:.3g} above {BF16_GEMM_BAND}")
+    return c.result(Status.PASS if ok else Status.FAIL, details=d,
+                    reason="" if ok else f"relative error {err:.3g} above {BF16_GEMM_BAND}")
 
 
-def check_kv_cache_fp8(ctx: Context) -> CheckResult:
-    name, title = "kv_cache_fp8", "FP8 (e4m3) KV cache: vLLM's cache-write kernel round trip"
-    if (r := _skip_no_gpu(ctx, name, title)) is not None:
-        return r
+@check("kv_cache_fp8", "FP8 (e4m3) KV cache: vLLM's cache-write kernel round trip", needs="vllm",
+       short="FP8 KV cache write kernel (vLLM)", own_skip=True)
+def check_kv_cache_fp8(ctx: Context, c: CheckSpec) -> CheckResult:
+    if not ctx.cuda:
+        return c.result(Status.SKIPPED, reason=ctx.cuda_reason)
     from kernels_check import nvfp4 as q4
 
     t = ctx.torch
     fp8_hw = ctx.sm is not None and ctx.sm >= 89
     d: dict[str, Any] = {"fp8_tensor_cores": fp8_hw}
     if ctx.vllm is None:
-        return CheckResult(name, title, Status.SKIPPED, details=d,
-                           reason=f"{ctx.vllm_error}: vLLM's FP8 KV-cache kernel cannot be run")
+        return c.result(Status.SKIPPED, details=d,
+                        reason=f"{ctx.vllm_error}: vLLM's FP8 KV-cache kernel cannot be run")
     g = ctx.gen()
     # one full-attention layer of Qwen3.6-35B-A3B: 2 KV heads x head_dim 256 (FACTS.md §5)
     tokens, heads, hd, block, nblocks = 64, 2, 256, 16, 8
@@ -762,34 +835,11 @@ def check_kv_cache_fp8(ctx: Context) -> CheckResult:
         t.cuda.synchronize()
     except Exception as e:
         d["error"] = _err(e)
-        return CheckResult(name, title, Status.FAIL, details=d, reason="vLLM reshape_and_cache_flash with kv_cache_dtype=fp8 raised")
+        return c.result(Status.FAIL, details=d, reason="vLLM reshape_and_cache_flash with kv_cache_dtype=fp8 raised")
     flat_k = kc.view(t.float8_e4m3fn).reshape(-1, heads, hd)[slots].float() * ks
     flat_v = vc.view(t.float8_e4m3fn).reshape(-1, heads, hd)[slots].float() * vs
     ek, ev = q4.rel_error(flat_k, key), q4.rel_error(flat_v, value)
     d.update({"rel_error_k": ek, "rel_error_v": ev, "band": KV_FP8_BAND, "layout": "[blocks, block_size, kv_heads, head_dim]"})
     ok = ek <= KV_FP8_BAND and ev <= KV_FP8_BAND
-    return CheckResult(name, title, Status.PASS if ok else Status.FAIL, details=d,
-                       reason="" if ok else f"FP8 KV round-trip error k={ek:.3g} v={ev:.3g} above {KV_FP8_BAND}")
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    name: str
-    title: str
-    fn: Callable[[Context], CheckResult]
-    needs: str  # "torch", "gpu" or "vllm"
-
-
-CHECKS: list[CheckSpec] = [
-    CheckSpec("environment", "GPU, driver, CUDA, torch, vLLM, FlashInfer", check_environment, "torch"),
-    CheckSpec("torch_arch", "torch build carries kernels for this SM", check_torch_arch, "gpu"),
-    CheckSpec("bf16_gemm", "BF16 GEMM: correctness vs float64, TFLOP/s", check_bf16_gemm, "gpu"),
-    CheckSpec("fp8_gemm", "FP8 e4m3 scaled GEMM (torch._scaled_mm)", check_fp8_gemm, "gpu"),
-    CheckSpec("nvfp4_reference", "NVFP4 reference quantizer round trip", check_nvfp4_reference, "torch"),
-    CheckSpec("nvfp4_gemm_torch", "NVFP4 GEMM via torch._scaled_mm", check_nvfp4_gemm_torch, "gpu"),
-    CheckSpec("nvfp4_gemm_vllm", "NVFP4 GEMM via vLLM cutlass_scaled_fp4_mm", check_nvfp4_gemm_vllm, "vllm"),
-    CheckSpec("nvfp4_marlin", "NVFP4 weight-only fallback (vLLM Marlin)", check_nvfp4_marlin, "vllm"),
-    CheckSpec("moe_backends", "NVFP4 MoE backends per vLLM's own checks", check_moe_backends, "vllm"),
-    CheckSpec("moe_triton_bf16", "BF16 fused MoE (vLLM triton) vs torch", check_moe_triton_bf16, "vllm"),
-    CheckSpec("kv_cache_fp8", "FP8 KV cache write kernel (vLLM)", check_kv_cache_fp8, "vllm"),
-]
+    return c.result(Status.PASS if ok else Status.FAIL, details=d,
+                    reason="" if ok else f"FP8 KV round-trip error k={ek:.3g} v={ev:.3g} above {KV_FP8_BAND}")

@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps([{"name": p.name, "title": p.title, "will_run": p.will_run, "reason": p.reason}
                               for p in planned], indent=2))
         else:
+            w = max([17] + [len(p.name) for p in planned])
             for p in planned:
-                print(f"{'run ' if p.will_run else 'skip'}  {p.name:<17} {p.title}" + ("" if p.will_run else f"  ({p.reason})"))
+                print(f"{'run ' if p.will_run else 'skip'}  {p.name:<{w}} {p.title}" + ("" if p.will_run else f"  ({p.reason})"))
         return 0
 
     def progress(r):

@@ -39,6 +39,18 @@ def summary_line(c: CheckResult) -> str:
         parts.append("supported: " + (", ".join(dict.fromkeys(ok)) or "none"))
         if d.get("auto_pick_w4a4") or d.get("auto_pick_w4a16"):
             parts.append(f"auto: W4A4 {d.get('auto_pick_w4a4') or '-'}, W4A16 {d.get('auto_pick_w4a16') or '-'}")
+    elif c.name == "moe_nvfp4_agree" and d.get("runs"):
+        for r in d["runs"]:
+            what = f"{r.get('flag')} {r.get('scheme')}"
+            if r.get("rel_error") is not None and r.get("status") in ("pass", "fail"):
+                ms = f", {_fmt(r['median_ms'])} ms" if r.get("median_ms") is not None else ""
+                bad = "" if r["status"] == "pass" else " FAIL"
+                parts.append(f"{what}{bad}: err {_fmt(r['rel_error'])}{ms}")
+            else:
+                parts.append(f"{what}: {r.get('status')}")
+        spread = (d.get("summary") or {}).get("max_spread") or {}
+        if spread:
+            parts.append("spread " + ", ".join(f"{a} {_fmt(v)}" for a, v in spread.items()))
     elif c.name == "nvfp4_marlin" and d.get("runs"):
         for r in d["runs"]:
             m, n, k = r["shape_mnk"]

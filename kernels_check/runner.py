@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from kernels_check.checks import CHECKS, CheckSpec, Context, Options, discover, vllm_config_context
+from kernels_check.checks import CHECKS, Context, Options, discover, vllm_config_context
 from kernels_check.model import CheckResult, Recommendation, Report, Status, Verdict
 
 NVFP4_CHECKPOINT = "nvidia/Qwen3.6-35B-A3B-NVFP4"
@@ -26,25 +26,13 @@ class PlannedCheck:
     reason: str  # why it will not run ("" when it will)
 
 
-def _will_run(spec: CheckSpec, ctx: Context) -> tuple[bool, str]:
-    if ctx.torch is None:
-        return False, ctx.torch_error
-    if spec.needs == "torch":
-        return True, ""
-    if not ctx.cuda:
-        return False, ctx.cuda_reason
-    if spec.needs == "vllm" and ctx.vllm is None:
-        return False, ctx.vllm_error
-    return True, ""
-
-
 def plan_selftest(options: Options | None = None, ctx: Context | None = None) -> list[PlannedCheck]:
     """What `run_selftest` will run here, without running any kernel (imports torch / vLLM to find out)."""
     ctx = ctx or discover(options)
     out = []
     for spec in CHECKS:
-        ok, why = _will_run(spec, ctx)
-        out.append(PlannedCheck(spec.name, spec.title, ok, why))
+        why = spec.unmet(ctx)
+        out.append(PlannedCheck(spec.name, spec.short, why is None, why or ""))
     return out
 
 
@@ -80,6 +68,12 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
                               notes=["run this on the GPU machine with the torch (and vLLM) that will serve the model"])
     failed = [n for n, r in results.items() if r.status == Status.FAIL]
     notes = [f"check failed: {n} ({results[n].reason})" for n in failed]
+    agree = results.get("moe_nvfp4_agree")
+    if agree is not None and agree.status == Status.PASS:
+        from kernels_check.moe_agree import agreement_note
+
+        if (line := agreement_note(agree.details)) is not None:
+            notes.append(line)
     if st("bf16_gemm") == Status.FAIL or st("torch_arch") == Status.FAIL:
         return Recommendation(Verdict.UNSUPPORTED,
                               f"The baseline failed on sm_{sm}: this torch build cannot run correct GEMMs here.",
@@ -97,6 +91,7 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
         else:
             backend = STATIC_MOE_PICK.get(sm // 10)
             src = "FACTS.md §2 (vLLM not checked here)"
+        backend = _avoid_wrong_backend(backend, agree, "w4a4", notes)
         if sm // 10 == 12:
             notes.append("sm_12x: the official GB10 / RTX PRO 6000 recipe uses --moe-backend marlin for the nvidia "
                          "checkpoint (FACTS.md §6); flashinfer_cutlass is vLLM's automatic pick")
@@ -122,21 +117,43 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
             fallback = MOE_FLAG.get(pick16, pick16.lower())
         elif not by.get("HUMMING", {}).get("w4a16"):
             fallback = "marlin"
+    auto_fallback = fallback
+    fallback = _avoid_wrong_backend(fallback, agree, "w4a16", notes)
     ran = "ran and matched the reference" if marlin == Status.PASS else "was not run (vLLM not installed)"
     if sm >= 100:
         notes.append(f"sm_{sm} should have native FP4: the native GEMMs did not pass; update torch / vLLM")
     fp8_ok = st("fp8_gemm") == Status.PASS
     notes.append(f"to serve {NVFP4_CHECKPOINT} here anyway: --moe-backend {fallback} (weight-only W4A16 dequant; "
-                 "vLLM picks it automatically)")
+                 + ("vLLM picks it automatically)" if fallback == auto_fallback
+                    else f"set it: vLLM would pick {auto_fallback})"))
     return Recommendation(
         Verdict.FALLBACK,
-        f"sm_{sm} has no native NVFP4 GEMM; vLLM would run NVFP4 weights through its {fallback} weight-only "
+        f"sm_{sm} has no native NVFP4 GEMM; vLLM would run NVFP4 weights through its {auto_fallback} weight-only "
         f"(W4A16) fallback, whose Marlin GEMM {ran}.",
         checkpoint=FP8_CHECKPOINT if fp8_ok else NVFP4_CHECKPOINT,
         moe_backend="auto" if fp8_ok else fallback,
         notes=notes + ([f"FP8 GEMM runs natively here: {FP8_CHECKPOINT} keeps activations in FP8 "
                         "(MoE backend left to vLLM: not checked by this self-test)"] if fp8_ok else []),
     )
+
+
+def _avoid_wrong_backend(backend: str | None, agree: CheckResult | None, scheme: str, notes: list[str]) -> str | None:
+    """The MoE backend to recommend: `backend`, unless moe_nvfp4_agree saw it give wrong output for `scheme`
+    here and another backend matched the reference (then that one, with a note saying why)."""
+    if backend is None or agree is None or agree.status != Status.FAIL:
+        return backend
+    from kernels_check.moe_agree import flags_by_outcome
+
+    good, bad = flags_by_outcome(agree.details, scheme)
+    if backend not in bad:
+        return backend
+    if not good:
+        notes.append(f"--moe-backend {backend} gave wrong {scheme.upper()} NVFP4 MoE output here (moe_nvfp4_agree) "
+                     "and no other backend matched the reference")
+        return backend
+    notes.append(f"--moe-backend {backend} gave wrong {scheme.upper()} NVFP4 MoE output here (moe_nvfp4_agree); "
+                 f"{good[0]} matched the float64 reference, so it is recommended instead")
+    return good[0]
 
 
 def run_selftest(options: Options | None = None,
@@ -154,9 +171,9 @@ def run_selftest(options: Options | None = None,
         try:
             if spec.needs == "vllm" and ctx.vllm is not None:
                 with vllm_config_context():
-                    r = spec.fn(ctx)
+                    r = spec.run(ctx)
             else:
-                r = spec.fn(ctx)
+                r = spec.run(ctx)
         except Exception as e:  # a check bug or an unexpected library error: report it, keep going
             tb = traceback.format_exception(type(e), e, e.__traceback__)
             r = CheckResult(spec.name, spec.title, Status.FAIL, reason=f"{type(e).__name__}: {e}"[:400],

@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 GPU_CHECKS = ["torch_arch", "bf16_gemm", "fp8_gemm", "nvfp4_gemm_torch", "nvfp4_gemm_vllm", "nvfp4_marlin",
-              "moe_backends", "moe_triton_bf16", "kv_cache_fp8"]
+              "moe_backends", "moe_nvfp4_agree", "moe_triton_bf16", "kv_cache_fp8"]
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -105,7 +105,7 @@ class UnifiedSizing:
     kv_cache_memory_bytes: int  # whole GiB; 0 when nothing is left for the KV pool
     available_at_check_bytes: int
     available_after_start_bytes: int
-    page_cache_to_reclaim_bytes: int  # > 0: the plan needs the kernel to reclaim this much page cache while loading
+    page_cache_to_reclaim_bytes: int  # > 0: vLLM's allocations exceed MemFree by this: page cache must be reclaimed
     fits: bool
     blocked_by_page_cache: bool
     lines: tuple[str, ...]
@@ -161,7 +161,8 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
     if util > 0:
         capped = " (capped at vLLM's default)" if util == i.util_cap and usable / i.total_bytes > i.util_cap else ""
         lines += [
-            f"--gpu-memory-utilization = floor({usable / GiB:.2f} / {i.total_bytes / GiB:.2f}) = {util:.2f}{capped}; "
+            f"--gpu-memory-utilization = {usable / GiB:.2f} / {i.total_bytes / GiB:.2f} = "
+            f"{usable / i.total_bytes:.4f}, rounded down: {util:.2f}{capped}; "
             f"vLLM requests ceil({util:.2f} x {i.total_bytes / GiB:.2f} GiB) = {_gib(req)}",
             f"startup check: MemAvailable {_gib(at_check)} >= requested {_gib(req)}: passes",
             f"KV pool = {_gib(req)} - weights {_gib(i.weights_bytes)} - in-budget overhead {_gib(i.overhead_bytes)} "
@@ -189,7 +190,7 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
                              f"it fits at {u2:.2f}; drop it first: {DROP_CACHES}")
     reclaim = 0
     if i.mem_free_bytes is not None and fits:
-        reclaim = max(0, proc + req + reserve - i.mem_free_bytes)
+        reclaim = max(0, proc + req - i.mem_free_bytes)  # vLLM's own allocations beyond what is free now
         if reclaim > 0:
             drop = DROP_CACHES
             cache = f" of the {_gib(i.page_cache_bytes)} page cache" if i.page_cache_bytes is not None else ""

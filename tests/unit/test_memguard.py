@@ -267,3 +267,41 @@ def test_top_processes_reads_this_machine():
     top = mg.top_processes(2)
     assert len(top) == 2 and top[0][2] >= top[1][2] > 0
     assert any(p.pid == top[0][1] for p in psutil.process_iter())
+
+
+def test_launch_guard_stops_the_server_with_exit_6(tmp_path):
+    """`spark-tui launch` with the guard on (real /proc), against the fake vLLM of test_supervisor_launch_cli: a
+    stop threshold above this machine's MemAvailable stops the server at once, with the diagnosis, exit 6."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import json
+
+    from test_supervisor_launch_cli import CONFIG, FAKE_VLLM, LOG, _port
+
+    from tests.support.runtime_ckpt import tensor, write_safetensors
+
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(CONFIG))
+    write_safetensors(model / "model.safetensors", {"model.embed_tokens.weight": tensor("BF16", [4096, 128])})
+    fake = tmp_path / "vllm"
+    fake.write_text(f"#!{sys.executable}\nLOG_PATH = {str(LOG)!r}\n" + FAKE_VLLM)
+    fake.chmod(0o755)
+    huge = psutil.virtual_memory().total / GiB * 4  # MemAvailable is always below this
+    env = {**os.environ, "SPARK_TUI_HOME": str(tmp_path / "home"), "SPARK_TUI_VLLM": str(fake), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "spark_tui", "launch", "--device", "cpu-test", "--model-path", str(model),
+                        "--port", str(_port()), "--mem-guard-warn", f"{huge + 1:.0f}", "--mem-guard-stop", f"{huge:.0f}",
+                        "--mem-guard-interval", "0.1"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "memory guard: on (unified memory" in r.stdout  # cpu-test plans are unified: on by default
+    assert "memory guard stopped vLLM" in r.stderr and "fix: plan a lower --gpu-memory-utilization" in r.stderr
+    assert "hint: the memory guard stopped vLLM before the host ran out of memory" in r.stderr
+    pid = int(next(ln for ln in r.stdout.splitlines() if ln.startswith("vLLM starting: pid ")).split()[3].rstrip(","))
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not list((tmp_path / "home" / "state" / "servers").glob("*.json"))
+
+
+def test_launch_no_mem_guard_turns_it_off(tmp_path):
+    r = _cli("launch", "--device", "dgx-spark", "--no-mem-guard", "--mem-guard-warn", "2", "--mem-guard-stop", "3",
+             "--no-preflight", env={"SPARK_TUI_HOME": str(tmp_path), "SPARK_TUI_VLLM": "/bin/false"})
+    # thresholds are not even checked when the guard is off; vLLM (/bin/false) fails to start: exit 6, no guard
+    assert r.returncode == 6 and "memory guard" not in r.stdout + r.stderr

@@ -84,9 +84,9 @@ def pin_gpu(probe: Any, gpu_index: int, *, allow_busy: bool = False) -> GpuPin:
             names = ", ".join(f"{i} ({next(x.name for x in probe.gpus if x.index == i)})" for i in idle)
             hint = f"use an idle GPU: --gpu-index {idle[0]} (idle: {names})"
         else:
-            busy = "; ".join(f"{x.index}: {gpu_busy(x)}" for x in probe.gpus)
-            hint = (f"no GPU is idle ({busy}): stop the other GPU processes and re-probe, or plan for the bare card "
-                    "with --device ID")
+            busy = ", ".join(str(x.index) for x in probe.gpus)
+            hint = (f"no GPU is idle (busy: {busy}): stop the other GPU processes and re-probe, or plan for the bare "
+                    "card with --device ID")
         raise PlanError(f"GPU {gpu_index} ({g.name}) is busy: {why}", hint)
     env = (("CUDA_DEVICE_ORDER", "PCI_BUS_ID"), ("CUDA_VISIBLE_DEVICES", str(gpu_index)))
     uuid = f", {g.uuid}" if g.uuid else ""

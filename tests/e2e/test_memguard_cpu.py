@@ -91,6 +91,7 @@ def test_guard_stops_real_vllm_when_memory_runs_out(tiny_qwen3_moe, vllm_env, tm
         while sv.group_alive(pgid) and time.monotonic() < end:
             time.sleep(0.2)
         assert not sv.group_alive(pgid), "vLLM processes survived the guard"
+        watcher.close(timeout=30)  # the stop runs in the guard's thread: let it finish its clean-up
         assert not sup.alive() and not list((tmp_path / "home" / "state" / "servers").glob("*.json"))
         assert [e.kind for e in events].count("stop") == 1
         held = psutil.Process(hog.pid).memory_info().rss

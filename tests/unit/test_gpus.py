@@ -44,7 +44,7 @@ def test_recorded_2x5090_both_busy_refuses_and_says_none_is_idle():
     assert e.value.exit_code == 5
     assert e.value.message == ("GPU 1 (NVIDIA GeForce RTX 5090) is busy: 28.6 GiB of 31.8 GiB in use (more than the 8% "
                                "vLLM's default 0.92 leaves)")
-    assert e.value.hint.startswith("no GPU is idle (0: 28.6 GiB of 31.8 GiB in use")
+    assert e.value.hint.startswith("no GPU is idle (busy: 0, 1): stop the other GPU processes")
     assert "--device ID" in e.value.hint
 
 

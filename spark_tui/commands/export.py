@@ -58,7 +58,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(export_owns_nodes=owns_nodes)
     _add(g, "--ray-layout", choices=("pp", "tp"), default="pp",
          help="ray: pp = tensor parallel within a node, pipeline across nodes (vLLM docs); tp = tensor across")
-    _add(g, "--ifname", help="ray: cluster network interface for NCCL/Gloo (else NCCL_SOCKET_IFNAME at run time)")
+    _add(g, "--ifname", help="ray: cluster network interface for NCCL/Gloo on every node (else NCCL_SOCKET_IFNAME "
+         "at run time)")
+    _add(g, "--head-ifname", metavar="IF", help="ray: the head node's interface, when it differs from the workers'")
+    _add(g, "--worker-ifname", metavar="IF", help="ray: the worker nodes' interface, when it differs from the head's")
 
 
 def _options(args: argparse.Namespace):
@@ -82,6 +85,8 @@ def _options(args: argparse.Namespace):
         nodes=get("nodes") if get("export_owns_nodes") else None,  # else the Plan carries --nodes
         ray_layout=get("ray_layout") or "pp",
         ifname=get("ifname"),
+        head_ifname=get("head_ifname"),
+        worker_ifname=get("worker_ifname"),
     )
     return ExportOptions(**kw)
 

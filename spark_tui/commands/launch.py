@@ -36,6 +36,42 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dry-run", action="store_true",
                    help="print the exact argv and environment it would run, then exit 0 without starting anything")
     g.add_argument("--json", action="store_true", help="with --dry-run: print {argv, env} as JSON")
+    add_guard_arguments(g)
+
+
+def add_guard_arguments(g) -> None:
+    """The memory guard's options (spark_tui.core.memguard): on by default on unified memory (GB10)."""
+    onoff = g.add_mutually_exclusive_group()
+    onoff.add_argument("--mem-guard", dest="mem_guard", action="store_true", default=None,
+                       help="watch MemAvailable, swap and memory pressure and stop vLLM before the host stalls "
+                            "(default: on for unified memory, e.g. DGX Spark)")
+    onoff.add_argument("--no-mem-guard", dest="mem_guard", action="store_false", help="do not run the memory guard")
+    g.add_argument("--mem-guard-warn", type=float, metavar="GIB", help="warn below this MemAvailable (default 4)")
+    g.add_argument("--mem-guard-stop", type=float, metavar="GIB", help="stop vLLM below this MemAvailable (default 2)")
+    g.add_argument("--mem-guard-psi-stop", type=float, metavar="PCT",
+                   help="stop vLLM at this memory pressure, PSI full avg10 %% (default 30)")
+    g.add_argument("--mem-guard-interval", type=float, metavar="S", help="seconds between samples (default 0.5)")
+
+
+def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
+    """GuardThresholds when the guard runs for this plan, else None (UsageError, exit 2, on bad values)."""
+    from spark_tui.core import memguard
+
+    on = getattr(args, "mem_guard", None)
+    if on is None:
+        on = memguard.default_enabled(plan.device.unified_memory)
+    if not on:
+        return None
+    return memguard.thresholds_from_options(
+        warn_gib=getattr(args, "mem_guard_warn", None), stop_gib=getattr(args, "mem_guard_stop", None),
+        psi_stop=getattr(args, "mem_guard_psi_stop", None), interval_s=getattr(args, "mem_guard_interval", None))
+
+
+def _guard_stopped(watcher: Any) -> None:
+    """Raise the guard's diagnosis (exit 6) when it stopped the server."""
+    if watcher is not None and watcher.tripped is not None:
+        raise VllmError(watcher.tripped.text, "the memory guard stopped vLLM before the host ran out of memory; "
+                        "thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard") from None
 
 
 class _StartupPrinter:
@@ -152,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     port = plan.port  # one flag model: the plan's --port (from --port or --set port=N) is the port served on
     if args.dry_run:
         return _dry_run(plan, args)
+    guard = guard_thresholds(args, plan)
     if not args.no_preflight:
         sv.check_port_free(plan.host, port)
         note = sv.check_memory(plan)
@@ -171,8 +208,21 @@ def run(args: argparse.Namespace) -> int:
         sv.install_signal_handlers(sup)
     rec = sup.start()
     print(f"vLLM starting: pid {rec.pid}, log {rec.log_path}", flush=True)
+    watcher = None
+    if guard is not None:
+        from spark_tui.core import memguard
+
+        for line in memguard.guard_description(True, guard, unified=plan.device.unified_memory):
+            print(line, flush=True)
+        if args.detach:
+            print("  (--detach: the guard watches the start only)", flush=True)
+        watcher = memguard.watch_supervisor(sup, guard, on_event=lambda ev: print(ev.text, file=sys.stderr, flush=True))
     try:
-        ready = sup.wait_ready(args.startup_timeout, diagnose=_diagnose)
+        try:
+            ready = sup.wait_ready(args.startup_timeout, diagnose=_diagnose)
+        except VllmError:
+            _guard_stopped(watcher)
+            raise
         print(f"ready in {ready.seconds:.1f}s at {ready.url} (models: {', '.join(ready.models)})", flush=True)
         v = sv.verify_against_plan(plan, sup.summary())
         for line in v.lines():
@@ -190,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 line = stats.line()
                 if line:
                     print(line, flush=True)
+        _guard_stopped(watcher)
         rc = sup.proc.returncode if sup.proc else None
         raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(_diagnose)}", f"full log: {rec.log_path}")
     except KeyboardInterrupt:

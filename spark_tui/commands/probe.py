@@ -64,8 +64,14 @@ def render(r: ProbeResult) -> str:
         if r.hint:
             lines.append(f"  hint: {r.hint}")
     else:
-        drv = f"driver {r.driver_version or 'n/a'}, CUDA {r.cuda_driver_version or 'n/a'}"
+        cuda = r.cuda_driver_version or ("Not Found (no libcuda.so.1)" if r.cuda_driver_error == "library_not_found"
+                                          else "n/a")
+        drv = f"driver {r.driver_version or 'n/a'}, CUDA {cuda}"
         lines.append(f"{len(r.gpus)} GPU{'s' if len(r.gpus) != 1 else ''}, {drv}")
+        if r.vgpu:
+            lines.append(f"vGPU: {r.vgpu.get('message', '')}")
+            if r.vgpu.get("hint"):
+                lines.append(f"  what to do: {r.vgpu['hint']}")
         for g in r.gpus:
             lines.append(f"GPU {g.index}  {g.name}  {g.sm_name or 'sm n/a'}  {g.pci_bus_id or ''}".rstrip())
             lines.append(f"  memory  {memory_line(g, r.host)}")

@@ -68,7 +68,9 @@ class ExportOptions:
     shm_size: str = "16Gi"  # k8s /dev/shm (emptyDir medium Memory)
     nodes: int | None = None  # ray: number of nodes (default plan.nodes, at least 2)
     ray_layout: str = "pp"  # ray: "pp" = TP within a node, PP across nodes (vLLM docs); "tp" = TP across
-    ifname: str | None = None  # ray: NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME (else taken from the env)
+    ifname: str | None = None  # ray: NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME on every node (else from the env)
+    head_ifname: str | None = None  # ray: the head's interface when it differs (wins over ifname on the head)
+    worker_ifname: str | None = None  # ray: the workers' interface (wins over ifname on the workers)
 
 
 @dataclass(frozen=True)
@@ -146,16 +148,51 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def gpus_per_replica(plan: Plan) -> int:
-    """GPUs one server process uses: tensor parallel x data parallel."""
+def parallel_sizes(plan: Plan) -> tuple[int, int, int]:
+    """(tensor, pipeline, data) parallel sizes of one server, from its flags (the Plan fields fill in missing ones)."""
     pairs = serve_pairs(plan)
     sizes = []
-    for flag in ("--tensor-parallel-size", "--data-parallel-size"):
+    for flag in ("--tensor-parallel-size", "--pipeline-parallel-size", "--data-parallel-size"):
         raw = _get(pairs, flag) or "1"
         if not raw.isdigit() or int(raw) < 1:
             raise UsageError(f"{flag} {raw!r} is not a GPU count", f"give {flag} a positive integer")
         sizes.append(int(raw))
-    return sizes[0] * sizes[1]
+    return sizes[0], sizes[1], sizes[2]
+
+
+def gpus_per_replica(plan: Plan) -> int:
+    """GPUs one server process uses: tensor x pipeline x data parallel (vLLM's world size times DP)."""
+    tp, pp, dp = parallel_sizes(plan)
+    return tp * pp * dp
+
+
+# A plan pinned to GPUs carries CUDA_VISIBLE_DEVICES (NVML indices, with CUDA_DEVICE_ORDER=PCI_BUS_ID:
+# spark_tui.core.gpus). A container given only those GPUs numbers them from 0, so there the pin becomes the
+# device selection (docker --gpus "device=...", compose device_ids) and the variables are left out.
+PIN_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+
+
+def pinned_gpus(plan: Plan) -> list[str] | None:
+    """The GPU ids (NVML indices or UUIDs) the plan pins to, or None when it uses any GPU."""
+    raw = plan.env_dict().get("CUDA_VISIBLE_DEVICES")
+    if raw is None or not raw.strip():
+        return None
+    ids = [x.strip() for x in raw.split(",") if x.strip()]
+    if not all(re.fullmatch(r"[0-9]+|(GPU|MIG)-[0-9A-Za-z/-]+", x) for x in ids):
+        raise UsageError(f"CUDA_VISIBLE_DEVICES={raw!r} is not a list of GPU indices or UUIDs",
+                         "pin with --gpu-index N, or --set CUDA_VISIBLE_DEVICES=0,1")
+    need = gpus_per_replica(plan)
+    if len(ids) < need:
+        raise UsageError(f"the plan pins {len(ids)} GPU(s) (CUDA_VISIBLE_DEVICES={raw}) but one server needs {need} "
+                         "(tensor x pipeline x data parallel)", "pin as many GPUs as the parallel sizes multiply to")
+    return ids
+
+
+def container_env(plan: Plan) -> list:
+    """The plan's environment inside a container: without the pin variables (see PIN_ENV)."""
+    if pinned_gpus(plan) is None:
+        return list(plan.env)
+    return [e for e in plan.env if e.name not in PIN_ENV]
 
 
 @dataclass(frozen=True)
@@ -329,6 +366,14 @@ def _publish(host: str, port: int) -> str:
     return f"{h}:{port}:{port}"
 
 
+def docker_gpus(plan: Plan) -> str:
+    """`--gpus` value: the pinned devices ("device=1", quoted for docker's CSV parser when several), else all."""
+    ids = pinned_gpus(plan)
+    if ids is None:
+        return "all"
+    return f'"device={",".join(ids)}"' if len(ids) > 1 else f"device={ids[0]}"
+
+
 def to_docker(plan: Plan, opts: ExportOptions | None = None) -> str:
     """A bash script running the official vllm-openai image with the plan's flags."""
     opts = opts or ExportOptions()
@@ -350,7 +395,7 @@ def to_docker(plan: Plan, opts: ExportOptions | None = None) -> str:
         lines.append("")
     words: list[list[str]] = [
         ["docker", "run", "--rm", "--name", _q(opts.name)],
-        ["--gpus", "all"],
+        ["--gpus", _q(docker_gpus(plan))],
         ["--ipc=host"],
         ["-p", _q(_publish(host, port))],
         ["-v", f'"${{HOME}}/.cache/huggingface:{CONTAINER_HF_CACHE}"'],
@@ -363,7 +408,7 @@ def to_docker(plan: Plan, opts: ExportOptions | None = None) -> str:
         if opts.env_file and n == API_KEY_ENV and not sec.api_key_source:
             continue
         words.append(["-e", n])
-    for e in plan.env:
+    for e in container_env(plan):
         words.append(["-e", _q(f"{e.name}={e.value}")])
     words.append([_q(image_for(plan, opts))])
     words += [[_q(plan.model)]]
@@ -470,13 +515,22 @@ def dollar_escape(s: str) -> str:
 # compose
 
 
+def compose_gpu_device(plan: Plan) -> dict[str, object]:
+    """The GPU reservation: `device_ids` when the plan pins GPUs, else `count` (they exclude each other in the
+    Compose spec, deploy.resources.reservations.devices)."""
+    ids = pinned_gpus(plan)
+    if ids is not None:
+        return {"driver": "nvidia", "device_ids": ids, "capabilities": ["gpu"]}
+    return {"driver": "nvidia", "count": gpus_per_replica(plan), "capabilities": ["gpu"]}
+
+
 def to_compose(plan: Plan, opts: ExportOptions | None = None) -> str:
     """A docker compose file with one GPU service running the official image."""
     opts = opts or ExportOptions()
     _check_env(plan)
     sec = _secrets(plan, opts)
     host, port = effective_host(plan), effective_port(plan)
-    env: dict[str, str] = {e.name: dollar_escape(e.value) for e in plan.env}
+    env: dict[str, str] = {e.name: dollar_escape(e.value) for e in container_env(plan)}
     for n in sec.optional:
         env[n] = f"${{{n}:-}}"
     for n in sec.required:
@@ -500,7 +554,7 @@ def to_compose(plan: Plan, opts: ExportOptions | None = None) -> str:
     service["deploy"] = {
         "resources": {
             "reservations": {
-                "devices": [{"driver": "nvidia", "count": gpus_per_replica(plan), "capabilities": ["gpu"]}]
+                "devices": [compose_gpu_device(plan)]
             }
         }
     }
@@ -649,7 +703,7 @@ def to_k8s(plan: Plan, opts: ExportOptions | None = None) -> str:
         m["labels"] = {**labels, **(extra or {})}
         return m
 
-    env: list[dict[str, object]] = [{"name": e.name, "value": dollar_escape(e.value)} for e in plan.env]
+    env: list[dict[str, object]] = [{"name": e.name, "value": dollar_escape(e.value)} for e in container_env(plan)]
     for n in sec.optional:
         env.append({"name": n, "valueFrom": {"secretKeyRef": {"name": opts.k8s_secret, "key": n, "optional": True}}})
     for n in sec.required:
@@ -713,6 +767,10 @@ def to_k8s(plan: Plan, opts: ExportOptions | None = None) -> str:
         f"# Secrets: kubectl{ns} create secret generic {opts.k8s_secret} --from-literal={API_KEY_ENV}=... "
         f"[--from-literal={HF_TOKEN_ENV}=...]",
     ]
+    pins = pinned_gpus(plan)
+    if pins is not None:
+        head.append(f"# The plan pins GPU {','.join(pins)} on its machine; here the NVIDIA device plugin picks the "
+                    f"{gpus_per_replica(plan)} GPU(s) (pin a node with a nodeSelector).")
     docs = [to_yaml(d) for d in (pvc, deployment, service)]
     return "\n".join(head) + "\n" + "---\n".join(docs)
 
@@ -727,9 +785,18 @@ def ray_pairs(plan: Plan, opts: ExportOptions) -> list[tuple[str, str | None]]:
     vLLM's guidance (docs/serving/parallelism_scaling.md): tensor parallel = GPUs per node, pipeline
     parallel = number of nodes, `--distributed-executor-backend ray`. layout "tp" puts tensor parallelism
     across nodes instead (what NVIDIA's two-DGX-Spark playbook does over its 200 GbE link).
+    GPUs per node = the plan's tensor x pipeline parallel sizes (its flags, or the Plan fields). A plan with
+    data parallel replicas is refused: for a MoE model vLLM's data parallel ranks are not independent (its
+    expert layers form one DP x TP group, docs/serving/data_parallel_deployment.md), and folding them into
+    tensor parallel would silently change what runs; run one server per node behind a router instead.
     """
     nodes = ray_nodes(plan, opts)
-    per_node = max(1, plan.tensor_parallel_size) * max(1, plan.data_parallel_size)
+    tp0, pp0, dp = parallel_sizes(plan)
+    if dp > 1:
+        raise UsageError(f"the plan runs {dp} data-parallel replicas; the Ray export runs one server across nodes",
+                         "for replicas run one server per node (`spark-tui export --format bash` on each) behind a "
+                         "router, or plan without data parallel for a Ray cluster")
+    per_node = tp0 * pp0
     pairs = _drop(_drop(serve_pairs(plan), "--data-parallel-size"), "--tensor-parallel-size")
     pairs = _drop(pairs, "--pipeline-parallel-size")
     if opts.ray_layout == "tp":
@@ -753,19 +820,48 @@ def ray_nodes(plan: Plan, opts: ExportOptions) -> int:
     return n
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}\Z")  # Linux IFNAMSIZ 16 incl. NUL
+
+
+def ray_ifname(opts: ExportOptions, role: str) -> str | None:
+    """The network interface a node's NCCL and Gloo use: the role's own (--head-ifname / --worker-ifname), else
+    the common --ifname, else None (then the script requires NCCL_SOCKET_IFNAME at run time). Two DGX Sparks
+    often name their ConnectX-7 ports differently (e.g. enP2p1s0f1np1 on one, enp1s0f0np0 on the other,
+    vllm-project/vllm PR #40991), and one value for both nodes breaks the rendezvous."""
+    name = (opts.head_ifname if role == "head" else opts.worker_ifname) or opts.ifname
+    if name is not None and not _IFNAME.match(name):
+        flag = {"head": "--head-ifname", "worker": "--worker-ifname"}.get(role, "--ifname")
+        raise UsageError(f"{name!r} is not a network interface name", f"give {flag} a name from `ip -br addr`")
+    return name
+
+
 def _ray_net_lines(opts: ExportOptions, role: str) -> list[str]:
     lines = [
         f': "${{VLLM_HOST_IP:?set VLLM_HOST_IP to the IP of this {role} node on the cluster network}}"',
         "export VLLM_HOST_IP",
     ]
-    if opts.ifname:
-        lines += [f"export NCCL_SOCKET_IFNAME={_q(opts.ifname)}", f"export GLOO_SOCKET_IFNAME={_q(opts.ifname)}"]
+    ifname = ray_ifname(opts, role)
+    if ifname:
+        lines += [f"export NCCL_SOCKET_IFNAME={_q(ifname)}", f"export GLOO_SOCKET_IFNAME={_q(ifname)}"]
     else:
         lines += [
-            ': "${NCCL_SOCKET_IFNAME:?set NCCL_SOCKET_IFNAME to the cluster network interface (ip -br addr)}"',
+            f': "${{NCCL_SOCKET_IFNAME:?set NCCL_SOCKET_IFNAME to the cluster network interface of this {role} node '
+            '(ip -br addr)}"',
             'export NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$NCCL_SOCKET_IFNAME}"',
         ]
     return lines
+
+
+def ray_spark_note(plan: Plan) -> list[str]:
+    """Comment lines for a unified-memory (DGX Spark) plan that fits one node: spark_tui.core.cluster's advice."""
+    mem = plan.memory
+    if not plan.device.unified_memory or mem is None or not mem.fits:
+        return []
+    from spark_tui.core.cluster import second_spark_advice
+
+    a = second_spark_advice(fits_one_spark=True)
+    return [f"# Note: a second Spark {_comment(a.summary)}: {_comment(a.reason)}.",
+            "# This file splits one server over the nodes instead (tensor/pipeline parallel); see `spark-tui plan`."]
 
 
 def to_ray(plan: Plan, opts: ExportOptions | None = None) -> list[ExportFile]:
@@ -782,6 +878,7 @@ def to_ray(plan: Plan, opts: ExportOptions | None = None) -> list[ExportFile]:
     head = ["#!/usr/bin/env bash", *_header(plan, "ray"),
             f"# Head node of a {nodes}-node Ray cluster; run ray-worker.sh on the other {nodes - 1} node(s).",
             "# Every node needs the same vLLM, model files (or HF cache) and environment.",
+            *ray_spark_note(plan),
             "set -euo pipefail", ""]
     head += _ray_net_lines(opts, "head")
     head += env_lines

@@ -30,7 +30,8 @@ INSTALL_HINT_PYNVML = "install the NVML bindings: `pip install nvidia-ml-py`"
 
 
 class NotAvailable:
-    """A value NVML could not give. Falsy; `reason` is 'not_supported', 'no_function' or 'error: ...'."""
+    """A value NVML could not give. Falsy; `reason` is 'not_supported', 'no_function', 'library_not_found' or
+    'error: ...'."""
 
     __slots__ = ("reason",)
 
@@ -168,6 +169,8 @@ def query(fn: str | Callable[..., Any], *args: Any, default: Any = NA) -> Any:
             reason = "not_supported"
         elif code == getattr(m, "NVML_ERROR_FUNCTION_NOT_FOUND", None):
             reason = "no_function"
+        elif code == getattr(m, "NVML_ERROR_LIBRARY_NOT_FOUND", None):
+            reason = "library_not_found"  # e.g. nvmlSystemGetCudaDriverVersion_v2 without libcuda.so.1
         else:
             reason = f"error: {e}"
             log.debug("NVML %s%r failed: %s", getattr(func, "__name__", fn), args, e)

@@ -8,6 +8,7 @@ NVML reports as NOT_SUPPORTED (or that could not be read) is `null` in JSON and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +45,10 @@ class GpuInfo:
     power_draw_w: float | None = None
     sm_clock_mhz: int | None = None
     mem_clock_mhz: int | None = None
+    # NVML nvmlDeviceGetVirtualizationMode: "none" (bare metal), "passthrough", "vgpu" (a vGPU inside a VM),
+    # "host_vgpu" / "host_vsga" (the hypervisor's vGPU Manager owns the GPU: no CUDA here); None: not available
+    virtualization_mode: str | None = None
+    compute_processes: int | None = None  # compute processes on the GPU (nvmlDeviceGetComputeRunningProcesses)
 
     @property
     def sm(self) -> int | None:
@@ -73,6 +78,8 @@ class HostInfo:
     ram_total_bytes: int | None = None
     mem_available_bytes: int | None = None  # /proc/meminfo MemAvailable (psutil available)
     os: str | None = None
+    mem_free_bytes: int | None = None  # /proc/meminfo MemFree (psutil free)
+    page_cache_bytes: int | None = None  # Cached + Buffers (psutil cached + buffers): what drop_caches can free
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class ProbeResult:
     taken_at: str | None = None  # ISO-8601 UTC
     source: str = "nvml"  # "nvml", or "file:<path>" when replayed
     schema_version: int = SCHEMA_VERSION
+    # why NVML gave no CUDA driver version: "library_not_found" (libcuda.so.1 missing: nvidia-smi prints
+    # "CUDA Version: Not Found"), "not_supported", "error: ..."; None when it was read (or not asked)
+    cuda_driver_error: str | None = None
+    vgpu: dict[str, Any] | None = None  # a vGPU host / guest / suspected: `detect_vgpu`; None when not seen
 
     @property
     def ok(self) -> bool:
@@ -176,12 +187,15 @@ def read_host() -> HostInfo:
     import os
     import platform
 
-    ram_total = mem_available = None
+    ram_total = mem_available = mem_free = cache = None
     try:
         import psutil
 
         vm = psutil.virtual_memory()
         ram_total, mem_available = int(vm.total), int(vm.available)
+        mem_free = int(vm.free)
+        if hasattr(vm, "cached"):  # Linux fields
+            cache = int(vm.cached) + int(getattr(vm, "buffers", 0))
     except Exception:  # psutil missing or /proc unreadable: report "not available", never 0
         pass
     return HostInfo(
@@ -190,6 +204,8 @@ def read_host() -> HostInfo:
         ram_total_bytes=ram_total,
         mem_available_bytes=mem_available,
         os=f"{platform.system()} {platform.release()}".strip() or None,
+        mem_free_bytes=mem_free,
+        page_cache_bytes=cache,
     )
 
 
@@ -258,6 +274,8 @@ def _read_gpu(index: int) -> GpuInfo:
     power = query("nvmlDeviceGetPowerUsage", h)
     sm_clock = query("nvmlDeviceGetClockInfo", h, getattr(m, "NVML_CLOCK_SM", 1))
     mem_clock = query("nvmlDeviceGetClockInfo", h, getattr(m, "NVML_CLOCK_MEM", 2))
+    virt = query("nvmlDeviceGetVirtualizationMode", h)
+    procs = query("nvmlDeviceGetComputeRunningProcesses", h)
 
     return GpuInfo(
         index=index,
@@ -278,7 +296,64 @@ def _read_gpu(index: int) -> GpuInfo:
         power_draw_w=_num(power, 1e-3),
         sm_clock_mhz=None if is_na(sm_clock) else int(sm_clock),
         mem_clock_mhz=None if is_na(mem_clock) else int(mem_clock),
+        virtualization_mode=None if is_na(virt) else VIRTUALIZATION_MODES.get(int(virt), f"mode {int(virt)}"),
+        compute_processes=None if is_na(procs) else len(procs),
     )
+
+
+VIRTUALIZATION_MODES = {0: "none", 1: "passthrough", 2: "vgpu", 3: "host_vgpu", 4: "host_vsga"}  # nvmlGpuVirtualizationMode_t
+VGPU_SOURCES = (
+    "NVML API reference: nvmlDeviceGetVirtualizationMode (NONE, PASSTHROUGH, VGPU, HOST_VGPU, HOST_VSGA); "
+    "nvmlSystemGetCudaDriverVersion_v2 returns NVML_ERROR_LIBRARY_NOT_FOUND when libcuda.so.1 is not found",
+    "akb486/vgpu README.md: `nvidia-smi -q` of a vGPU host: 'CUDA Version : Not Found', 'Virtualization Mode : "
+    "Host VGPU' (driver 525.147.01)",
+    "DualCoder/vgpu_unlock #51: on the vGPU host nvidia-smi shows 'CUDA Version: N/A'; CUDA runs in the VM with the "
+    "guest driver of the same vGPU release (https://docs.nvidia.com/cuda/vGPU/index.html)",
+)
+
+
+def detect_vgpu(r: ProbeResult) -> dict[str, Any] | None:
+    """A vGPU host, a vGPU guest, or a machine whose driver reports no CUDA version; None otherwise.
+
+    {kind: "host" | "guest" | "no_cuda", message, hint, evidence[], sources[]}. "host": the hypervisor's vGPU
+    Manager owns the GPU and has no CUDA driver (nvidia-smi: 'CUDA Version: Not Found' / 'N/A'), so vLLM cannot
+    run there. "guest": a VM given a vGPU (a "GRID ..." name or NVML mode VGPU). "no_cuda": NVML gives no CUDA
+    driver version and the mode is unknown: a vGPU host, or libcuda.so.1 missing."""
+    modes = {g.virtualization_mode for g in r.gpus}
+    grid = [g for g in r.gpus if g.name.startswith("GRID ")]
+    no_cuda = r.cuda_driver_version is None and r.cuda_driver_error in ("library_not_found", "not_supported", "zero")
+    evidence = []
+    if no_cuda:
+        evidence.append(f"NVML gives no CUDA driver version ({r.cuda_driver_error}); nvidia-smi prints 'CUDA Version: "
+                        "Not Found' (or 'N/A')")
+    if modes & {"host_vgpu", "host_vsga"}:
+        evidence.append("NVML virtualization mode HOST_VGPU: the vGPU Manager (hypervisor driver) owns the GPU")
+        return {"kind": "host", "evidence": evidence, "sources": list(VGPU_SOURCES),
+                "message": "this is a vGPU host (hypervisor): its vGPU Manager driver has no CUDA, so vLLM cannot "
+                           "run here",
+                "hint": "run vLLM inside a VM that is given a compute vGPU profile (the -C or -Q types) with the "
+                        "guest driver of the same vGPU release and a license, or pass the whole GPU through to the "
+                        "VM, or install the regular data-center driver on this host instead of the vGPU Manager"}
+    if "vgpu" in modes or grid:
+        evidence.append("NVML virtualization mode VGPU" if "vgpu" in modes else
+                        f"vGPU profile name {grid[0].name!r}")
+        if no_cuda:
+            return {"kind": "guest", "evidence": evidence, "sources": list(VGPU_SOURCES),
+                    "message": "this is a VM with a vGPU whose driver reports no CUDA version: CUDA will not start",
+                    "hint": "install the guest driver of the host's vGPU release (GRID/vGPU guest driver, not the "
+                            "consumer driver), check the vGPU license (`nvidia-smi -q | grep -i license`), and use a "
+                            "compute-capable profile (-C or -Q)"}
+        return {"kind": "guest", "evidence": evidence, "sources": list(VGPU_SOURCES),
+                "message": "this is a VM with a vGPU: the GPU memory is the vGPU profile's share of the card",
+                "hint": "plan with the probed memory (not the full card's); CUDA works once the vGPU is licensed"}
+    if no_cuda:
+        return {"kind": "no_cuda", "evidence": evidence, "sources": list(VGPU_SOURCES),
+                "message": "the driver reports no CUDA version: either a vGPU host (vGPU Manager driver, no CUDA) or "
+                           "the CUDA driver library libcuda.so.1 is missing",
+                "hint": "on a hypervisor: run vLLM in a VM with a vGPU or a passed-through GPU; in a container: start "
+                        "it with the GPU's compute libraries (`--gpus all`, NVIDIA_DRIVER_CAPABILITIES=compute,utility); "
+                        "on Debian: install libcuda1 (the CUDA driver library is a separate package)"}
+    return None
 
 
 def take_probe(host: HostInfo | None = None) -> ProbeResult:
@@ -296,11 +371,15 @@ def take_probe(host: HostInfo | None = None) -> ProbeResult:
         return ProbeResult(status=e.status, message=e.message, hint=e.hint, host=host, taken_at=taken)
     driver = value_or_none(query("nvmlSystemGetDriverVersion"))
     cuda_raw = query("nvmlSystemGetCudaDriverVersion_v2")
-    if nvml.is_na(cuda_raw):
+    if nvml.is_na(cuda_raw) and cuda_raw.reason == "no_function":
+        # an older driver/bindings without _v2. Only then: v1 "returns a known supported version number" when
+        # libcuda is missing (NVML API reference, nvmlSystemQueries), so it would hide a missing CUDA driver
         cuda_raw = query("nvmlSystemGetCudaDriverVersion")
     cuda = None if nvml.is_na(cuda_raw) or not cuda_raw else nvml.cuda_version_string(int(cuda_raw))
+    cuda_error = cuda_raw.reason if nvml.is_na(cuda_raw) else (None if cuda_raw else "zero")
     nvml_version = value_or_none(query("nvmlSystemGetNVMLVersion"))
-    common = dict(driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version, host=host, taken_at=taken)
+    common = dict(driver_version=driver, cuda_driver_version=cuda, nvml_version=nvml_version, host=host, taken_at=taken,
+                  cuda_driver_error=cuda_error)
     if count == 0:
         return ProbeResult(
             status=NO_GPU,
@@ -309,4 +388,6 @@ def take_probe(host: HostInfo | None = None) -> ProbeResult:
             **common,
         )
     gpus = tuple(_read_gpu(i) for i in range(count))
-    return ProbeResult(status=OK, message=f"{count} GPU{'s' if count != 1 else ''}", gpus=gpus, **common)
+    r = ProbeResult(status=OK, message=f"{count} GPU{'s' if count != 1 else ''}", gpus=gpus, **common)
+    v = detect_vgpu(r)
+    return r if v is None else dataclasses.replace(r, vgpu=v)

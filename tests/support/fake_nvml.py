@@ -46,12 +46,21 @@ def _err(code: int) -> pynvml.NVMLError:
     return pynvml.NVMLError(code)  # pynvml maps the code to its subclass (NVMLError_NotSupported, ...)
 
 
+# recorded NVML errors other than NOT_SUPPORTED: "LIBRARY_NOT_FOUND" (nvidia-smi: "CUDA Version: Not Found")
+ERRORS = {NOT_SUPPORTED: pynvml.NVML_ERROR_NOT_SUPPORTED, "LIBRARY_NOT_FOUND": pynvml.NVML_ERROR_LIBRARY_NOT_FOUND}
+VIRT_MODES = {"none": pynvml.NVML_GPU_VIRTUALIZATION_MODE_NONE,
+              "passthrough": pynvml.NVML_GPU_VIRTUALIZATION_MODE_PASSTHROUGH,
+              "vgpu": pynvml.NVML_GPU_VIRTUALIZATION_MODE_VGPU,
+              "host_vgpu": pynvml.NVML_GPU_VIRTUALIZATION_MODE_HOST_VGPU,
+              "host_vsga": pynvml.NVML_GPU_VIRTUALIZATION_MODE_HOST_VSGA}
+
+
 def _field(rec: dict[str, Any], key: str) -> Any:
     if key not in rec:
         raise _err(pynvml.NVML_ERROR_UNKNOWN)
     v = rec[key]
-    if v == NOT_SUPPORTED:
-        raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    if isinstance(v, str) and v in ERRORS:
+        raise _err(ERRORS[v])
     return v
 
 
@@ -155,6 +164,13 @@ def make_module(data: dict[str, Any]) -> types.ModuleType:
         mode = _field(h.rec, "mig_mode")
         v = pynvml.NVML_DEVICE_MIG_ENABLE if mode == "enabled" else pynvml.NVML_DEVICE_MIG_DISABLE
         return [v, v]
+
+    def nvmlDeviceGetVirtualizationMode(h: _Handle) -> int:
+        return VIRT_MODES[_field(h.rec, "virtualization_mode")]
+
+    def nvmlDeviceGetComputeRunningProcesses(h: _Handle) -> list[_Struct]:
+        n = int(_field(h.rec, "compute_processes"))
+        return [_Struct(pid=0, usedGpuMemory=None) for _ in range(n)]
 
     def nvmlDeviceGetClockInfo(h: _Handle, clock: int) -> int:
         key = "sm_clock_mhz" if clock == pynvml.NVML_CLOCK_SM else "mem_clock_mhz"

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Log, Static
 
+from spark_tui.core.memguard import GuardEvent
 from spark_tui.ui.messages import ServerEvent
 from spark_tui.ui.screens.base import StepScreen
 
@@ -40,6 +41,15 @@ def fix_to_set(arg: dict) -> str:
     if value is None:
         return f"{arg['flag']}="
     return arg["flag"] if value == "" else f"{arg['flag']}={value}"
+
+
+def start_guard(sup: Any, plan: Any, on_event: Any) -> Any:
+    """The memory guard next to the server on unified-memory plans (spark_tui.core.memguard defaults), else None."""
+    from spark_tui.core import memguard
+
+    if not memguard.default_enabled(plan.device.unified_memory):
+        return None
+    return memguard.watch_supervisor(sup, memguard.GuardThresholds(), on_event=on_event)
 
 
 class LaunchFailed:
@@ -172,6 +182,7 @@ class RunScreen(StepScreen):
             self.post_message(ServerEvent(ev))
 
         sup = None
+        watcher = None
         try:
             sv.check_port_free(plan.host, plan.port)
             sv.check_memory(plan)
@@ -181,11 +192,14 @@ class RunScreen(StepScreen):
             sup.subscribe(on_event)
             self.app.supervisor = sup
             sup.start()
+            watcher = start_guard(sup, plan, lambda ev: self.post_message(ServerEvent(ev)))
             ready = sup.wait_ready(STARTUP_TIMEOUT_S)
             ver = sv.verify_against_plan(plan, sup.summary())
             self.post_message(ServerEvent(("verified", ready, ver)))
         except SparkError as e:
             diags = diagnose_lines(list(sup.parser.lines), events) if sup is not None else []
+            if watcher is not None and watcher.tripped is not None:  # the memory guard stopped it: say why
+                e = SparkError(watcher.tripped.text, "lower the plan's memory (utilization / KV cache) and relaunch")
             self.post_message(ServerEvent(LaunchFailed(e.message, e.hint, diags)))
             if sup is not None and sup.alive():
                 sup.stop()
@@ -225,6 +239,15 @@ class RunScreen(StepScreen):
             self.app.server_state = "failed"
             self.query_one("#run-status", Static).update(f"[red]{escape(ev.message)}[/]\n{escape(ev.hint)}")
             self._show_diagnoses(ev.diagnoses)
+        elif isinstance(ev, GuardEvent):
+            if ev.kind == "warn":
+                self.notify(ev.text, title="Memory", severity="warning", markup=False)
+            elif ev.kind == "stop":
+                self.app.server_state = "failed"
+                self.query_one("#run-status", Static).update(f"[red]{escape(ev.text.splitlines()[0])}[/]")
+                self._diag("[b red]memory guard[/]\n" + escape(ev.text))
+            elif ev.kind == "unavailable":
+                self.notify(ev.text, title="Memory", markup=False)
         elif isinstance(ev, tuple) and ev[0] == "stopped":
             self.app.server_state = "stopped"
             self.query_one("#run-status", Static).update(f"vLLM stopped ({ev[1]}).")

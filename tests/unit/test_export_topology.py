@@ -13,7 +13,8 @@ import yaml
 
 from spark_tui.core import cluster
 from spark_tui.core import export as ex
-from spark_tui.core.plan import EnvChoice, FlagChoice, MemoryEstimate
+from spark_tui.core.flags import Flag, Flags
+from spark_tui.core.plan import EnvChoice, MemoryEstimate
 from spark_tui.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,8 +31,8 @@ def pinned(**kw):
 
 
 def test_pipeline_parallel_counts_in_gpu_totals():
-    p = replace(spark_plan(tensor_parallel_size=2), flags=spark_plan().flags + (
-        FlagChoice("--pipeline-parallel-size", "2", "r", "s"),))
+    p = replace(spark_plan(tensor_parallel_size=2), flags=Flags([*spark_plan(tensor_parallel_size=2).flags,
+                                                                Flag("--pipeline-parallel-size", 2, "r", "s")]))
     assert ex.parallel_sizes(p) == (2, 2, 1) and ex.gpus_per_replica(p) == 4
     compose = yaml.safe_load(ex.to_compose(p))["services"]["vllm"]
     assert compose["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 4
@@ -40,9 +41,9 @@ def test_pipeline_parallel_counts_in_gpu_totals():
 
 
 def test_flag_values_win_and_bad_ones_are_refused():
-    p = replace(spark_plan(), flags=spark_plan().flags + (FlagChoice("--tensor-parallel-size", "4", "r", "s"),))
+    p = replace(spark_plan(), flags=Flags([*spark_plan().flags, Flag("--tensor-parallel-size", "4", "r", "s")]))
     assert ex.gpus_per_replica(p) == 4
-    bad = replace(spark_plan(), flags=spark_plan().flags + (FlagChoice("--data-parallel-size", "two", "r", "s"),))
+    bad = replace(spark_plan(), flags=Flags([*spark_plan().flags, Flag("--data-parallel-size", "two", "r", "s")]))
     with pytest.raises(UsageError, match="is not a GPU count"):
         ex.gpus_per_replica(bad)
 
@@ -113,7 +114,7 @@ def test_ray_role_interface_falls_back_to_common_then_to_runtime():
 
 
 def test_ray_reads_parallel_sizes_from_flags_and_refuses_dp():
-    p = replace(spark_plan(nodes=2), flags=spark_plan().flags + (FlagChoice("--tensor-parallel-size", "2", "r", "s"),))
+    p = replace(spark_plan(nodes=2), flags=Flags([*spark_plan().flags, Flag("--tensor-parallel-size", "2", "r", "s")]))
     pairs = dict(ex.ray_pairs(p, ex.ExportOptions(ray_layout="pp")))
     assert (pairs["--tensor-parallel-size"], pairs["--pipeline-parallel-size"]) == ("2", "2")
     with pytest.raises(UsageError, match="data-parallel replicas") as e:

@@ -105,7 +105,7 @@ def test_checkpoint_check_for_local_paths_and_the_hf_cache(tmp_path, monkeypatch
     ct = tmp_path / "ct"
     write_tiny_checkpoint(ct, "compressed-tensors-nvfp4")
     with pytest.raises(DownloadError) as e:
-        sv.check_checkpoint(_plan(model=str(ct), extra=[FlagChoice("--quantization", "fp8", "r", "s")]))
+        sv.check_checkpoint(_plan(model=str(ct), extra=[Flag("--quantization", "fp8", "r", "s")]))
     assert "--quantization fp8" in e.value.message and "compressed-tensors" in e.value.message
     os.remove(d / "model-00002-of-00002.safetensors")
     with pytest.raises(DownloadError):

@@ -87,7 +87,7 @@ async def test_model_catalog_recommended_first_and_choose_another(size):
         await settle(app_gb10, pilot)
         t = app_gb10.screen.query_one("#model-table", DataTable)
         first = str(t.get_row_at(0)[0])
-        assert first.startswith("★") and "nvidia-nvfp4" in first
+        assert first.startswith("★") and "infatoshi-nvfp4-fp8" in first  # W4A4 on FLASHINFER_CUTLASS (sm_120)
         assert "why:" in text(app_gb10, "#model-detail")
         assert "✓ cached" not in " ".join(str(t.get_row_at(i)[5]) for i in range(t.row_count))  # empty HF cache
         # choose the FP8 checkpoint: the plan follows

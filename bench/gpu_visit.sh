@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
-# One scripted H100 visit for the GPU parts of the open issues (self-test reports, GPU validation, bench).
-# Runbook: bench/GPU_VISIT.md (the device-tool call sequence that brings the vLLM 0.26.0 wheels over).
+# One scripted H200 visit (nvidia-h200, vLLM 0.26.0 from carried wheels): the measurements of issue #12 and the
+# H200 part of issue #11. Runbook: bench/GPU_VISIT.md (the device-tool call sequence that brings the wheels over).
 #
 #   bash bench/gpu_visit.sh start     # after the wheels are in /tmp/w: installs vLLM to /tmp/site, then runs
 #                                     # every step below DETACHED (setsid), so it outlives the device call
 #   bash bench/gpu_visit.sh poll      # copies what is finished to $OUT (call repeatedly, back to back)
 #   bash bench/gpu_visit.sh steps     # list the steps
 #
-# Every step is timed and bounded, logs to $WORK/<step>.log, and a failing step does not stop the next.
-# Results (JSON, logs, a summary TSV) are gathered under $WORK/keep/, copied to $OUT by `poll` (the device
-# tool returns at most 8 files: poll packs keep/ into one tar.gz per call, plus summary.tsv).
+# The steps, by priority (a visit cut short keeps the first ones):
+#   install, env     vLLM 0.26.0 into /tmp/site; versions, GPU, disk
+#   synth + moe      the full-size synthetic checkpoint in NVIDIA's real layout (ModelOpt MIXED_PRECISION:
+#                    W4A16_NVFP4 experts, FP8 attention/DeltaNet, BF16 MTP head) with a zero lm_head
+#                    (--always-accept: greedy MTP drafts are always accepted, sampled ones almost never), while
+#                    kernels_check's NVFP4 MoE backend agreement check runs on the GPU
+#   ablate           spark-tui ablate of the H200 plan with its unmeasured candidates: vLLM's baseline, the
+#                    required deviations, each candidate alone, MTP k=1..3, the full plan; 4 servers at a time,
+#                    each with the same 6 GiB KV pool, benchmarked one at a time at concurrency 1 and 16, at
+#                    temperature 1 (MTP acceptance ~0) and, for the baseline and MTP variants, 0 (acceptance ~1)
+#   fallback         if the NVIDIA layout does not start, the same ablation on the older W4A4 ModelOpt layout
+#   kv128k           the default plan at 131,072 tokens of context with vLLM's own memory profiling (the
+#                    utilisation-based KV prediction), then stopped
+# Every step is timed and bounded, logs to $KEEP/<step>.log, and a failing step does not stop the next.
+# `poll` packs keep/ into one tar.gz per call (the device tool returns at most 8 files).
 set -u -o pipefail
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 WORK=${WORK:-/tmp/gv}
 KEEP=$WORK/keep
 PY=${PY:-python3}
 CKPT=${CKPT:-/tmp/ckpt}
-PORT=${PORT:-8011}
-CTX1=${CTX1:-32768}
-CTX2=${CTX2:-131072}
 VV=0.26.0
 export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SPARK_TUI_HOME=$WORK/home
+export VLLM_CACHE_ROOT=$WORK/vllm-cache
 SPARK="$PY -m spark_tui"
-STEPS="install env selftest_torch selftest_vllm probe synth plan_default plan_check plan_ctx2 plan_mtp0 launch_plan bench_plan \
-launch_mtp0 bench_mtp0 serve_defaults bench_defaults plan_check_gpu launch_ctx2 summary"  # by priority: a cut-short visit keeps the first
+STEPS="install env synth_moe ablate fallback kv128k"
+# the carried wheels lack the CUTLASS DSL that FlashInfer's GDN prefill kernel needs: every server (the baseline too)
+# gets --gdn-prefill-backend triton, as vLLM's own log advises
+HARNESS="--set-all gdn-prefill-backend=triton --set-all kv-cache-memory-bytes=6G --set-all gpu-memory-utilization=0.2"
+PLAN="--device h200 --checkpoint nvidia-nvfp4 --vllm-version $VV --context 32768"
+ABLATE="--include-unmeasured --mtp-values 1,2,3 --temperatures 1 --mtp-temperatures 0 --levels 1,16 --requests 12 \
+  --prompt-tokens 512 --output-tokens 256 --parallel 4 --skip load-format --startup-timeout 900 $HARNESS"
 
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
@@ -36,23 +51,15 @@ step() {  # step NAME LIMIT_S COMMAND...
   echo "   rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$WORK/progress.log"
 }
 
-plan_args() {  # the probe taken on this machine + the synthetic checkpoint in NVIDIA's ModelOpt layout
-  echo "--probe-file $KEEP/probe.json --checkpoint nvidia-nvfp4 --model-path $CKPT --vllm-version $VV --port $PORT $*"
-}
-
-launch() {  # launch NAME PLAN-ARGS: detached server from spark-tui's plan; wait ready; keep its log + KV check
-  local name=$1; shift
-  echo "$SPARK launch $(plan_args "$@") --detach --startup-timeout 480 > $KEEP/$name.out 2>&1; \
-    rc=\$?; cp \"\$(ls -t $WORK/home/state/logs/vllm-*.log | head -1)\" $KEEP/$name.vllm.log; \
-    nvidia-smi --query-gpu=memory.used,memory.total --format=csv > $KEEP/$name.gpumem.csv; \
-    $SPARK diagnose $KEEP/$name.vllm.log --json > $KEEP/$name.diagnose.json; exit \$rc"
-}
-
-bench() {  # bench NAME: concurrency 1 and 16 against the running server, then stop it
-  local name=$1
-  echo "$SPARK bench --url http://127.0.0.1:$PORT --concurrency 1,16 --requests 32 --prompt-tokens 512 \
-    --output-tokens 256 --json --no-save > $KEEP/$name.json; rc=\$?; \
-    curl -s http://127.0.0.1:$PORT/metrics > $KEEP/$name.metrics.txt; $SPARK stop --all; exit \$rc"
+keep_logs() {  # the key lines of every vLLM log spark-tui wrote, and the ablation state files (partial results)
+  mkdir -p "$KEEP/logs"
+  for f in "$WORK"/home/state/logs/vllm-*.log; do
+    [ -e "$f" ] || continue
+    grep -E 'KV cache size|Maximum concurrency|MoE backend|NvFp4|quantization=|Available KV cache|Model loading took|Graph capturing|init engine|Error|error:|Traceback|version' \
+      "$f" | cut -c1-400 > "$KEEP/logs/$(basename "$f" .log).key.txt"
+  done
+  cp "$WORK"/home/data/ablate/*.json "$KEEP/" 2>/dev/null
+  true
 }
 
 run_all() {
@@ -61,34 +68,31 @@ run_all() {
     > deps/vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl && python3 -m pip install -q --no-index --no-deps \
     --no-compile --target /tmp/site deps/*.whl && $PY -c 'import vllm; print(vllm.__version__)'"
   step env 60 "nvidia-smi; nproc; free -g; df -h /tmp; $PY -c 'import torch, vllm, transformers; \
-    print(torch.__version__, torch.version.cuda, vllm.__version__, transformers.__version__)'"
-  step selftest_torch 300 "PYTHONPATH=$REPO $PY -m kernels_check --json --out $KEEP/h100-torch.json; \
-    PYTHONPATH=$REPO $PY -m kernels_check --from $KEEP/h100-torch.json --markdown --out $KEEP/h100-torch.md"
-  step selftest_vllm 300 "$PY -m kernels_check --json --out $KEEP/h100-vllm-$VV.json; \
-    $PY -m kernels_check --from $KEEP/h100-vllm-$VV.json --markdown --out $KEEP/h100-vllm-$VV.md"
-  step probe 60 "$SPARK probe --json > $KEEP/probe.json; $PY $REPO/tests/support/capture_nvml.py --id h100-visit \
-    --out $KEEP/probes"
-  step synth 600 "STAGES='synth verify' OUT=$KEEP/validate CKPT=$CKPT BUDGET_S=590 bash $REPO/bench/gpu_validate.sh"
-  step plan_default 60 "$SPARK plan $(plan_args --context "$CTX1") --json > $KEEP/plan_default.json"
-  step plan_check 120 "$SPARK plan $(plan_args --context "$CTX1") --check > $KEEP/plan_check.txt 2>&1; \
-    cat $KEEP/plan_check.txt"
-  step plan_ctx2 60 "$SPARK plan $(plan_args --context "$CTX2" --goal context) --json > $KEEP/plan_ctx2.json"
-  step plan_mtp0 60 "$SPARK plan $(plan_args --context "$CTX1" --mtp 0) --json > $KEEP/plan_mtp0.json"
-  step launch_plan 600 "$(launch launch_plan --context "$CTX1")"
-  step bench_plan 400 "$(bench bench_plan)"
-  step launch_mtp0 600 "$(launch launch_mtp0 --context "$CTX1" --mtp 0)"
-  step bench_mtp0 400 "$(bench bench_mtp0)"
-  # vLLM's own defaults on the same checkpoint (only what serving needs: text only, the same context)
-  step serve_defaults 600 "setsid vllm serve $CKPT --host 127.0.0.1 --port $PORT --language-model-only \
-    --max-model-len $CTX1 > $KEEP/serve_defaults.vllm.log 2>&1 & \
-    for i in \$(seq 480); do curl -sf http://127.0.0.1:$PORT/health >/dev/null && exit 0; sleep 1; done; exit 1"
-  step bench_defaults 400 "$SPARK bench --url http://127.0.0.1:$PORT --concurrency 1,16 --requests 32 \
-    --prompt-tokens 512 --output-tokens 256 --json --no-save > $KEEP/bench_defaults.json; rc=\$?; \
-    pkill -TERM -f 'vllm serve $CKPT'; sleep 10; pkill -KILL -f 'vllm serve $CKPT'; exit \$rc"
-  step plan_check_gpu 600 "cd $REPO && OUT=$KEEP/plancheck $PY -m pytest -p no:cacheprovider \
-    tests/e2e/test_plan_check_gpu.py -q -s"
-  step launch_ctx2 600 "$(launch launch_ctx2 --context "$CTX2" --goal context); $SPARK stop --all"
-  step summary 60 "$PY $REPO/bench/gpu_visit_summary.py $KEEP > $KEEP/summary.md"
+    print(torch.__version__, torch.version.cuda, vllm.__version__, transformers.__version__)'; \
+    $SPARK probe --json > $KEEP/probe.json"
+  # the MoE agreement check on the GPU while the CPU writes the checkpoint
+  step synth_moe 900 "( timeout 600 $PY -m kernels_check --json --only moe_nvfp4_agree --progress \
+      --out $KEEP/moe_nvfp4_agree.json > $KEEP/moe.log 2>&1 & ); \
+    $PY $REPO/bench/synth_checkpoint.py --format nvidia-mixed --scale full --always-accept --out $CKPT \
+      > $KEEP/synth.json && $SPARK download --model-path $CKPT --verify-only --json > $KEEP/verify.json; rc=\$?; \
+    wait; for i in \$(seq 600); do pgrep -f 'kernels_check --json --only moe' >/dev/null || break; sleep 1; done; \
+    exit \$rc"
+  step ablate 1500 "$SPARK plan $PLAN --json > $KEEP/plan.json; $SPARK plan $PLAN --include-unmeasured --json \
+    > $KEEP/plan_unmeasured.json; $SPARK ablate $PLAN --model-path $CKPT $ABLATE --json --out $KEEP/ablate.json \
+    > /dev/null; rc=\$?; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
+  # only when the NVIDIA layout did not start at all: the older W4A4 ModelOpt layout, which vLLM 0.26.0 served
+  # on this machine on 2026-12-02
+  step fallback 1500 "$PY -c \"import json,sys; d=json.load(open('$KEEP/ablate.json')); \
+    sys.exit(0 if d['results'].get('baseline', {}).get('ok') is False and d['results']['baseline'].get('startup_s') \
+    is None else 1)\" || exit 0; rm -rf $CKPT; $PY $REPO/bench/synth_checkpoint.py --format nvfp4 --scale full \
+    --always-accept --out $CKPT > $KEEP/synth_fallback.json && $SPARK ablate $PLAN --model-path $CKPT $ABLATE --restart \
+    --json --out $KEEP/ablate_fallback.json > /dev/null; bash $REPO/bench/gpu_visit.sh keeplogs"
+  step kv128k 900 "$SPARK launch --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT --vllm-version $VV \
+    --context 131072 --set gdn-prefill-backend=triton --port 8017 --detach --startup-timeout 800 --no-mem-guard \
+    > $KEEP/kv128k.out 2>&1; rc=\$?; $SPARK plan --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT \
+    --vllm-version $VV --context 131072 --set gdn-prefill-backend=triton --json > $KEEP/kv128k.plan.json; \
+    nvidia-smi --query-gpu=memory.used,memory.total --format=csv > $KEEP/kv128k.gpumem.csv; \
+    $SPARK stop --all; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
   echo "done" > "$WORK/DONE"
 }
 
@@ -102,9 +106,12 @@ case "${1:-}" in
     REPO=$WORK/repo setsid bash "$WORK/repo/bench/gpu_visit.sh" _run > "$WORK/run.log" 2>&1 < /dev/null &
     echo "started: tail $WORK/progress.log" ;;
   _run) run_all ;;
+  keeplogs) keep_logs ;;
   poll)
     : "${OUT:?OUT must be set}"
-    tail -30 "$WORK/progress.log" 2>/dev/null
+    keep_logs
+    tail -40 "$WORK/progress.log" 2>/dev/null
+    tail -5 "$KEEP/ablate.log" 2>/dev/null
     [ -d "$KEEP" ] && tar -C "$WORK" -czf "$OUT/keep.tar.gz" keep && cp "$KEEP/steps.tsv" "$OUT/" 2>/dev/null
     [ -e "$WORK/DONE" ] && echo "ALL DONE" || echo "still running" ;;
   steps) echo "$STEPS" ;;

@@ -74,7 +74,7 @@ def test_v020_qwen36_nvfp4_full_startup():
     assert (s.init_engine_seconds, s.compilation_seconds) == (149.8, 62.8)
     assert s.server_url == "http://0.0.0.0:8000" and s.ready
     assert s.time_to_ready_s == 336.0  # 17:49:37 -> 17:55:13 (uvicorn's line has no time: last vLLM time before it)
-    assert [p.status for p in t.phases()] == ["done"] * 6
+    assert [p.status for p in t.phases()] == ["done"] * 6 + ["pending"]  # no stats line: it served nothing
     prog = of(events, vl.LoadProgress)
     assert [(p.percent, p.done, p.total) for p in prog] == [(0, 0, 3), (33, 1, 3), (100, 3, 3), (100, 3, 3)]
     caps = of(events, vl.GraphCaptureProgress)
@@ -208,8 +208,11 @@ def test_plain_banner_and_failure_marks_phase():
                                   "0.33.0, serving model nvidia/Qwen3.6-35B-A3B-NVFP4\n")
     t = vl.StartupTracker().observe_all(lines, events)
     assert (t.summary().vllm_version, t.summary().model) == ("0.33.0", "nvidia/Qwen3.6-35B-A3B-NVFP4")
-    t.fail("out_of_memory")
-    assert t.phases()[0].status == "failed" and t.phases()[0].detail == "out_of_memory"
+    t.fail("out_of_memory")  # the banner ticked "starting": the failure belongs to the next phase
+    ph = t.phases()
+    assert ph[0].status == "done" and (ph[1].status, ph[1].detail) == ("failed", "out_of_memory")
+    t.fail("out_of_memory", phase="weights")  # a diagnosis that knows where it stopped says so
+    assert [p.status for p in t.phases()][:4] == ["done", "pending", "failed", "pending"]
 
 
 # --- fuzz --------------------------------------------------------------------------------------------------------

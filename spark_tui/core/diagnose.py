@@ -477,8 +477,9 @@ RULES: tuple[_Rule, ...] = (
     _Rule("model_not_found", ("Repo", "401 Client Error", "403 Client Error", "is restricted", "Repository",
                               "not a local folder"), re.compile(  # or model_access_denied: _model_access decides
         r"GatedRepoError|401 Client Error|403 Client Error|Access to model \S+ is restricted|"
-        r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier"),
-        _model_access),
+        r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier|"
+        # a local path that does not exist is taken for a repo id (huggingface_hub validators.py; CPU 0.32 log)
+        r"HFValidationError: Repo id must be"), _model_access),
     _Rule("trust_remote_code_required", ("configuration file", "custom code", "trust_remote_code=True"), re.compile(
         r"requires you to execute the configuration file|contains custom code which must be executed|"
         r"set the option `trust_remote_code=True`|`trust_remote_code=True` in LLM or using the"), _trust_remote),
@@ -623,6 +624,7 @@ class _Diagnoser:
         self.after_shutdown: list[LogLine] = []
         self.startup_marks: list[tuple[LogLine, _Anchor]] = []
         self.dead_marks: list[tuple[LogLine, _Anchor]] = []
+        self.spec_lines: list[LogLine] = []  # the last speculative-decoding stats lines
         self._ready = False
 
     def line(self, ll: LogLine, events: Sequence[Event], anchor: _Anchor) -> None:
@@ -634,6 +636,8 @@ class _Diagnoser:
                 return
             elif isinstance(ev, (AppStartupComplete, EngineStats, SpecDecodeStats)):
                 self._ready = True
+                if isinstance(ev, SpecDecodeStats):
+                    self.spec_lines = (self.spec_lines + [ll])[-2:]
         text = ll.message
         if not text:
             return
@@ -687,7 +691,7 @@ class _Diagnoser:
                 found[failed[0].kind] = failed
         spec = _spec_warning(summary)
         if spec is not None:
-            found[spec.kind] = (spec, [])
+            found[spec.kind] = (spec, list(self.spec_lines))
         if self.shutdown is not None:
             sd, sd_line = self.shutdown
             dead_lines = [ll for ll in self.after_shutdown if "EngineDeadError" in ll.message]

@@ -1131,8 +1131,9 @@ class StartupTracker:
                 failed_key = _STARTUP_KEYS[last_seen]
             else:
                 failed_key = _STARTUP_KEYS[min(last_seen + 1, len(_STARTUP_KEYS) - 1)]
+        up = "ready" in self._done or "serving" in self._done  # a server that serves has started
         active: str | None = None
-        if not self._failed and "ready" not in self._done:
+        if not self._failed and not up:
             if last_seen >= 0 and _STARTUP_KEYS[last_seen] not in self._done:
                 active = _STARTUP_KEYS[last_seen]
             elif last_seen + 1 < len(_STARTUP_KEYS):
@@ -1153,7 +1154,7 @@ class StartupTracker:
                 progress = self._progress.get(key)
             else:
                 status = "pending"
-                if key != "serving" and i < last_seen and not detail:
+                if key != "serving" and (i < last_seen or up) and not detail:
                     detail = "not in the log"
             out.append(PhaseState(key, title, status, detail, progress))
         return out

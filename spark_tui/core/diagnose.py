@@ -430,30 +430,31 @@ def _trust_remote(m, ll, ctx) -> Diagnosis:
 
 
 RULES: tuple[_Rule, ...] = (
-    _Rule("out_of_memory", ("out of memory", "OutOfMemoryError"), re.compile(
+    _Rule("out_of_memory", ("CUDA out of memory", "CUDA error: out of memory", "CUDA driver error: out of memory",
+                           "HIP out of memory", "OutOfMemoryError"), re.compile(
         r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory|CUDA driver error: out of memory|"
         r"HIP out of memory"), _oom),
     _Rule("gdn_prefill_unavailable", ("GDN prefill DSL kernel is unavailable",), re.compile(
         r"(?:(SM\d+) )?GDN prefill DSL kernel is unavailable"), _gdn),
-    _Rule("no_kv_cache_memory", ("No available memory for the cache blocks", "reserved for KV Cache is -",
-                                 "blocks: 0,"), re.compile(
+    _Rule("no_kv_cache_memory", ("No available memory for the cache blocks", "KV Cache is -", "GPU blocks: 0,",
+                                 "# cuda blocks: 0,"), re.compile(
         # v1/core/kv_cache_utils.py:1011 (0.32); V0 worker.py (0.6.4, issue #10439); V0 0.7 logged a negative
         # budget and "# cuda blocks: 0" before failing (issue #13882)
         r"No available memory for the cache blocks|the rest of the memory reserved for KV Cache is -\d|"
         r"# (?:GPU|cuda) blocks: 0,"), _no_kv_memory),
-    _Rule("max_model_len_too_large", ("max seq len",), re.compile(
+    _Rule("max_model_len_too_large", ("'s max seq len",), re.compile(
         r"max seq len \((\d+)\), \((\d+(?:\.\d+)?) GiB KV cache is needed, which is larger than the available KV cache "
         r"memory \((\d+(?:\.\d+)?) GiB\)\.(?: Based on the available memory, the estimated maximum model length is "
         r"(\d+)\.)?"), _max_len_new),
-    _Rule("max_model_len_too_large", ("max seq len",), re.compile(
+    _Rule("max_model_len_too_large", ("'s max seq len",), re.compile(
         r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache "
         r"\((\d+)\)"), _max_len_old),
     _Rule("max_model_len_above_model", ("User-specified max_model_len",), re.compile(
         r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len \((\w+)=(\d+(?:\.\d+)?)"),
         _max_len_model),
-    _Rule("no_kernel_image", ("no kernel image",), re.compile(
+    _Rule("no_kernel_image", ("kernel image is available",), re.compile(
         r"no kernel image is available for execution on the device"), _no_kernel),
-    _Rule("quantization_unsupported_gpu", ("capability: ",), re.compile(
+    _Rule("quantization_unsupported_gpu", ("Current capability",), re.compile(
         # also the tuple-printed RuntimeError of compressed_tensors (issue #14040): "('Quantization scheme is not
         # supported for ', 'the current GPU. Min capability: 80. ', 'Current capability: 75.')"
         r"not supported for[ ',]*the current GPU\. (?:Minimum|Min|Required) capability: (\d+)\.[ ',]*"
@@ -467,20 +468,20 @@ RULES: tuple[_Rule, ...] = (
         r"specified in the `quantization` argument \(([^)]*)\)"), _quant_mismatch),
     _Rule("unknown_env_var", ("Unknown vLLM environment variable",), re.compile(
         r"Unknown vLLM environment variable detected: (\w+)"), _unknown_env, "warning"),
-    _Rule("drafter_moe_backend", ("not supported for unquantized MoE",), re.compile(
+    _Rule("drafter_moe_backend", ("' is not supported for unquantized MoE",), re.compile(
         r"moe_backend='(\w+)' is not supported for unquantized MoE"), _drafter_moe),
     _Rule("moe_backend_unsupported", ("NvFp4 MoE backend",), re.compile(
         r"NvFp4 MoE backend '(\w+)' does not support the deployment configuration|"
         r"No NvFp4 MoE backend supports the deployment configuration()"), _moe_unsupported),
-    _Rule("port_in_use", ("ddress already in use",), re.compile(
+    _Rule("port_in_use", ("Errno 98", "Address already in use"), re.compile(
         r"\[Errno 98\].*[Aa]ddress already in use|Address already in use"), _port),
-    _Rule("model_not_found", ("Repo", "401 Client Error", "403 Client Error", "is restricted", "Repository",
-                              "not a local folder"), re.compile(  # or model_access_denied: _model_access decides
+    _Rule("model_not_found", ("GatedRepoError", "Client Error", "Access to model", "Repository",
+                              "valid model identifier", "HFValidationError"), re.compile(  # or model_access_denied: _model_access decides
         r"GatedRepoError|401 Client Error|403 Client Error|Access to model \S+ is restricted|"
         r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier|"
         # a local path that does not exist is taken for a repo id (huggingface_hub validators.py; CPU 0.32 log)
         r"HFValidationError: Repo id must be"), _model_access),
-    _Rule("trust_remote_code_required", ("configuration file", "custom code", "trust_remote_code=True"), re.compile(
+    _Rule("trust_remote_code_required", ("`trust_remote_code=True`", "contains custom code"), re.compile(
         r"requires you to execute the configuration file|contains custom code which must be executed|"
         r"set the option `trust_remote_code=True`|`trust_remote_code=True` in LLM or using the"), _trust_remote),
 )
@@ -497,9 +498,9 @@ _ENGINE_DEAD = re.compile(
     r"EngineDeadError|EngineCore encountered (?:an issue|a fatal error)|MQLLMEngine is already dead|"
     r"Worker proc \S+ died unexpectedly"
 )
-_MARKER_NEEDLES = ("EngineCore failed to start", "initialization failed", "Engine process failed to start",
-                   "EngineCore hit an exception", "EngineDeadError", "EngineCore encountered",
-                   "MQLLMEngine is already dead", "died unexpectedly")
+_MARKER_NEEDLES = ("EngineCore failed to start", "Engine core initialization failed", "WorkerProc initialization failed",
+                   "Engine process failed to start", "EngineCore hit an exception", "EngineDeadError",
+                   "EngineCore encountered", "MQLLMEngine is already dead", "Worker proc ")
 # exceptions that only wrap or report another one: never "the root cause"
 _GENERIC_EXC = re.compile(
     r"Engine core initialization failed|WorkerProc initialization failed|EngineCore failed to start|"

@@ -436,19 +436,6 @@ def _parse_args_dict(text: str) -> dict:
 # scanner runs over the text. A line holding none of them is never parsed.
 # --------------------------------------------------------------------------------------------------------------
 
-EVENT_NEEDLES: tuple[str, ...] = (
-    "vLLM server version", "vLLM API server version", "█", "▀", "▄", "LLM engine (v", "non-default args",
-    "Resolved architecture", "Using max model len", "MoE backend", "backend", "for NVFP4 GEMM",
-    "Starting to load model", "checkpoint shards:", "Loading weights took", "Model loading took",
-    "Loading model weights took", "Available KV cache memory", "attention block size", "KV cache size",
-    "Maximum concurrency", "blocks: ", "torch.compile t", "Compiling a graph", "Dynamo bytecode",
-    "Capturing CUDA graph", "Graph capturing finished", "init engine (profile", "Starting vLLM",
-    "Application startup complete", "Avg prompt throughput", "SpecDecoding metrics", "Speculative metrics",
-    "shutdown triggered", "signal=", "Shutting down", "Received SIG",
-    "KeyboardInterrupt", "max_num_batched_tokens=",
-)
-
-
 def trie_regex(words: Iterable[str]) -> str:
     """One regex alternation for the literal `words`, factored by common prefixes (a trie): the regex engine then
     tries one branch per character instead of one per word."""
@@ -543,89 +530,30 @@ class VllmLogParser:
         except (ValueError, ArithmeticError, RecursionError):  # a number vLLM never prints (e.g. 1e999): skip line
             return []
 
-    # ---- matching: each pattern is tried only when its needle is in the line ---------------------------------
-    def _events(self, ll: LogLine, problems: bool) -> list[Event]:  # noqa: C901 - one flat table of patterns
+    # ---- matching: a handler runs only when one of its needles is in the line --------------------------------
+    def _events(self, ll: LogLine, problems: bool) -> list[Event]:
         msg, n = ll.message, ll.number
         out: list[Event] = []
         if not msg:
             return out
-
-        if "█" in msg or "▀" in msg or "▄" in msg:
-            if m := _LOGO_VERSION.search(msg):
-                self._pending_version = (n, m.group(1))
-            elif (m := _LOGO_MODEL.search(msg)) and self._pending_version is not None:
-                out.append(VersionBanner(self._pending_version[0], self._pending_version[1], m.group(1)))
-                self._pending_version = None
-        elif "server version" in msg:
-            if m := _BANNER_PLAIN.search(msg):
-                out.append(VersionBanner(n, m.group(1), m.group(2)))
-            elif m := _BANNER_V0.search(msg):
-                out.append(VersionBanner(n, m.group(1), None))
-
-        if "LLM engine (v" in msg and (m := _ENGINE_INIT.search(msg)):
-            q = _CFG_QUANT.search(msg)
-            kv = _CFG_KVDTYPE.search(msg)
-            quant = q.group(1) if q and q.group(1) != "None" else None
-            out.append(EngineConfig(n, m.group(1), quant, kv.group(1) if kv else None))
-            if quant:
-                out.append(QuantizationMethod(n, quant))
-        elif "non-default args" in msg and (m := _NON_DEFAULT.search(msg)):
-            args = _parse_args_dict(m.group(1))
-            out.append(NonDefaultArgs(n, args))
-            if isinstance(args.get("quantization"), str):
-                out.append(QuantizationMethod(n, args["quantization"]))
-
-        for needle, rx, make in _SIMPLE:
-            if needle in msg and (m := rx.search(msg)):
-                out.append(make(n, m))
-
-        if "MoE backend" in msg:
-            if m := _MOE_QUANT.search(msg):
-                out.append(MoeBackend(n, m.group(1), m.group(2), _names(m.group(3) or "")))
-            elif m := _MOE_UNQUANT.search(msg):
-                out.append(MoeBackend(n, m.group(1), "unquantized", _names(m.group(2))))
-            elif m := _MOE_KERNEL.search(msg):
-                out.append(MoeBackend(n, m.group(1), "kernel"))
-        elif "backend" in msg:
-            if m := _ATTN_AUTO.search(msg):
-                out.append(AttentionBackend(n, m.group(1).removeprefix("AttentionBackendEnum."), _names(m.group(2))))
-            elif m := _ATTN_EXPLICIT.search(msg):
-                out.append(AttentionBackend(n, m.group(1)))
-
-        if "checkpoint shards:" in msg and (bars := list(_LOAD_BAR.finditer(msg))):
-            b = bars[-1]
-            out.append(LoadProgress(n, int(b.group(1)), int(b.group(2)), int(b.group(3))))
-        if "took" in msg:
-            if m := _MODEL_LOADED.search(msg):
-                out.append(ModelLoaded(n, float(m.group(1)), float(m.group(2))))
-            elif m := _MODEL_LOADED_V0.search(msg):
-                out.append(ModelLoaded(n, float(m.group(1)), None))
-        if "blocks: " in msg and "KV cache" not in msg and (m := _GPU_BLOCKS.search(msg)):
-            out.append(GpuBlocks(n, int(m.group(1)), int(m.group(2)) if m.group(2) else None))
-        if ("torch.compile t" in msg or "Compiling a graph" in msg or "Dynamo bytecode" in msg) \
-                and _COMPILE.search(msg):
-            out.append(CompileProgress(n, msg))
-        if "Capturing CUDA graph" in msg and (bars := list(_GRAPH_BAR.finditer(msg))):
-            b = bars[-1]
-            out.append(GraphCaptureProgress(n, b.group(1) or "", int(b.group(2)), int(b.group(3)), int(b.group(4))))
-        if "Application startup complete" in msg:
-            out.append(AppStartupComplete(n))
-        if "Avg prompt throughput" in msg and (m := _STATS.search(msg)):
-            out.append(self._stats(n, msg, m))
-        if "SpecDecoding metrics" in msg:
-            out.append(self._spec(n, msg))
-        elif "Speculative metrics" in msg and (m := _SPEC_V0.search(msg)):
-            out.append(self._spec_v0(n, m))
-        if ("shutdown triggered" in msg or "signal=" in msg or "Shutting down" in msg or "Received SIG" in msg
-                or "KeyboardInterrupt" in msg) and (m := _SHUTDOWN.search(msg)):
-            out.append(ShutdownRequested(n, m.group(1) or m.group(2), msg))
-
+        found = _event_finder().findall(msg)
+        if found:
+            todo = sorted({i for nd in found for i in _HANDLERS_BY_NEEDLE[nd]})
+            for i in todo:
+                _HANDLERS[i][1](self, n, msg, out)
         if problems:
             if ll.level in ("WARNING", "ERROR", "CRITICAL"):
                 out.append(Problem(n, ll.level, msg, ll.process))
             elif ll.level is None and _EXC_LINE.match(msg):
                 out.append(Problem(n, "ERROR", msg, ll.process))
         return out
+
+    def _logo(self, n: int, msg: str, out: list[Event]) -> None:
+        if m := _LOGO_VERSION.search(msg):
+            self._pending_version = (n, m.group(1))
+        elif (m := _LOGO_MODEL.search(msg)) and self._pending_version is not None:
+            out.append(VersionBanner(self._pending_version[0], self._pending_version[1], m.group(1)))
+            self._pending_version = None
 
     @staticmethod
     def _stats(n: int, msg: str, m: re.Match) -> EngineStats:
@@ -669,24 +597,153 @@ class VllmLogParser:
 
 _BREAKS = re.compile(r"\r\n|\r|\n")
 
-# (needle, pattern, event maker): the one-pattern events.
-_SIMPLE: tuple[tuple[str, re.Pattern, Callable[[int, re.Match], Event]], ...] = (
-    ("Resolved architecture", _ARCH, lambda n, m: Architecture(n, m.group(1))),
-    ("Using max model len", _MAXLEN, lambda n, m: MaxModelLen(n, int(m.group(1)))),
-    ("for NVFP4 GEMM", _NVFP4_GEMM, lambda n, m: Nvfp4GemmBackend(n, m.group(1))),
-    ("Starting to load model", _LOAD_START, lambda n, m: LoadingStarted(n, m.group(1))),
-    ("Loading weights took", _WEIGHTS, lambda n, m: WeightsLoaded(n, float(m.group(1)))),
-    ("Available KV cache memory", _KV_MEM, lambda n, m: KvCacheMemory(n, float(m.group(1)))),
-    ("attention block size", _BLOCK, lambda n, m: AttentionBlockSize(n, int(m.group(1)))),
-    ("KV cache size", _KV_SIZE, lambda n, m: KvCacheSize(n, _int(m.group(2)), m.group(0).split(" KV cache")[0])),
-    ("Maximum concurrency", _CONCURRENCY, lambda n, m: MaxConcurrency(n, _int(m.group(1)), float(m.group(2)))),
-    ("Graph capturing finished", _GRAPH_DONE,
-     lambda n, m: GraphCaptureDone(n, float(m.group(1)), float(m.group(2)))),
-    ("init engine (profile", _INIT_DONE,
-     lambda n, m: EngineInitDone(n, float(m.group(1)), float(m.group(2)) if m.group(2) else None)),
-    ("Starting vLLM", _SERVER, lambda n, m: ServerStarting(n, m.group(1))),
-    ("max_num_batched_tokens=", _BATCHED, lambda n, m: BatchedTokens(n, int(m.group(1)))),
+def _one(rx: re.Pattern, make: Callable[[int, re.Match], Event]):
+    def handler(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+        if m := rx.search(msg):
+            out.append(make(n, m))
+    return handler
+
+
+def _banner(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _BANNER_PLAIN.search(msg):
+        out.append(VersionBanner(n, m.group(1), m.group(2)))
+    elif m := _BANNER_V0.search(msg):
+        out.append(VersionBanner(n, m.group(1), None))
+
+
+def _engine_init(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _ENGINE_INIT.search(msg):
+        q = _CFG_QUANT.search(msg)
+        kv = _CFG_KVDTYPE.search(msg)
+        quant = q.group(1) if q and q.group(1) != "None" else None
+        out.append(EngineConfig(n, m.group(1), quant, kv.group(1) if kv else None))
+        if quant:
+            out.append(QuantizationMethod(n, quant))
+
+
+def _non_default(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _NON_DEFAULT.search(msg):
+        args = _parse_args_dict(m.group(1))
+        out.append(NonDefaultArgs(n, args))
+        if isinstance(args.get("quantization"), str):
+            out.append(QuantizationMethod(n, args["quantization"]))
+
+
+def _backends(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if "MoE backend" in msg:
+        if m := _MOE_QUANT.search(msg):
+            out.append(MoeBackend(n, m.group(1), m.group(2), _names(m.group(3) or "")))
+        elif m := _MOE_UNQUANT.search(msg):
+            out.append(MoeBackend(n, m.group(1), "unquantized", _names(m.group(2))))
+        elif m := _MOE_KERNEL.search(msg):
+            out.append(MoeBackend(n, m.group(1), "kernel"))
+    elif "backend" in msg:
+        if m := _ATTN_AUTO.search(msg):
+            out.append(AttentionBackend(n, m.group(1).removeprefix("AttentionBackendEnum."), _names(m.group(2))))
+        elif m := _ATTN_EXPLICIT.search(msg):
+            out.append(AttentionBackend(n, m.group(1)))
+
+
+def _load_bar(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if bars := list(_LOAD_BAR.finditer(msg)):
+        b = bars[-1]
+        out.append(LoadProgress(n, int(b.group(1)), int(b.group(2)), int(b.group(3))))
+
+
+def _model_loaded(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _MODEL_LOADED.search(msg):
+        out.append(ModelLoaded(n, float(m.group(1)), float(m.group(2))))
+    elif m := _MODEL_LOADED_V0.search(msg):
+        out.append(ModelLoaded(n, float(m.group(1)), None))
+
+
+def _blocks(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if "KV cache" not in msg and (m := _GPU_BLOCKS.search(msg)):
+        out.append(GpuBlocks(n, int(m.group(1)), int(m.group(2)) if m.group(2) else None))
+
+
+def _compile(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if _COMPILE.search(msg):
+        out.append(CompileProgress(n, msg))
+
+
+def _graph_bar(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if bars := list(_GRAPH_BAR.finditer(msg)):
+        b = bars[-1]
+        out.append(GraphCaptureProgress(n, b.group(1) or "", int(b.group(2)), int(b.group(3)), int(b.group(4))))
+
+
+def _app_ready(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    out.append(AppStartupComplete(n))
+
+
+def _stats(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _STATS.search(msg):
+        out.append(p._stats(n, msg, m))
+
+
+def _spec(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    out.append(p._spec(n, msg))
+
+
+def _spec_v0(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _SPEC_V0.search(msg):
+        out.append(p._spec_v0(n, m))
+
+
+def _shutdown(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
+    if m := _SHUTDOWN.search(msg):
+        out.append(ShutdownRequested(n, m.group(1) or m.group(2), msg))
+
+
+_Handler = Callable[[VllmLogParser, int, str, list], None]
+
+# (needles, handler), in the order their events are emitted for one line. Every event pattern has a needle here:
+# a line holding none of them cannot produce an event, which is what lets `scan_text` skip it.
+_HANDLERS: tuple[tuple[tuple[str, ...], _Handler], ...] = (
+    (("█", "▀", "▄"), VllmLogParser._logo),
+    (("vLLM server version", "vLLM API server version"), _banner),
+    (("LLM engine (v",), _engine_init),
+    (("-default args",), _non_default),
+    (("Resolved architecture",), _one(_ARCH, lambda n, m: Architecture(n, m.group(1)))),
+    (("Using ",), _one(_MAXLEN, lambda n, m: MaxModelLen(n, int(m.group(1))))),
+    (("Using ",), _one(_NVFP4_GEMM, lambda n, m: Nvfp4GemmBackend(n, m.group(1)))),
+    (("Starting to load model",), _one(_LOAD_START, lambda n, m: LoadingStarted(n, m.group(1)))),
+    (("Loading ",), _one(_WEIGHTS, lambda n, m: WeightsLoaded(n, float(m.group(1))))),
+    (("Available KV cache memory",), _one(_KV_MEM, lambda n, m: KvCacheMemory(n, float(m.group(1))))),
+    (("Setting attention block size",), _one(_BLOCK, lambda n, m: AttentionBlockSize(n, int(m.group(1))))),
+    (("KV cache size",), _one(_KV_SIZE, lambda n, m: KvCacheSize(n, _int(m.group(2)),
+                                                                 m.group(0).split(" KV cache")[0]))),
+    (("Maximum concurrency",), _one(_CONCURRENCY, lambda n, m: MaxConcurrency(n, _int(m.group(1)),
+                                                                              float(m.group(2))))),
+    (("Graph capturing finished",), _one(_GRAPH_DONE, lambda n, m: GraphCaptureDone(n, float(m.group(1)),
+                                                                                   float(m.group(2))))),
+    (("(profile, create kv cache",), _one(_INIT_DONE, lambda n, m: EngineInitDone(
+        n, float(m.group(1)), float(m.group(2)) if m.group(2) else None))),
+    (("Starting vLLM",), _one(_SERVER, lambda n, m: ServerStarting(n, m.group(1)))),
+    (("Chunked prefill is enabled",), _one(_BATCHED, lambda n, m: BatchedTokens(n, int(m.group(1))))),
+    (("Using ",), _backends),
+    (("Loading ",), _load_bar),
+    (("Model loading took", "Loading "), _model_loaded),
+    (("GPU blocks", "# cuda blocks"), _blocks),
+    ((".compile t", "Compiling a graph", "Dynamo bytecode"), _compile),
+    (("Capturing CUDA graph",), _graph_bar),
+    (("Application startup complete",), _app_ready),
+    (("Avg prompt throughput",), _stats),
+    (("SpecDecoding metrics",), _spec),
+    (("Speculative metrics",), _spec_v0),
+    (("[shutdown] API server", "=SIG", "Shutting down", "Received SIG", "KeyboardInterrupt"), _shutdown),
 )
+EVENT_NEEDLES: tuple[str, ...] = tuple(dict.fromkeys(nd for needles, _ in _HANDLERS for nd in needles))
+_HANDLERS_BY_NEEDLE: dict[str, tuple[int, ...]] = {
+    nd: tuple(i for i, (needles, _) in enumerate(_HANDLERS) if nd in needles) for nd in EVENT_NEEDLES}
+_event_finders: list[re.Pattern] = []
+
+
+def _event_finder() -> re.Pattern:
+    if not _event_finders:
+        _event_finders.append(re.compile(trie_regex(EVENT_NEEDLES)))
+    return _event_finders[0]
 
 
 def parse_text(text: str) -> tuple[list[LogLine], list[Event]]:
@@ -737,6 +794,9 @@ class ScannedLine:
     end: int
 
 
+_BAR_NEEDLES = frozenset({"Loading ", "Capturing CUDA graph"})
+
+
 def scan_text(norm: str) -> Iterator[ScannedLine]:
     """The lines of a normalized log (`normalize`) that can carry an event or a diagnosis, parsed, with their
     events (no Problem events), in order.
@@ -745,18 +805,23 @@ def scan_text(norm: str) -> Iterator[ScannedLine]:
     `candidate_regex()`); their numbers come from counting line breaks in between (C speed). Access-log lines,
     traceback frames and other tqdm bars hold no needle and are never parsed."""
     parser = VllmLogParser(max_lines=1)
-    find, rfind, count = norm.find, norm.rfind, norm.count
+    search, find, rfind, count = candidate_regex().search, norm.find, norm.rfind, norm.count
+    size = len(norm)
     last_end, last_no = 0, 1  # the text up to last_end holds lines 1 .. last_no - 1
-    for m in candidate_regex().finditer(norm):
+    while last_end <= size and (m := search(norm, last_end)) is not None:
         pos = m.start()
-        if pos < last_end:
-            continue  # a second needle on a line already handled
         start = rfind("\n", 0, pos) + 1
         end = find("\n", pos)
         if end == -1:
-            end = len(norm)
+            end = size
         number = last_no + count("\n", last_end, start)
-        last_end, last_no = end + 1, number + 1
+        last_end, last_no = end + 1, number + 1  # the next search starts on the next line
+        if m.group(0) in _BAR_NEEDLES:
+            # a tqdm frame followed by another frame of the same bar adds nothing the later frame does not say
+            # (a bar redrawn with \r is one line per frame here): only the last frame of a run is parsed
+            colon = find(":", pos, end)
+            if colon != -1 and find(norm[pos:colon + 1], last_end, min(size, last_end + colon + 1 - start + 80)) != -1:
+                continue
         raw = norm[start:end] if end - start <= VllmLogParser.MAX_LINE_CHARS \
             else norm[start:start + VllmLogParser.MAX_LINE_CHARS]
         ll = parse_line(raw, number)

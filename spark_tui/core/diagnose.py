@@ -80,8 +80,8 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern, str], ...] = (
     # HTTP bearer tokens ("Authorization: Bearer <token>", the way vLLM's --api-key is sent)
     (re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE), r"\1***"),
     # values of key-like names: --api-key X, 'api_key': 'X', VLLM_API_KEY=X, HF_TOKEN=X, "token": "X", X-API-Key: X
-    (re.compile(r"""((?:--api-key|--hf-token|\b[\w-]*(?:api[_-]?key|token|secret|password|passwd)\b)['"]?\s*[:=]?\s*['"]?)"""
-                r"""(?!\*\*\*)([^\s'",})\]]{3,})""", re.IGNORECASE), r"\1***"),
+    (re.compile(r"""((?:--api-key|--hf-token|\b[\w-]*(?:api[_-]?key|token|secret|password|passwd)\b)['"]?\s*[:=]?\s*"""
+                r"""\[?['"]?)([^\s'",})\]=:*][^\s'",})\]]{2,})""", re.IGNORECASE), r"\1***"),
 )
 
 
@@ -621,6 +621,7 @@ class _Diagnoser:
         self.source = source
         self.args: dict = {}
         self.hits: dict[int, list[tuple[re.Match, LogLine, _Anchor]]] = {}  # rule index -> first matches
+        self.last_hit: dict[int, tuple[re.Match, LogLine, _Anchor]] = {}  # ... and the last one
         self.shutdown: tuple[ShutdownRequested, LogLine] | None = None
         self.after_shutdown: list[LogLine] = []
         self.startup_marks: list[tuple[LogLine, _Anchor]] = []
@@ -657,6 +658,7 @@ class _Diagnoser:
             hits = self.hits.setdefault(i, [])
             if len(hits) < 20 and all(h[1].raw != ll.raw for h in hits):
                 hits.append((m, ll, anchor))
+            self.last_hit[i] = (m, ll, anchor)
             return  # one diagnosis per line: the first rule that matches
         # a worker that dies before the server is up is a startup failure; EngineDeadError needs a running engine
         if _STARTUP_FAILED.search(text) or ("died unexpectedly" in text and not self._ready):
@@ -684,8 +686,11 @@ class _Diagnoser:
                 if d.kind not in found:
                     found[d.kind] = (d, [])
                 ev = found[d.kind][1]
-                if len(ev) < self.MAX_EVIDENCE and all(e.raw != ll.raw for e in ev):
+                if len(ev) < self.MAX_EVIDENCE - 1 and all(e.raw != ll.raw for e in ev):
                     ev.append(ll)
+            last = self.last_hit[i][1]
+            if (kind := self._kind_of(i, found)) is not None and all(e.raw != last.raw for e in found[kind][1]):
+                found[kind][1].append(last)  # the last occurrence too: often the fatal one
         if not any(d.severity == "error" for d, _ in found.values()):
             failed = self._startup_or_death(summary)
             if failed is not None:
@@ -711,6 +716,11 @@ class _Diagnoser:
                                  tuple(redact(e.raw) for e in ev), tuple(e.number for e in ev), d.data, d.phase))
         out.sort(key=lambda d: (SEVERITIES.index(d.severity), min(d.evidence_lines or (1 << 62,))))
         return out
+
+    @staticmethod
+    def _kind_of(i: int, found: dict) -> str | None:
+        kinds = [k for k in found if k == RULES[i].kind or (RULES[i].build is _model_access and k.startswith("model_"))]
+        return kinds[0] if kinds else None
 
     def _oom_stage(self, anchor: _Anchor, s: StartupSummary, loading: bool) -> str:
         window = self.source.around(anchor, 150, 150)

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 # vllm/logger.py:28-33 (0.32, 0.33): "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s
-# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (seeds/002, 0.19) quotes
+# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8, 0.19) quotes
 # "INFO nvfp4.py:256 msg" (no brackets); older releases (<= 0.7, PR #12569 log) print
 # "INFO 01-30 03:18:12 gpu_model_runner.py:848] msg" (no brackets, no process name); issue #40691 quotes the short
 # "INFO [kv_cache_utils.py:1319] msg". The prefix may sit after a docker/CI timestamp, so it is searched near the
@@ -1101,8 +1101,10 @@ class StartupTracker:
                 s("max_model_len", ev.max_model_len, first=True)
             else:
                 s("gpu_blocks", ev.gpu, first=True)
-            # a cache of zero blocks (V0 "# cuda blocks: 0", issue #13882) was not allocated
-            self._mark("kv_cache", done=not (isinstance(ev, GpuBlocks) and ev.gpu == 0))
+            # a cache of zero blocks or tokens (V0 "# cuda blocks: 0" and "0.00x", issue #13882) was not allocated
+            empty = (ev.gpu if isinstance(ev, GpuBlocks) else ev.tokens if isinstance(ev, KvCacheSize)
+                     else ev.concurrency) == 0
+            self._mark("kv_cache", done=not empty)
             parts = []
             if self._s.get("kv_cache_tokens") is not None:
                 parts.append(f"{self._s['kv_cache_tokens']:,} tokens")

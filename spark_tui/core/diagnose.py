@@ -475,8 +475,9 @@ RULES: tuple[_Rule, ...] = (
         r"No NvFp4 MoE backend supports the deployment configuration()"), _moe_unsupported),
     _Rule("port_in_use", ("Errno 98", "Address already in use"), re.compile(
         r"\[Errno 98\].*[Aa]ddress already in use|Address already in use"), _port),
+    # model_not_found or model_access_denied: _model_access tells them apart
     _Rule("model_not_found", ("GatedRepoError", "Client Error", "Access to model", "Repository",
-                              "valid model identifier", "HFValidationError"), re.compile(  # or model_access_denied: _model_access decides
+                              "valid model identifier", "HFValidationError"), re.compile(
         r"GatedRepoError|401 Client Error|403 Client Error|Access to model \S+ is restricted|"
         r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier|"
         # a local path that does not exist is taken for a repo id (huggingface_hub validators.py; CPU 0.32 log)
@@ -498,9 +499,9 @@ _ENGINE_DEAD = re.compile(
     r"EngineDeadError|EngineCore encountered (?:an issue|a fatal error)|MQLLMEngine is already dead|"
     r"Worker proc \S+ died unexpectedly"
 )
-_MARKER_NEEDLES = ("EngineCore failed to start", "Engine core initialization failed", "WorkerProc initialization failed",
-                   "Engine process failed to start", "EngineCore hit an exception", "EngineDeadError",
-                   "EngineCore encountered", "MQLLMEngine is already dead", "Worker proc ")
+_MARKER_NEEDLES = ("EngineCore failed to start", "Engine core initialization failed",
+                   "WorkerProc initialization failed", "Engine process failed to start", "EngineCore hit an exception",
+                   "EngineDeadError", "EngineCore encountered", "MQLLMEngine is already dead", "Worker proc ")
 # exceptions that only wrap or report another one: never "the root cause"
 _GENERIC_EXC = re.compile(
     r"Engine core initialization failed|WorkerProc initialization failed|EngineCore failed to start|"

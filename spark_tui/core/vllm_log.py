@@ -29,8 +29,8 @@ from typing import Callable, Iterable, Iterator
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 # vllm/logger.py:28-33 (0.32, 0.33): "(%(vllm_process_name)s pid=%(process)d) %(levelname)s %(asctime)s
-# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8, 0.19) quotes
-# "INFO nvfp4.py:256 msg" (no brackets); older releases (<= 0.7, PR #12569 log) print
+# [%(fileinfo)s:%(lineno)d] %(message)s", date "%m-%d %H:%M:%S". A model card (Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8,
+# 0.19) quotes "INFO nvfp4.py:256 msg" (no brackets); older releases (<= 0.7, PR #12569 log) print
 # "INFO 01-30 03:18:12 gpu_model_runner.py:848] msg" (no brackets, no process name); issue #40691 quotes the short
 # "INFO [kv_cache_utils.py:1319] msg". The prefix may sit after a docker/CI timestamp, so it is searched near the
 # start of the line, not only at column 0.

@@ -463,7 +463,8 @@ def test_spec_decode_k_too_high_for_its_per_position_acceptance():
 
 @pytest.mark.parametrize("text, secret", [
     ("HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 vllm serve m", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"),
-    ("openai.AuthenticationError: Incorrect API key provided: sk-proj-abc123DEF456ghi789", "sk-proj-abc123DEF456ghi789"),
+    ("openai.AuthenticationError: Incorrect API key provided: sk-proj-abc123DEF456ghi789",
+     "sk-proj-abc123DEF456ghi789"),
     ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"),
     ("vllm serve m --api-key my-own-secret-value", "my-own-secret-value"),
     ("non-default args: {'model': 'm', 'api_key': ['another-secret-value']}", "another-secret-value"),
@@ -510,3 +511,16 @@ def test_redact_never_raises_and_is_stable(text):
 
     once = redact(text)
     assert redact(once) == once
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.log")))
+def test_live_path_agrees_with_the_whole_log_path(name):
+    """The TUI diagnoses the supervisor's parsed lines (diagnose_lines); the CLI reads the file (diagnose_text)."""
+    from spark_tui.core.diagnose import diagnose_lines
+    from spark_tui.core.vllm_log import parse_text
+
+    text = (DATA / name).read_bytes().decode("utf-8")
+    lines, events = parse_text(text)
+    live = diagnose_lines(lines, events)
+    _, whole, _ = diagnose_text(text)
+    assert [(d.kind, d.severity, d.fix_args) for d in live] == [(d.kind, d.severity, d.fix_args) for d in whole]

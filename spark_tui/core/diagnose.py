@@ -37,6 +37,8 @@ from spark_tui.core.vllm_log import (
     last_stamp_before,
     normalize,
     parse_line,
+    candidate_needles,
+    candidate_regex,
     register_needles,
     scan_text,
 )
@@ -482,7 +484,7 @@ RULES: tuple[_Rule, ...] = (
         r"RepositoryNotFoundError|Repository Not Found|is not a local folder and is not a valid model identifier|"
         # a local path that does not exist is taken for a repo id (huggingface_hub validators.py; CPU 0.32 log)
         r"HFValidationError: Repo id must be"), _model_access),
-    _Rule("trust_remote_code_required", ("`trust_remote_code=True`", "contains custom code"), re.compile(
+    _Rule("trust_remote_code_required", ("`trust_remote_code=True`", "The repository"), re.compile(
         r"requires you to execute the configuration file|contains custom code which must be executed|"
         r"set the option `trust_remote_code=True`|`trust_remote_code=True` in LLM or using the"), _trust_remote),
 )
@@ -512,7 +514,20 @@ _EXC = re.compile(r"^(?:[\w.]+\.)?\w+(?:Error|Exception)(?::|$)")
 _CLEAN_EXIT_NOISE = re.compile(r"EngineDeadError|CancelledError|KeyboardInterrupt|Traceback|Engine core proc|"
                                r"EngineCore encountered an issue|died unexpectedly|shutdown")
 
-register_needles([n for r in RULES for n in r.needles] + list(_MARKER_NEEDLES) + ["Traceback", "CancelledError"])
+register_needles([n for r in RULES for n in r.needles] + list(_MARKER_NEEDLES))
+_dispatch_state: list[tuple[dict[str, tuple[int, ...]], frozenset[str]]] = []
+
+
+def _dispatch() -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
+    """For each needle the reader finds (vllm_log.candidate_needles): the rules it can stand for (a rule whose
+    needle contains it), and whether it can stand for a failure marker."""
+    if not _dispatch_state:
+        found = candidate_needles()
+        rules = {m: tuple(i for i, r in enumerate(RULES) if any(m in nd for nd in r.needles)) for m in found}
+        markers = frozenset(m for m in found if any(m in nd for nd in _MARKER_NEEDLES))
+        _dispatch_state.append(({m: r for m, r in rules.items() if r}, markers))
+    return _dispatch_state[0]
+
 
 KINDS = tuple(dict.fromkeys([r.kind for r in RULES] + [
     "model_not_found", "model_access_denied", "startup_failed", "engine_died", "spec_decode_low_acceptance",
@@ -630,7 +645,9 @@ class _Diagnoser:
         self.spec_lines: list[LogLine] = []  # the last speculative-decoding stats lines
         self._ready = False
 
-    def line(self, ll: LogLine, events: Sequence[Event], anchor: _Anchor) -> None:
+    def line(self, ll: LogLine, events: Sequence[Event], anchor: _Anchor,
+             found: Iterable[str] | None = None) -> None:
+        """One line in log order, with its events (`found`: its needles, when the reader already has them)."""
         for ev in events:
             if isinstance(ev, NonDefaultArgs) and not self.args:
                 self.args = ev.args
@@ -650,10 +667,14 @@ class _Diagnoser:
                 if len(self.after_shutdown) < 20:
                     self.after_shutdown.append(ll)
             return
-        for i, rule in enumerate(RULES):
-            if not any(nd in text for nd in rule.needles):
-                continue
-            m = rule.pattern.search(text)
+        rules, markers = _dispatch()
+        if found is None:
+            found = candidate_regex().findall(text)
+        todo = sorted({i for nd in found for i in rules.get(nd, ())})
+        if not todo and not any(nd in markers for nd in found):
+            return  # no rule's and no marker's needle: most lines (stats lines, backend choices, ...)
+        for i in todo:
+            m = RULES[i].pattern.search(text)
             if m is None:
                 continue
             hits = self.hits.setdefault(i, [])
@@ -798,7 +819,7 @@ def diagnose_text(text: str) -> tuple[StartupSummary, list[Diagnosis], StartupTr
             tracker.observe(ev)
             if ready_end < 0 and isinstance(ev, AppStartupComplete):
                 ready_end = sl.end
-        dg.line(ll, events, _Anchor(ll.number, sl.start, sl.end))
+        dg.line(ll, events, _Anchor(ll.number, sl.start, sl.end), sl.needles)
     tracker.set_times(first_stamp(norm), last_stamp_before(norm, ready_end) if ready_end >= 0 else None)
     diags = dg.finish(tracker.summary(), tracker.loading_unfinished())
     failure = next((d for d in diags if d.severity == "error"), None)

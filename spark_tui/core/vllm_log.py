@@ -840,8 +840,7 @@ def last_stamp_before(norm: str, end: int) -> str | None:
         width *= 4
 
 
-@dataclass(frozen=True)
-class ScannedLine:
+class ScannedLine(NamedTuple):
     line: LogLine
     events: list[Event]
     start: int  # offset of the line in the normalized text

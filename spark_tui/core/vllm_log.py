@@ -802,7 +802,7 @@ EVENT_NEEDLES: tuple[str, ...] = tuple(dict.fromkeys(nd for needles, _ in _HANDL
 
 def parse_text(text: str) -> tuple[list[LogLine], list[Event]]:
     """Parse a whole log at once, keeping every line (tests, small logs; `scan_text` reads large ones)."""
-    p = VllmLogParser(max_lines=text.count("\n") + 2)
+    p = VllmLogParser(max_lines=text.count("\n") + text.count("\r") + 2)  # every line kept
     events = p.feed(text)
     events += p.close()
     return p.lines, events

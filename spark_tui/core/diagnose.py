@@ -649,15 +649,17 @@ class _Diagnoser:
              found: Iterable[str] | None = None) -> None:
         """One line in log order, with its events (`found`: its needles, when the reader already has them)."""
         for ev in events:
-            if isinstance(ev, NonDefaultArgs) and not self.args:
+            kind = type(ev)
+            if kind is EngineStats or kind is AppStartupComplete:
+                self._ready = True
+            elif kind is SpecDecodeStats:
+                self._ready = True
+                self.spec_lines = (self.spec_lines + [ll])[-2:]
+            elif kind is NonDefaultArgs and not self.args:
                 self.args = ev.args
-            elif isinstance(ev, ShutdownRequested) and self.shutdown is None:
+            elif kind is ShutdownRequested and self.shutdown is None:
                 self.shutdown = (ev, ll)
                 return
-            elif isinstance(ev, (AppStartupComplete, EngineStats, SpecDecodeStats)):
-                self._ready = True
-                if isinstance(ev, SpecDecodeStats):
-                    self.spec_lines = (self.spec_lines + [ll])[-2:]
         text = ll.message
         if not text:
             return

@@ -64,21 +64,13 @@ class LogLine(NamedTuple):
 def parse_line(raw: str, number: int = 0) -> LogLine:
     """Split one line (already without its terminator) into prefix fields and message. Never raises."""
     text = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
-    head = text[: _PREFIX_SEARCH_WINDOW + 60]
     m = _PREFIX_AT.match(text)
     if m is not None:
-        proc = m.group("proc")
-        time = f"{m.group('date')} {m.group('time')}" if m.group("date") else None
-        return LogLine(
-            number=number,
-            raw=text,
-            message=m.group("msg"),
-            level=m.group("level"),
-            process=proc,
-            pid=int(m.group("pid")) if m.group("pid") else None,
-            time=time,
-            source=f"{m.group('file')}:{m.group('lineno')}",
-        )
+        proc, pid, level, date, time, file, lineno, msg = m.group(
+            "proc", "pid", "level", "date", "time", "file", "lineno", "msg")
+        return LogLine(number, text, msg, level, proc, int(pid) if pid else None,
+                       f"{date} {time}" if date else None, f"{file}:{lineno}")
+    head = text[: _PREFIX_SEARCH_WINDOW + 60]
     proc, pid, msg = None, None, text.strip()
     idx = head.find(" pid=")
     if idx != -1:

@@ -45,6 +45,28 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _serving_rows(s) -> list[tuple[str, str]]:
+    rows = []
+    if s.generation_tps is not None:
+        rows.append(("throughput", f"generation {s.generation_tps:g} tok/s, prompt {s.prompt_tps:g} tok/s"))
+    if s.running is not None or s.waiting is not None:
+        rows.append(("requests", f"running {_fmt(s.running) if s.running is not None else 'n/a'}, "
+                                 f"waiting {_fmt(s.waiting) if s.waiting is not None else 'n/a'}"))
+    if s.kv_cache_usage_pct is not None:
+        rows.append(("KV cache use", f"{s.kv_cache_usage_pct:g}%"))
+    if s.prefix_cache_hit_pct is not None:
+        rows.append(("prefix cache hits", f"{s.prefix_cache_hit_pct:g}%"))
+    if s.spec_acceptance_pct is not None:
+        extra = [f"k={s.spec_k}"] if s.spec_k else []
+        if s.spec_mean_acceptance_length is not None:
+            extra.append(f"mean length {s.spec_mean_acceptance_length:.2f}")
+        if s.spec_per_position:
+            extra.append("per position " + ", ".join(f"{p:.2f}" for p in s.spec_per_position))
+        rows.append(("drafts accepted", f"{s.spec_acceptance_pct:.1f}% of {s.spec_drafted_tokens:,} tokens"
+                     + (f" ({'; '.join(extra)})" if extra else "")))
+    return rows
+
+
 def _text(summary, phases, diags) -> str:
     s = summary
     rows = [
@@ -53,6 +75,7 @@ def _text(summary, phases, diags) -> str:
         ("MoE backend", s.moe_backend), ("drafter MoE backend", s.drafter_moe_backend),
         ("attention backend", s.attention_backend), ("NVFP4 GEMM", s.nvfp4_gemm_backend),
         ("attention block size", s.attention_block_size),
+        ("max batched tokens", s.max_num_batched_tokens),
         ("weights", f"{s.weights_gib:g} GiB" if s.weights_gib is not None else None),
         ("model load", f"{s.load_seconds:g} s" if s.load_seconds is not None else None),
         ("KV cache memory", f"{s.kv_cache_gib:g} GiB" if s.kv_cache_gib is not None else None),
@@ -68,7 +91,11 @@ def _text(summary, phases, diags) -> str:
         ("time to ready", f"{s.time_to_ready_s:g} s" if s.time_to_ready_s is not None else None),
     ]
     out = ["Startup"]
-    out += [f"  {k:<22}{_fmt(v)}" for k, v in rows if v is not None]
+    out += [f"  {k:<22}{_fmt(v)}" for k, v in rows if v is not None] or ["  (no startup lines in this log)"]
+    serving = _serving_rows(s)
+    if serving:
+        out.append("Serving (last stats line" + ("; drafts over the whole log" if s.spec_drafted_tokens else "") + ")")
+        out += [f"  {k:<22}{v}" for k, v in serving]
     marks = {"done": "[x]", "active": "[~]", "failed": "[!]", "pending": "[ ]"}
     out.append("Phases")
     for ph in phases:

@@ -88,7 +88,7 @@ class _StartupPrinter:
         if not isinstance(ev, sv.PhaseChanged):
             return
         for ph in ev.phases:
-            if ph.status == "pending":
+            if ph.status == "pending" or ph.key == "serving":  # serving: the stats line below says it
                 continue
             key = (ph.status, ph.detail if ph.status != "active" else "")
             if self.shown.get(ph.key) == key:

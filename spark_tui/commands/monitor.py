@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from spark_tui.core.metrics import Snapshot, Stats, Window, parse_metrics, server_url, window_stats
+from spark_tui.core.metrics import MetricsScraper, Snapshot, Stats, Window, server_url, window_stats
 from spark_tui.commands.probe import format_gib
 from spark_tui.errors import UsageError, VllmError
 
@@ -39,43 +39,8 @@ def metrics_url(url: str) -> str:
     return server_url(url) + "/metrics"
 
 
-class Scraper:
-    """One keep-alive HTTP client for repeated scrapes (cheap at 1 Hz)."""
-
-    def __init__(self, url: str, model: str | None = None, timeout_s: float = 5.0) -> None:
-        import httpx
-
-        self.url = metrics_url(url)
-        self.model = model
-        self._httpx = httpx
-        self.client = httpx.Client(timeout=timeout_s)
-
-    def scrape(self) -> Snapshot:
-        httpx = self._httpx
-        try:
-            r = self.client.get(self.url)
-        except httpx.HTTPError as e:
-            raise VllmError(f"cannot read {self.url}: {e.__class__.__name__}: {e}",
-                            "is the server running? start it with `spark-tui launch`, or pass --url") from None
-        if r.status_code != 200:
-            raise VllmError(f"{self.url} answered HTTP {r.status_code}",
-                            "point --url at a vLLM server (it serves Prometheus metrics at /metrics)")
-        try:
-            snap = parse_metrics(r.text, t=time.monotonic(), wall=time.time(), model=self.model)
-        except ValueError as e:  # prometheus_client's parser: not Prometheus text (an HTML page, a proxy's reply)
-            why = "".join(c if c.isprintable() else "?" for c in str(e)[:80])  # binary replies stay off the terminal
-            raise VllmError(f"{self.url} is not Prometheus metrics text ({why})",
-                            "point --url at a vLLM OpenAI-compatible server") from None
-        if self.model is not None and snap.model_names and self.model not in snap.model_names:
-            # else every figure would read n/a, as if the server exported nothing
-            raise UsageError(f"--model {self.model!r} is not served at {self.url}",
-                             f"served here: {', '.join(snap.model_names)}; drop --model to watch all of them")
-        if not snap.counters and not snap.gauges:
-            raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
-        return snap
-
-    def close(self) -> None:
-        self.client.close()
+# The bounded scraper lives in core (the TUI dashboard uses it too); `Scraper` is its name here.
+Scraper = MetricsScraper
 
 
 # ---- GPU state (the probe helper's take_probe; optional) ------------------------------------------------
@@ -156,6 +121,8 @@ def format_stats(s: Stats) -> str:
 
 def report(stats: Stats, snap: Snapshot, url: str, gpu: dict[str, Any] | None) -> dict[str, Any]:
     d = {"schema_version": JSON_SCHEMA_VERSION, "url": url, "time": snap.wall, **stats.to_dict()}
+    d["skipped_lines"] = snap.skipped_lines
+    d["truncated"] = snap.truncated
     d["gpu"] = gpu
     return d
 
@@ -180,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(report(st, snap, scraper.url, gpu)))
             else:
-                print(format_stats(st))
+                print(format_stats(st) + snap.scrape_note())
                 if gpu is not None:
                     print(format_gpu(gpu))
             return 0
@@ -218,7 +185,7 @@ def _loop(scraper: Scraper, args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(report(st, snap, scraper.url, gpu)), flush=True)
                 else:
-                    line = f"{time.strftime('%H:%M:%S')} {format_stats(st)}"
+                    line = f"{time.strftime('%H:%M:%S')} {format_stats(st)}{snap.scrape_note()}"
                     g = format_gpu(gpu)
                     print(line + (f" | {g}" if g else ""), flush=True)
                 reports += 1

@@ -1,6 +1,9 @@
-"""vLLM `/metrics` (Prometheus text format) -> snapshots -> windowed statistics. Pure: no I/O here.
+"""vLLM `/metrics` (Prometheus text format) -> snapshots -> windowed statistics; and the one bounded HTTP read of it.
 
-Parsing uses prometheus_client's own parser (`text_string_to_metric_families`), never regexes. A
+Parsing uses prometheus_client's own parser (`text_string_to_metric_families`), never regexes. A scrape with a
+malformed line (a truncated last line, a pasted `$ curl ...`) is not thrown away: the lines the parser refuses are
+skipped and counted (`Snapshot.skipped_lines`) and the rest is parsed. `MetricsScraper` (the only I/O here, shared
+by `spark-tui monitor` and the TUI dashboard) reads at most `MAX_SCRAPE_BYTES` per scrape under one deadline. A
 Snapshot holds every `vllm:` counter, gauge and histogram, summed over the label sets of one model
 (engines of a data-parallel server, `finished_reason` of request_success, ...). Gauges that are fractions
 (`*_perc`) are averaged over engines instead of summed. The spec-decode per-position counter is kept per
@@ -67,6 +70,8 @@ class Snapshot:
     histograms: dict[str, Histogram] = field(default_factory=dict)
     spec_per_pos: tuple[float, ...] | None = None  # accepted tokens at draft position 0..k-1; None: absent
     model_names: tuple[str, ...] = ()
+    skipped_lines: int = 0  # lines (or samples) of the scrape that could not be parsed and were left out
+    truncated: bool = False  # the body was longer than the scraper reads; only its start was parsed
 
     def counter(self, *names: str) -> float | None:
         return next((self.counters[n] for n in names if n in self.counters), None)
@@ -76,6 +81,16 @@ class Snapshot:
 
     def histogram(self, *names: str) -> Histogram | None:
         return next((self.histograms[n] for n in names if n in self.histograms), None)
+
+    def scrape_note(self) -> str:
+        """What to tell the user about a scrape that was not read whole ("" when it was)."""
+        parts = []
+        if self.skipped_lines:
+            parts.append(f"{self.skipped_lines} malformed /metrics line{'s' if self.skipped_lines != 1 else ''} "
+                         "skipped")
+        if self.truncated:
+            parts.append(f"/metrics cut at {MAX_SCRAPE_BYTES // 2**20} MiB")
+        return f" ({'; '.join(parts)})" if parts else ""
 
 
 def server_url(url: str) -> str:
@@ -137,9 +152,8 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None,
     every vLLM sample counts (a server serves one model; its engines are summed). Histograms other than
     `histograms` (default: the TTFT and inter-token latency ones the statistics use) are skipped;
     pass None to keep every histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     text = select_families(text, histograms)
+    families, skipped = _families(text)
 
     counters: dict[str, float] = {}
     gauges: dict[str, list[float]] = {}
@@ -148,7 +162,7 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None,
     hist_sum: dict[str, float] = {}
     per_pos: dict[int, float] = {}
     models: set[str] = set()
-    for fam in text_string_to_metric_families(text):
+    for fam in families:
         if not fam.name.startswith("vllm:"):
             continue
         for s in fam.samples:
@@ -157,26 +171,31 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None,
                 models.add(mn)
             if model is not None and mn is not None and mn != model:
                 continue
-            v = float(s.value)
-            if fam.type == "counter":
-                if not s.name.endswith("_total"):
-                    continue  # `_created` timestamps
-                if fam.name == SPEC_PER_POS:
-                    pos = int(s.labels.get("position", "0"))
-                    per_pos[pos] = per_pos.get(pos, 0.0) + v
-                else:
-                    counters[fam.name] = counters.get(fam.name, 0.0) + v
-            elif fam.type == "gauge":
-                gauges.setdefault(fam.name, []).append(v)
-            elif fam.type == "histogram":
-                if s.name.endswith("_bucket"):
-                    le = float(s.labels["le"])
-                    b = hist_buckets.setdefault(fam.name, {})
-                    b[le] = b.get(le, 0.0) + v
-                elif s.name.endswith("_count"):
-                    hist_count[fam.name] = hist_count.get(fam.name, 0.0) + v
-                elif s.name.endswith("_sum"):
-                    hist_sum[fam.name] = hist_sum.get(fam.name, 0.0) + v
+            try:
+                v = float(s.value)
+                if fam.type == "counter":
+                    if not s.name.endswith("_total"):
+                        continue  # `_created` timestamps
+                    if fam.name == SPEC_PER_POS:
+                        pos = int(s.labels.get("position", "0"))
+                        if not 0 <= pos < MAX_SPEC_POSITIONS:
+                            raise ValueError(f"position {pos}")
+                        per_pos[pos] = per_pos.get(pos, 0.0) + v
+                    else:
+                        counters[fam.name] = counters.get(fam.name, 0.0) + v
+                elif fam.type == "gauge":
+                    gauges.setdefault(fam.name, []).append(v)
+                elif fam.type == "histogram":
+                    if s.name.endswith("_bucket"):
+                        le = float(s.labels["le"])
+                        b = hist_buckets.setdefault(fam.name, {})
+                        b[le] = b.get(le, 0.0) + v
+                    elif s.name.endswith("_count"):
+                        hist_count[fam.name] = hist_count.get(fam.name, 0.0) + v
+                    elif s.name.endswith("_sum"):
+                        hist_sum[fam.name] = hist_sum.get(fam.name, 0.0) + v
+            except (ValueError, KeyError, TypeError):  # a sample without `le`, a position that is not a number
+                skipped += 1
     g = {n: (sum(vs) / len(vs) if n.endswith("_perc") else sum(vs)) for n, vs in gauges.items()}
     hists = {
         n: Histogram(tuple(sorted(b.items())), hist_count.get(n, 0.0), hist_sum.get(n, 0.0))
@@ -184,7 +203,38 @@ def parse_metrics(text: str, t: float, wall: float, model: str | None = None,
     }
     pp = tuple(per_pos.get(i, 0.0) for i in range(max(per_pos) + 1)) if per_pos else None
     return Snapshot(t=t, wall=wall, counters=counters, gauges=g, histograms=hists, spec_per_pos=pp,
-                    model_names=tuple(sorted(models)))
+                    model_names=tuple(sorted(models)), skipped_lines=skipped)
+
+
+MAX_SPEC_POSITIONS = 64  # draft positions kept (vLLM drafts at most a few dozen tokens per step)
+_PARSE_ERRORS = (ValueError, KeyError, IndexError, TypeError)
+
+
+def _families(text: str) -> tuple[list, int]:
+    """prometheus_client's families of `text`, and how many lines it could not parse. The whole text is parsed
+    at once; only when that fails is each line tried alone, the refused ones left out, and the rest parsed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        return list(text_string_to_metric_families(text)), 0
+    except _PARSE_ERRORS:
+        pass
+    kept: list[str] = []
+    skipped = 0
+    for line in text.split("\n"):
+        if line.strip():
+            try:
+                list(text_string_to_metric_families(line + "\n"))
+            except _PARSE_ERRORS:
+                skipped += 1
+                continue
+        kept.append(line)
+    if skipped and not any(ln.strip() and not ln.startswith("#") for ln in kept):
+        raise ValueError(f"none of its {skipped} lines is a Prometheus sample")
+    try:
+        return list(text_string_to_metric_families("\n".join(kept) + "\n")), skipped
+    except _PARSE_ERRORS as e:  # every line parses alone but not together (e.g. a family's TYPE given twice)
+        raise ValueError(f"{e} ({skipped} other lines skipped)") from None
 
 
 # ---- increases over a window ------------------------------------------------------------------------
@@ -466,3 +516,93 @@ class Window:
 def snapshots_from(texts: Iterable[tuple[float, str]], model: str | None = None) -> list[Snapshot]:
     """Parse (monotonic time, text) pairs; wall time is taken equal to t (recorded data, tests)."""
     return [parse_metrics(text, t=t, wall=t, model=model) for t, text in texts]
+
+
+# ---- the bounded scrape (the only I/O in this module) --------------------------------------------------------
+
+MAX_SCRAPE_BYTES = 16 * 2**20  # a vLLM /metrics body is ~60-80 KiB (tests/data/metrics); 16 MiB is far beyond
+SCRAPE_DEADLINE_S = 5.0
+
+
+class MetricsScraper:
+    """One keep-alive HTTP client for repeated scrapes of a vLLM server's `/metrics` (cheap at 1 Hz), each bounded:
+    at most `max_bytes` of body are read (a longer one is cut: its start is parsed, `Snapshot.truncated` is set),
+    and the whole read must end within `deadline_s` (a server that drips a byte at a time cannot hold the monitor;
+    a server that stalls completely is cut by the same value as read timeout, so a scrape never takes more than
+    twice `deadline_s`). Errors are `VllmError` (unreachable, HTTP error, not Prometheus text, no `vllm:` metrics)
+    or `UsageError` (a `model` the server does not serve). `monitor` and the TUI dashboard share it."""
+
+    def __init__(self, url: str, model: str | None = None, timeout_s: float = SCRAPE_DEADLINE_S,
+                 max_bytes: int = MAX_SCRAPE_BYTES) -> None:
+        import httpx
+
+        self.url = server_url(url) + "/metrics"
+        self.model = model
+        self.deadline_s = timeout_s
+        self.max_bytes = max_bytes
+        self._httpx = httpx
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def fetch(self) -> tuple[str, bool]:
+        """The body as text (at most `max_bytes` of it) and whether it was cut."""
+        import time
+
+        from spark_tui.errors import VllmError
+
+        httpx = self._httpx
+        deadline = time.monotonic() + self.deadline_s
+        buf = bytearray()
+        truncated = False
+        try:
+            with self.client.stream("GET", self.url) as r:
+                if r.status_code != 200:
+                    raise VllmError(f"{self.url} answered HTTP {r.status_code}",
+                                    "point --url at a vLLM server (it serves Prometheus metrics at /metrics)")
+                for chunk in r.iter_bytes():  # decoded (gzip) bytes: the cap counts what is parsed
+                    room = self.max_bytes - len(buf)
+                    buf += chunk[:room]
+                    if len(chunk) > room:
+                        truncated = True
+                        break
+                    if time.monotonic() > deadline:
+                        raise VllmError(f"{self.url} did not finish its reply within {self.deadline_s:g} s "
+                                        f"({len(buf):,} bytes so far)",
+                                        "the server is overloaded or this is not a vLLM server; check --url")
+        except httpx.HTTPError as e:
+            raise VllmError(f"cannot read {self.url}: {e.__class__.__name__}: {e}",
+                            "is the server running? start it with `spark-tui launch`, or pass --url") from None
+        return buf.decode("utf-8", errors="replace"), truncated
+
+    def scrape(self) -> Snapshot:
+        import time
+
+        from spark_tui.errors import UsageError, VllmError
+
+        text, truncated = self.fetch()
+        try:
+            snap = parse_metrics(text, t=time.monotonic(), wall=time.time(), model=self.model)
+        except ValueError as e:  # lines that parse alone but not together
+            why = "".join(c if c.isprintable() else "?" for c in str(e)[:80])  # binary replies stay off the terminal
+            raise VllmError(f"{self.url} is not Prometheus metrics text ({why})",
+                            "point --url at a vLLM OpenAI-compatible server") from None
+        if truncated:
+            snap = Snapshot(**{**snap.__dict__, "truncated": True})
+        if self.model is not None and snap.model_names and self.model not in snap.model_names:
+            # else every figure would read n/a, as if the server exported nothing
+            raise UsageError(f"--model {self.model!r} is not served at {self.url}",
+                             f"served here: {', '.join(snap.model_names)}; drop --model to watch all of them")
+        if not snap.counters and not snap.gauges:
+            if snap.skipped_lines:
+                raise VllmError(f"{self.url} is not Prometheus metrics text ({snap.skipped_lines} lines could not "
+                                "be parsed)", "point --url at a vLLM OpenAI-compatible server")
+            raise VllmError(f"{self.url} has no vllm: metrics", "point --url at a vLLM OpenAI-compatible server")
+        return snap
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "MetricsScraper":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

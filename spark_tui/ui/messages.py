@@ -61,6 +61,7 @@ class MetricsSample(Message, bubble=False):
     stats: Any  # spark_tui.core.metrics.Stats | None (None until two scrapes exist)
     error: str = ""
     gpu: str = ""
+    note: str = ""  # metrics.Snapshot.scrape_note(): malformed lines skipped, body cut
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, MetricsSample)

@@ -1,6 +1,6 @@
 """Dashboard: live tok/s sparklines, MTP acceptance (rate, mean length, per position), KV-cache use,
 running/waiting, TTFT/ITL p50/p95 and the GPU state, from a vLLM server's /metrics (the monitor's core:
-spark_tui.core.metrics window statistics over the CLI's Scraper)."""
+spark_tui.core.metrics window statistics over its bounded MetricsScraper)."""
 
 from __future__ import annotations
 
@@ -127,12 +127,12 @@ class DashboardScreen(StepScreen):
         """Scrape every `interval` s; window statistics over WINDOW_S; GPU state every 2 s when live."""
         from textual.worker import get_current_worker
 
-        from spark_tui.commands.monitor import Scraper, format_gpu, gpu_state
-        from spark_tui.core.metrics import Window
+        from spark_tui.commands.monitor import format_gpu, gpu_state
+        from spark_tui.core.metrics import MetricsScraper, Window
         from spark_tui.errors import SparkError
 
         w = get_current_worker()
-        scraper = Scraper(url)
+        scraper = MetricsScraper(url)
         win = Window(WINDOW_S)
         gpu_line, gpu_at = "", 0.0
         try:
@@ -141,8 +141,9 @@ class DashboardScreen(StepScreen):
                 if self.app.live_probe and t0 - gpu_at >= 2.0:
                     gpu_line, gpu_at = format_gpu(gpu_state()), t0
                 try:
-                    win.add(scraper.scrape())
-                    self.post_message(MetricsSample(win.stats(), gpu=gpu_line))
+                    snap = scraper.scrape()
+                    win.add(snap)
+                    self.post_message(MetricsSample(win.stats(), gpu=gpu_line, note=snap.scrape_note()))
                 except SparkError as e:
                     self.post_message(MetricsSample(None, error=e.message + (f" ({e.hint})" if e.hint else ""),
                                                     gpu=gpu_line))
@@ -165,7 +166,7 @@ class DashboardScreen(StepScreen):
         s = msg.stats
         self.samples += 1
         status.update(f"watching {escape(url or '')}/metrics  (rates over the last {s.window_s:.0f} s; "
-                      f"model {escape(', '.join(s.model_names)) or 'n/a'})")
+                      f"model {escape(', '.join(s.model_names)) or 'n/a'}){escape(msg.note)}")
         self.gen_hist.append(s.generation_tok_s or 0.0)
         self.prompt_hist.append(s.prompt_tok_s or 0.0)
         self.query_one("#spark-gen", Sparkline).data = list(self.gen_hist)

@@ -4,7 +4,7 @@
 # + MTP model from tests/support/gen_tiny_models.py (branch monitor), MTP k=1, a few requests so the
 # periodic "Engine 000" and "SpecDecoding metrics" lines appear, then SIGTERM -> normal shutdown.
 # Usage: make_cpu_log.sh MODEL_DIR OUT_LOG   (MODEL_DIR = <gen_tiny_models OUT>/qwen35-mtp)
-# Env: PORT; SPEC (speculative config JSON, "" for none); EXTRA (more vllm serve args, e.g. a failing setting;
+# Env: PORT; STARTUP_S (seconds to wait for /health, default 120: raise it on a busy machine); SPEC (speculative config JSON, "" for none); EXTRA (more vllm serve args, e.g. a failing setting;
 # a server that exits early is simply logged and the script returns).
 set -u
 SPEC=${SPEC-'{"method":"mtp","num_speculative_tokens":1}'}
@@ -16,7 +16,7 @@ VLLM_HOST_IP=127.0.0.1 VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 VLLM_CACHE_ROOT=$C
   --kv-cache-memory-bytes 16M --no-enable-prefix-caching \
   ${SPEC:+--speculative-config "$SPEC"} ${EXTRA:-} >"$OUT" 2>&1 &
 PID=$!
-for _ in $(seq 1 120); do   # at most 120 s to /health
+for _ in $(seq 1 "${STARTUP_S:-120}"); do   # at most STARTUP_S s to /health
   curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
   kill -0 $PID 2>/dev/null || break
   sleep 1

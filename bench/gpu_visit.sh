@@ -9,16 +9,17 @@
 #
 # The steps, by priority (a visit cut short keeps the first ones):
 #   install, env     vLLM 0.26.0 into /tmp/site; versions, GPU, disk
-#   synth + moe      the full-size synthetic checkpoint in NVIDIA's real layout (ModelOpt MIXED_PRECISION:
+#   moe_check        (MOE_CHECK=1) kernels_check's NVFP4 MoE backend agreement check
+#   synth            the full-size synthetic checkpoint in NVIDIA's real layout (ModelOpt MIXED_PRECISION:
 #                    W4A16_NVFP4 experts, FP8 attention/DeltaNet, BF16 MTP head) with a zero lm_head
-#                    (--always-accept: greedy MTP drafts are always accepted, sampled ones almost never), while
-#                    kernels_check's NVFP4 MoE backend agreement check runs on the GPU
+#                    (--always-accept: greedy MTP drafts are always accepted, sampled ones almost never)
 #   ablate           spark-tui ablate of the H200 plan with its unmeasured candidates: vLLM's baseline, the
-#                    required deviations, each candidate alone, MTP k=1..3, the full plan; 4 servers at a time,
-#                    each with the same 6 GiB KV pool, benchmarked one at a time at concurrency 1 and 16, at
-#                    temperature 1 (MTP acceptance ~0) and, for the baseline and MTP variants, 0 (acceptance ~1)
+#                    required deviations, MTP k=1 and 3, each candidate alone, the full plan; 4 servers at a time,
+#                    each with the same 6 GiB KV pool and a 131,072-token context, benchmarked one at a time at
+#                    concurrency 1 and 16, at temperature 1 (MTP acceptance ~0) and, for the baseline and MTP
+#                    variants, 0 (acceptance ~1)
 #   fallback         if the NVIDIA layout does not start, the same ablation on the older W4A4 ModelOpt layout
-#   kv128k           the default plan at 131,072 tokens of context with vLLM's own memory profiling (the
+#   kv128k           (KV_UTIL_CHECK=1) the default plan at 131,072 tokens with vLLM's own memory profiling (the
 #                    utilisation-based KV prediction), then stopped
 # Every step is timed and bounded, logs to $KEEP/<step>.log, and a failing step does not stop the next.
 # `poll` packs keep/ into one tar.gz per call (the device tool returns at most 8 files).
@@ -33,13 +34,14 @@ export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SPARK_TUI_HOME=$WORK/home
 export VLLM_CACHE_ROOT=$WORK/vllm-cache
 SPARK="$PY -m spark_tui"
-STEPS="install env synth_moe ablate fallback kv128k"
+STEPS="install env [moe_check] synth ablate fallback [kv128k]"
 # the carried wheels lack the CUTLASS DSL that FlashInfer's GDN prefill kernel needs: every server (the baseline too)
 # gets --gdn-prefill-backend triton, as vLLM's own log advises
 HARNESS="--set-all gdn-prefill-backend=triton --set-all kv-cache-memory-bytes=6G --set-all gpu-memory-utilization=0.2"
-PLAN="--device h200 --checkpoint nvidia-nvfp4 --vllm-version $VV --context 32768"
-ABLATE="--include-unmeasured --mtp-values 1,2,3 --temperatures 1 --mtp-temperatures 0 --levels 1,16 --requests 12 \
-  --prompt-tokens 512 --output-tokens 256 --parallel 4 --skip load-format --startup-timeout 900 $HARNESS"
+# 131,072 tokens of context: the KV-cache check at 128k comes with every server (short prompts decode the same)
+PLAN="--device h200 --checkpoint nvidia-nvfp4 --vllm-version $VV --context 131072"
+ABLATE="--include-unmeasured --mtp-values ${MTP_VALUES:-1,3} --temperatures 1 --mtp-temperatures 0 --levels 1,16 \
+  --requests 16 --prompt-tokens 512 --output-tokens 128 --parallel 4 --skip load-format --startup-timeout 900 $HARNESS"
 
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
@@ -70,13 +72,11 @@ run_all() {
   step env 60 "nvidia-smi; nproc; free -g; df -h /tmp; $PY -c 'import torch, vllm, transformers; \
     print(torch.__version__, torch.version.cuda, vllm.__version__, transformers.__version__)'; \
     $SPARK probe --json > $KEEP/probe.json"
-  # the MoE agreement check on the GPU while the CPU writes the checkpoint
-  step synth_moe 900 "( timeout 600 $PY -m kernels_check --json --only moe_nvfp4_agree --progress \
-      --out $KEEP/moe_nvfp4_agree.json > $KEEP/moe.log 2>&1 & ); \
-    $PY $REPO/bench/synth_checkpoint.py --format nvidia-mixed --scale full --always-accept --out $CKPT \
-      > $KEEP/synth.json && $SPARK download --model-path $CKPT --verify-only --json > $KEEP/verify.json; rc=\$?; \
-    wait; for i in \$(seq 600); do pgrep -f 'kernels_check --json --only moe' >/dev/null || break; sleep 1; done; \
-    exit \$rc"
+  if [ "${MOE_CHECK:-0}" = 1 ]; then
+    step moe_check 600 "$PY -m kernels_check --json --only moe_nvfp4_agree --progress --out $KEEP/moe_nvfp4_agree.json"
+  fi
+  step synth 300 "$PY $REPO/bench/synth_checkpoint.py --format nvidia-mixed --scale full --always-accept --out $CKPT \
+    > $KEEP/synth.json && $SPARK download --model-path $CKPT --verify-only --json > $KEEP/verify.json"
   step ablate 1500 "$SPARK plan $PLAN --json > $KEEP/plan.json; $SPARK plan $PLAN --include-unmeasured --json \
     > $KEEP/plan_unmeasured.json; $SPARK ablate $PLAN --model-path $CKPT $ABLATE --json --out $KEEP/ablate.json \
     > /dev/null; rc=\$?; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
@@ -87,12 +87,14 @@ run_all() {
     is None else 1)\" || exit 0; rm -rf $CKPT; $PY $REPO/bench/synth_checkpoint.py --format nvfp4 --scale full \
     --always-accept --out $CKPT > $KEEP/synth_fallback.json && $SPARK ablate $PLAN --model-path $CKPT $ABLATE --restart \
     --json --out $KEEP/ablate_fallback.json > /dev/null; bash $REPO/bench/gpu_visit.sh keeplogs"
-  step kv128k 900 "$SPARK launch --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT --vllm-version $VV \
-    --context 131072 --set gdn-prefill-backend=triton --port 8017 --detach --startup-timeout 800 --no-mem-guard \
-    > $KEEP/kv128k.out 2>&1; rc=\$?; $SPARK plan --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT \
-    --vllm-version $VV --context 131072 --set gdn-prefill-backend=triton --json > $KEEP/kv128k.plan.json; \
-    nvidia-smi --query-gpu=memory.used,memory.total --format=csv > $KEEP/kv128k.gpumem.csv; \
-    $SPARK stop --all; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
+  if [ "${KV_UTIL_CHECK:-0}" = 1 ]; then
+    step kv128k 900 "$SPARK launch --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT --vllm-version $VV \
+      --context 131072 --set gdn-prefill-backend=triton --port 8017 --detach --startup-timeout 800 --no-mem-guard \
+      > $KEEP/kv128k.out 2>&1; rc=\$?; $SPARK plan --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT \
+      --vllm-version $VV --context 131072 --set gdn-prefill-backend=triton --json > $KEEP/kv128k.plan.json; \
+      nvidia-smi --query-gpu=memory.used,memory.total --format=csv > $KEEP/kv128k.gpumem.csv; \
+      $SPARK stop --all; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
+  fi
   echo "done" > "$WORK/DONE"
 }
 

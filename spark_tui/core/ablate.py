@@ -6,8 +6,8 @@ to start on this device (unified memory), the bind address and a port per varian
 adds to all (e.g. a KV pool size so several servers share one GPU). Then:
 - `baseline`: `vllm serve` with only those;
 - `required`: the plan's required deviations together (names, parsers, text only: none of them is a speed setting);
-- one variant per measured or unmeasured deviation, alone on top of the baseline;
 - `mtp-k` variants for `mtp_values` (the MTP speed model's input);
+- one variant per measured or unmeasured deviation, alone on top of the baseline;
 - `plan`: every flag of the plan.
 `run_ablation(...)` starts each variant through the same Supervisor as `launch`, waits until it is ready (startup
 time kept apart), benchmarks it at every concurrency and temperature, stops it, and saves each result as soon as it
@@ -67,6 +67,13 @@ def variants(plan: "Plan", mtp_plans: dict[int, "Plan"] | None = None, harness: 
     if req:
         out.append(Variant("required", "+ the required deviations (" + ", ".join(f.name for f in req) + ")",
                            tuple(base + req), tuple(f.name for f in req)))
+    for k, p in sorted((mtp_plans or {}).items()):
+        extra = [f for f in p.flags if f.name not in shared and f.name not in ("--host", "--port")
+                 and (plan.flags.get(f.name) is None or plan.flags.get(f.name) != f)
+                 and f.name in ("--speculative-config", "--no-enable-prefix-caching")]
+        if not extra:
+            continue
+        out.append(Variant(f"mtp-{k}", f"+ MTP k={k}", tuple(base + extra), tuple(f.name for f in extra), k))
     for f in own:
         if f.evidence == "required" or f.name in skip:
             continue
@@ -77,13 +84,6 @@ def variants(plan: "Plan", mtp_plans: dict[int, "Plan"] | None = None, harness: 
         if f.name == "--speculative-config" and isinstance(f.value, dict):
             k = int(f.value.get("num_speculative_tokens", 1))
         out.append(Variant(key, f"+ {' '.join(f.argv())} ({f.evidence})", tuple(base + [f]), (f.name,), k))
-    for k, p in sorted((mtp_plans or {}).items()):
-        extra = [f for f in p.flags if f.name not in shared and f.name not in ("--host", "--port")
-                 and (plan.flags.get(f.name) is None or plan.flags.get(f.name) != f)
-                 and f.name in ("--speculative-config", "--no-enable-prefix-caching")]
-        if not extra:
-            continue
-        out.append(Variant(f"mtp-{k}", f"+ MTP k={k}", tuple(base + extra), tuple(f.name for f in extra), k))
     if len(own) > len(req):
         out.append(Variant("plan", "the full plan", tuple(base + own), tuple(f.name for f in own), plan.mtp_k))
     elif req:  # the plan is the baseline plus its required deviations: that variant is the plan

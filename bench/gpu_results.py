@@ -1,0 +1,185 @@
+"""Turn a GPU visit's keep/ folder (bench/gpu_visit.sh) into committed results and the planner's measured evidence.
+
+    python bench/gpu_results.py KEEP_DIR --out bench/results [--measured profiles/measured.toml] [--date 2026-12-02]
+
+Writes, from what the visit measured (nothing else):
+- OUT/h200-ablation.json: the `spark-tui ablate` report as the visit wrote it;
+- OUT/h200-ablation.md: the table (each variant's tok/s and TTFT at each concurrency and temperature, its ratio to
+  vLLM's baseline), the KV-cache predictions against the logged values, the MTP model's fit and errors;
+- OUT/h200-summary.json: the headline figures (plan vs baseline, TTFT ratio, KV prediction errors, MTP model error,
+  vLLM version, checkpoint layout);
+- with --measured: the `[[effect]]` and `[[mtp_step]]` rows the planner reads (spark_tui.core.evidence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spark_tui.core.mtp_model import Sample, fit  # noqa: E402
+
+KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
+
+
+def load_report(keep: Path) -> dict:
+    for name in ("ablate.json", "ablate_fallback.json"):
+        p = keep / name
+        if p.is_file():
+            return json.loads(p.read_text())
+    raise SystemExit(f"{keep}: no ablate.json (did the ablation step finish?)")
+
+
+def level(res: dict, key: str, c: int, t: float) -> dict | None:
+    r = res.get(key)
+    if not r:
+        return None
+    return next((x for x in r["levels"] if x["concurrency"] == c and x["temperature"] == t), None)
+
+
+def kv128k(keep: Path) -> dict | None:
+    """The utilisation-based KV check: `spark-tui launch` printed logged vs predicted."""
+    out = keep / "kv128k.out"
+    if not out.is_file():
+        return None
+    m = re.search(r"KV cache: ([\d,]+) tokens, plan predicted ([\d,]+) \(([-+\d.]+)%\)", out.read_text())
+    if not m:
+        return None
+    return {"setting": "default plan, 131,072-token context, vLLM's memory profiling (gpu_memory_utilization 0.92)",
+            "logged": int(m.group(1).replace(",", "")), "predicted": int(m.group(2).replace(",", "")),
+            "error_pct": float(m.group(3))}
+
+
+def samples(rep: dict) -> list[Sample]:
+    out = []
+    for key, r in rep["results"].items():
+        if not r.get("ok"):
+            continue
+        k = r.get("mtp_k", 0)
+        if key != "baseline" and not key.startswith("mtp-"):
+            continue
+        for lv in r["levels"]:
+            if not lv["output_tok_s"] or lv["errors"]:
+                continue
+            p = 0.0 if k == 0 else lv.get("acceptance_rate")
+            if p is None:
+                continue
+            out.append(Sample(k, p, lv["concurrency"], lv["output_tok_s"], f"{key} T={lv['temperature']:g}"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("keep", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--measured", type=Path)
+    ap.add_argument("--date", default="2026-12-02")
+    ap.add_argument("--layout", default="synthetic Qwen3.6-35B-A3B in NVIDIA's ModelOpt MIXED_PRECISION layout "
+                                        "(W4A16_NVFP4 experts, FP8 attention/DeltaNet, BF16 MTP head), zero lm_head")
+    a = ap.parse_args(argv)
+    rep = load_report(a.keep)
+    res = rep["results"]
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "h200-ablation.json").write_text(json.dumps(rep, indent=2))
+    levels = sorted({lv["concurrency"] for r in res.values() for lv in r["levels"]})
+    t_common = min({lv["temperature"] for r in res.values() for lv in r["levels"]} or {1.0}, key=lambda t: -t)
+    src = (f"bench/results/h200-summary.json (spark-tui ablate on an NVIDIA H200, {a.date}, vLLM {rep['vllm_version']}, "
+           f"{a.layout})")
+
+    plan_key = "required" if "plan" not in {v["key"] for v in rep["variants"]} or True else "plan"
+    summary: dict = {"plan_vs_baseline": {}, "ttft_ratio": {}, "vllm": rep["vllm_version"], "checkpoint_layout": a.layout,
+                     "plan_variant": plan_key, "temperature": t_common, "date": a.date,
+                     "harness": "every server (the baseline too): --gdn-prefill-backend triton (the carried wheels lack "
+                                "the CUTLASS DSL), --kv-cache-memory-bytes 6G and --gpu-memory-utilization 0.2 (four "
+                                "servers share the GPU, benchmarked one at a time), --max-model-len 32768",
+                     "deviations": {}}
+    for c in levels:
+        b, p = level(res, "baseline", c, t_common), level(res, plan_key, c, t_common)
+        if b and p and b["output_tok_s"] and p["output_tok_s"]:
+            summary["plan_vs_baseline"][str(c)] = round(p["output_tok_s"] / b["output_tok_s"], 3)
+            if b["ttft_p50_s"] and p["ttft_p50_s"]:
+                summary["ttft_ratio"][str(c)] = round(p["ttft_p50_s"] / b["ttft_p50_s"], 3)
+    for v in rep["variants"]:
+        if v["key"] == "baseline":
+            continue
+        eff = {}
+        for c in levels:
+            for t in sorted({lv["temperature"] for lv in res.get(v["key"], {}).get("levels", [])}):
+                b, x = level(res, "baseline", c, t), level(res, v["key"], c, t)
+                if b and x and b["output_tok_s"] and x["output_tok_s"]:
+                    eff[f"c={c} T={t:g}"] = {"ratio": round(x["output_tok_s"] / b["output_tok_s"], 3),
+                                              "ttft_ratio": round(x["ttft_p50_s"] / b["ttft_p50_s"], 3)
+                                              if b["ttft_p50_s"] and x["ttft_p50_s"] else None,
+                                              "acceptance": x.get("acceptance_rate")}
+        summary["deviations"][v["key"]] = {"adds": v["adds"], "effect": eff,
+                                           "error": res.get(v["key"], {}).get("error")}
+    kv = [k for k in rep.get("kv_cache", []) if k.get("error_pct") is not None]
+    k128 = kv128k(a.keep)
+    summary["kv_prediction"] = kv + ([k128] if k128 else [])
+    summary["kv_prediction_error_pct"] = [k["error_pct"] for k in summary["kv_prediction"]]
+    ss = samples(rep)
+    if any(s.k for s in ss):
+        f = fit(ss)
+        summary["mtp_model"] = {"t0_s": {str(c): v for c, v in f.t0.items()},
+                                "slope_per_draft_token": {str(c): v for c, v in f.slope.items()}, "check": f.check()}
+        summary["mtp_model_max_error_pct"] = round(f.max_error_pct(), 2)
+    (a.out / "h200-summary.json").write_text(json.dumps(summary, indent=2))
+
+    md = [f"# H200 ablation, {a.date}: vLLM {rep['vllm_version']}, {a.layout}", "",
+          f"Harness: {summary['harness']}.", "",
+          "| variant | c | T | output tok/s | x baseline | TTFT p50 | x baseline | acceptance | start s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        def f_(v, spec, scale=1.0):
+            return "n/a" if v is None else format(v * scale, spec)
+        md.append(f"| {r['variant']} | {r['concurrency']} | {r['temperature']:g} | {f_(r['output_tok_s'], '.1f')} | "
+                  f"{f_(r['ratio'], '.3f')} | {f_(r['ttft_p50_s'], '.0f', 1000)} ms | {f_(r['ttft_ratio'], '.3f')} | "
+                  f"{f_(r['acceptance_rate'], '.1%')} | {f_(r['startup_s'], '.0f')} |")
+    md += ["", "KV cache, predicted vs logged:", ""]
+    md += [f"- {k.get('variant', k.get('setting'))}: logged {k['logged']:,}, predicted {k['predicted']:,} "
+           f"({k['error_pct']:+.2f}%)" for k in summary["kv_prediction"]]
+    if "mtp_model" in summary:
+        md += ["", f"MTP model (T(k, c) = T0_c (1 + a_c k), fitted on every run): max error "
+                   f"{summary['mtp_model_max_error_pct']:.1f}%", "",
+               "| run | k | acceptance | c | measured tok/s | predicted tok/s | error % |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {r['label']} | {r['k']} | {r['p']:.3f} | {r['c']} | {r['measured_tok_s']} | {r['predicted_tok_s']} | "
+               f"{r['error_pct']:+.2f} |" for r in summary["mtp_model"]["check"]]
+    (a.out / "h200-ablation.md").write_text("\n".join(md) + "\n")
+
+    if a.measured:
+        rows = ["# Measured by spark-tui on real GPUs (bench/results/): what the planner may act on", "#",
+                "# [[effect]]: output tok/s of vLLM's baseline plus one flag over the baseline alone, same prompts,",
+                "# same server otherwise (spark-tui ablate). [[mtp_step]]: MTP decode runs, the MTP speed model's input.",
+                "# Written by bench/gpu_results.py from the visit's ablate report; every row names it.", ""]
+        for v in rep["variants"]:
+            key = v["key"]
+            if key in ("baseline", "required", "plan") or key.startswith("mtp-") or len(v["adds"]) != 1:
+                continue
+            flag, _, value = key.partition("=")
+            for c in levels:
+                b, x = level(res, "baseline", c, t_common), level(res, key, c, t_common)
+                if not (b and x and b["output_tok_s"] and x["output_tok_s"]):
+                    continue
+                rows += ["[[effect]]", 'device = "h200"', "sm = 90", 'checkpoint = "nvidia-nvfp4"', f'flag = "{flag}"',
+                         f'value = "{value}"', f"concurrency = {c}",
+                         f"ratio = {x['output_tok_s'] / b['output_tok_s']:.4f}",
+                         f"ttft_ratio = {x['ttft_p50_s'] / b['ttft_p50_s']:.4f}" if b["ttft_p50_s"] and x["ttft_p50_s"]
+                         else "", f'vllm = "{rep["vllm_version"]}"', f'source = "{src}"',
+                         f'conditions = "temperature {t_common:g}, 512-token prompts, 256 output tokens"', ""]
+        for s in ss:
+            rows += ["[[mtp_step]]", 'device = "h200"', "sm = 90", 'checkpoint = "nvidia-nvfp4"', f"k = {s.k}",
+                     f"p = {s.p:.4f}", f"concurrency = {s.c}", f"tok_s = {s.tok_s:.2f}",
+                     f'vllm = "{rep["vllm_version"]}"', f'source = "{src}; run {s.label}"', ""]
+        a.measured.write_text("\n".join(r for r in rows if r is not None) + "\n")
+    print(json.dumps({k: summary[k] for k in ("plan_vs_baseline", "ttft_ratio", "kv_prediction_error_pct")}
+                     | {"mtp_model_max_error_pct": summary.get("mtp_model_max_error_pct")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -223,7 +223,8 @@ _DEFAULT_KEY = {"--gpu-memory-utilization": "gpu_memory_utilization", "--kv-cach
                 "--language-model-only": "language_model_only", "--moe-backend": "moe_backend",
                 "--speculative-config": "speculative_config", "--load-format": "load_format",
                 "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
-                "--enable-prefix-caching": "enable_prefix_caching", "--no-enable-prefix-caching": "enable_prefix_caching",
+                "--enable-prefix-caching": "enable_prefix_caching_hybrid",
+                "--no-enable-prefix-caching": "enable_prefix_caching_hybrid",
                 "--async-scheduling": "async_scheduling"}
 
 

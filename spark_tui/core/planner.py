@@ -334,10 +334,20 @@ def effective_settings(flags: Flags, t: Target, version: str, c: CheckpointProfi
         "max_num_batched_tokens": int(flags.value("--max-num-batched-tokens") or batched),  # type: ignore[arg-type]
         "kv_dtype": kvd,
         "mtp_k": int(sc.get("num_speculative_tokens", 1)) if isinstance(sc, dict) else 0,
-        "prefix_caching": "--no-enable-prefix-caching" not in flags,
+        "prefix_caching": _prefix_caching(flags, version, c, cpu),
         "enforce_eager": "--enforce-eager" in flags,
         "attention_backend": str(flags.value("--attention-backend") or "").upper(),
     }
+
+
+def _prefix_caching(flags: Flags, version: str, c: CheckpointProfile | None, cpu: bool) -> bool:
+    """Whether the server runs with prefix caching: the flag when given, else the release's default for this
+    (hybrid) model: off in 0.26 (opt-in for hybrid models), on from 0.32 (spark_tui.core.vllm_defaults)."""
+    if "--no-enable-prefix-caching" in flags:
+        return False
+    if "--enable-prefix-caching" in flags:
+        return True
+    return bool(vd.default("enable_prefix_caching_hybrid", version).value)
 
 
 def memory_for(flags: Flags, t: Target, mi: ModelInputs, version: str, c: CheckpointProfile | None,
@@ -373,7 +383,7 @@ def _floor2(x: float) -> float:
 def make_baseline(t: Target, c: CheckpointProfile | None, mi: ModelInputs, model: str, version: str,
                   cpu: bool = False) -> Baseline:
     """Stage: `vllm serve <checkpoint>` with nothing else, on this device and release, and whether it starts."""
-    keys = ("gpu_memory_utilization", "kv_cache_dtype", "enable_prefix_caching", "max_model_len", "host", "port",
+    keys = ("gpu_memory_utilization", "kv_cache_dtype", "enable_prefix_caching_hybrid", "max_model_len", "host", "port",
             "language_model_only", "moe_backend", "speculative_config", "async_scheduling", "load_format")
     defaults = []
     for k in keys:
@@ -406,6 +416,9 @@ def make_baseline(t: Target, c: CheckpointProfile | None, mi: ModelInputs, model
     elif m.max_concurrency < 1:
         problems.append(f"vLLM refuses to start: one {m.max_model_len:,}-token request needs more than the "
                         f"{m.kv_cache_bytes / GiB:.1f} GiB KV pool ({SRC_ONE_REQUEST})")
+    gp = graph_seqs_problem(m, mi.arch, False) if not cpu and m.max_concurrency >= 1 else None
+    if gp:
+        problems.append("vLLM refuses to start: " + gp)
     backend, why, _src = moe_path(c, t.sm, version) if c is not None else (None, "", "")
     return Baseline(argv=("vllm", "serve", model), defaults=tuple(defaults), memory=m, starts=not problems,
                     problems=tuple(problems), moe_backend=backend, moe_backend_reason=why)
@@ -525,6 +538,31 @@ def stage_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Che
                 f"tokens per request, {e.num_blocks} blocks in the pool): {L:,} is the longest context at which one "
                 "full-length request fits", SRC_ONE_REQUEST)
     d.warnings.append(f"context reduced to {L:,} tokens to fit memory on {t.name}")
+
+
+SRC_GRAPH_SEQS = ("vLLM v0.26.0 vllm/config/compilation.py:1476-1496 and v0.33.0 vllm/config/compilation.py:1510-1530 "
+                  "(full decode CUDA graphs need one Mamba cache block per sequence; vLLM issue #34094); seen on an "
+                  "H200 with vLLM 0.26.0: 'max_num_seqs (1024) exceeds available Mamba cache blocks (297)'")
+
+
+def graph_seqs_problem(m: MemoryEstimate, arch: mem.Arch, enforce_eager: bool) -> str | None:
+    """vLLM refuses to capture decode CUDA graphs for a hybrid model when max_num_seqs exceeds the KV pool's blocks."""
+    if not arch.hybrid or enforce_eager or m.num_blocks <= 0 or m.max_num_seqs <= m.num_blocks:
+        return None
+    return (f"max_num_seqs {m.max_num_seqs} exceeds the {m.num_blocks} blocks of the KV pool: vLLM captures decode "
+            f"CUDA graphs for up to max_num_seqs sequences and each needs one Mamba cache block, so it refuses to "
+            f"start ({SRC_GRAPH_SEQS})")
+
+
+def stage_graph_seqs(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
+    """Stage: cap --max-num-seqs at the pool's block count where vLLM's default (256 or 1024) would exceed it."""
+    e = memory_for(d.flags, t, mi, req.version, c)
+    problem = graph_seqs_problem(e, mi.arch, "--enforce-eager" in d.flags)
+    if problem is None or req.concurrency is not None:
+        return
+    d.flags.set("--max-num-seqs", e.num_blocks,
+                f"{problem}. The pool holds {e.kv_cache_bytes / GiB:.1f} GiB / {e.bytes_per_block / 2**20:.1f} MiB per "
+                f"block = {e.num_blocks} blocks, so at most {e.num_blocks} sequences", SRC_GRAPH_SEQS)
 
 
 def _fit_len(d: Draft, t: Target, mi: ModelInputs, req: PlanRequest, c: CheckpointProfile) -> int:
@@ -768,6 +806,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     stage_mtp(d, req, t, c)
     stage_context(d, req, t, mi, c, base)
     stage_tuned_batching(d, req, t, c)
+    stage_graph_seqs(d, req, t, mi, c)
     if req.concurrency is not None:
         d.flags.set("--max-num-seqs", req.concurrency, "user --concurrency: at most this many requests run at once "
                     "(vLLM's default here is " f"{vd.batch_defaults(req.version, t.total_bytes, t.name, t.sm)[0]})",
@@ -786,7 +825,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     _version_forms(d, req.version)
 
     memory = memory_for(d.flags, t, mi, req.version, c)
-    _memory_warnings(d, memory, t, c, req.version)
+    _memory_warnings(d, memory, t, c, req.version, mi.arch)
     return Plan(
         device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=t.total_bytes, unified_memory=dev.unified_memory,
                          gpu_count=t.gpu_count, source=t.source),
@@ -835,7 +874,12 @@ def _version_forms(d: Draft, version: str) -> None:
                               f"'{f.value}': vLLM's automatic choice applies.")
 
 
-def _memory_warnings(d: Draft, m: MemoryEstimate, t: Target, c: CheckpointProfile, version: str) -> None:
+def _memory_warnings(d: Draft, m: MemoryEstimate, t: Target, c: CheckpointProfile, version: str,
+                     arch: mem.Arch | None = None) -> None:
+    if arch is not None:
+        gp = graph_seqs_problem(m, arch, "--enforce-eager" in d.flags)
+        if gp:
+            d.warnings.append(f"{gp}: set --max-num-seqs {m.num_blocks} or less")
     if m.kv_cache_bytes <= 0 or m.max_concurrency < 1:
         d.warnings.append(f"memory model: one {m.max_model_len:,}-token request does not fit the KV pool "
                           f"({m.kv_cache_bytes / GiB:.1f} GiB): vLLM would refuse to start")

@@ -31,6 +31,11 @@ _TABLE: dict[str, dict[str, tuple[object, str]]] = {
         "0.32.0": ("auto", _src("0.32.0", "config/cache.py:122")),
         "0.33.0": ("auto", _src("0.33.0", "config/cache.py:235")),
     },
+    "enable_prefix_caching_hybrid": {  # hybrid (Mamba / Gated DeltaNet) models such as Qwen3.5/3.6
+        "0.26.0": (False, _src("0.26.0", "engine/arg_utils.py:2518-2522 (hybrid models: prefix caching opt-in)")),
+        "0.32.0": (True, _src("0.32.0", "engine/arg_utils.py:2991 (default: is_prefix_caching_supported)")),
+        "0.33.0": (True, _src("0.33.0", "engine/arg_utils.py:3045 (default: is_prefix_caching_supported)")),
+    },
     "enable_prefix_caching": {
         "0.26.0": (True, _src("0.26.0", "config/cache.py:93")),
         "0.32.0": (True, _src("0.32.0", "config/cache.py:141")),

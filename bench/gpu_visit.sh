@@ -37,7 +37,10 @@ SPARK="$PY -m spark_tui"
 STEPS="install env [moe_check] synth ablate fallback [kv128k]"
 # the carried wheels lack the CUTLASS DSL that FlashInfer's GDN prefill kernel needs: every server (the baseline too)
 # gets --gdn-prefill-backend triton, as vLLM's own log advises
-HARNESS="--set-all gdn-prefill-backend=triton --set-all kv-cache-memory-bytes=6G --set-all gpu-memory-utilization=0.2"
+# (--max-num-seqs 256: a 6 GiB pool holds ~266-297 blocks, and a hybrid model's full decode CUDA graphs need one per
+# sequence; vLLM's default 1024 made every server of the first try refuse to start)
+HARNESS="--set-all gdn-prefill-backend=triton --set-all kv-cache-memory-bytes=6G --set-all gpu-memory-utilization=0.2 \
+  --set-all max-num-seqs=256"
 # 131,072 tokens of context: the KV-cache check at 128k comes with every server (short prompts decode the same)
 PLAN="--device h200 --checkpoint nvidia-nvfp4 --vllm-version $VV --context 131072"
 ABLATE="--include-unmeasured --mtp-values ${MTP_VALUES:-1,3} --temperatures 1 --mtp-temperatures 0 --levels 1,16 \

@@ -97,6 +97,30 @@ def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
             "rows": rows, "kv_cache": kv, "mtp_model": mtp}
 
 
+def _preflight(plan: Any, vs: list[Any]) -> None:
+    """Refuse, before any server starts, a variant vLLM would refuse: a hybrid model's decode CUDA graphs need one
+    KV-pool block per sequence (the first H200 ablation lost every server to it)."""
+    from spark_tui.core.flags import Flags
+    from spark_tui.core.planner import graph_seqs_problem, memory_for_flags
+    from spark_tui.errors import UsageError
+
+    bad = []
+    for v in vs:
+        try:
+            m = memory_for_flags(plan, Flags(v.flags))
+        except Exception:  # noqa: BLE001 - no prediction: nothing to refuse
+            continue
+        p = graph_seqs_problem(m, "--enforce-eager" in Flags(v.flags))
+        if p:
+            bad.append((v.key, m.num_blocks))
+    if bad:
+        lo = min(b for _, b in bad)
+        raise UsageError("vLLM would refuse to start " + ", ".join(f"{k} ({b} KV blocks)" for k, b in bad)
+                         + ": its default --max-num-seqs is above the pool's blocks, and a hybrid model's decode CUDA "
+                           "graphs need one block per sequence",
+                         f"add --set-all max-num-seqs={lo} (or a larger --set-all kv-cache-memory-bytes)")
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
@@ -116,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     harness = _harness(args.set_all)
     skip = ["--" + s.lstrip("-") for s in args.skip]
     vs = ablate.variants(plan, mtp_plans, harness, skip)
+    _preflight(plan, vs)
     if args.list:
         for v in vs:
             print(f"{v.key}: {v.label}\n  vllm serve {plan.model} {' '.join(v.argv_flags())}")

@@ -355,6 +355,21 @@ def _gdn(m, ll, ctx) -> Diagnosis:
               [{"flag": "--gdn-prefill-backend", "value": "triton"}], phase="kv_cache", sm=arch)
 
 
+def _graph_seqs(m, ll, ctx) -> Diagnosis:
+    # config/compilation.py:1476-1496 (0.26.0): full decode CUDA graphs of a hybrid (Mamba / Gated DeltaNet) model
+    # need one Mamba cache block per sequence; vLLM refuses when max_num_seqs exceeds the pool's blocks (issue
+    # #34094). Real log: tests/data/logs/h200-0.26.0-max-num-seqs-above-mamba-blocks.log (spark-tui H200 run).
+    seqs, blocks = int(m.group(1)), int(m.group(2))
+    return _d("max_num_seqs_above_mamba_blocks",
+              f"--max-num-seqs {seqs} (as given, or vLLM's default for this GPU) is more than the {blocks} blocks of this KV "
+              "pool: a hybrid model's full decode CUDA graphs need one Mamba cache block per running sequence, so "
+              "vLLM will not capture them.",
+              f"Set --max-num-seqs {blocks} or less; or give the KV cache more memory (--gpu-memory-utilization, "
+              "--kv-cache-memory-bytes, a shorter --max-model-len does not help here); --enforce-eager also avoids "
+              "it, at a large speed cost.", [{"flag": "--max-num-seqs", "value": str(blocks)}], phase="graphs",
+              max_num_seqs=seqs, mamba_blocks=blocks)
+
+
 def _quant_mismatch(m, ll, ctx) -> Diagnosis:
     # config/model.py:1444-1449 (0.32) "Quantization method specified in the model config (A) does not match the
     # quantization method specified in the `quantization` argument (B)."
@@ -436,6 +451,8 @@ RULES: tuple[_Rule, ...] = (
                            "HIP out of memory", "OutOfMemoryError"), re.compile(
         r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory|CUDA driver error: out of memory|"
         r"HIP out of memory"), _oom),
+    _Rule("max_num_seqs_above_mamba_blocks", ("exceeds available Mamba cache blocks",), re.compile(
+        r"max_num_seqs \((\d+)\) exceeds available Mamba cache blocks \((\d+)\)"), _graph_seqs),
     _Rule("gdn_prefill_unavailable", ("GDN prefill DSL kernel is unavailable",), re.compile(
         r"(?:(SM\d+) )?GDN prefill DSL kernel is unavailable"), _gdn),
     _Rule("no_kv_cache_memory", ("No available memory for the cache blocks", "KV Cache is -", "GPU blocks: 0,",

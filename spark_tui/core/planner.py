@@ -416,7 +416,7 @@ def make_baseline(t: Target, c: CheckpointProfile | None, mi: ModelInputs, model
     elif m.max_concurrency < 1:
         problems.append(f"vLLM refuses to start: one {m.max_model_len:,}-token request needs more than the "
                         f"{m.kv_cache_bytes / GiB:.1f} GiB KV pool ({SRC_ONE_REQUEST})")
-    gp = graph_seqs_problem(m, mi.arch, False) if not cpu and m.max_concurrency >= 1 else None
+    gp = graph_seqs_problem(m, False) if not cpu and m.max_concurrency >= 1 else None
     if gp:
         problems.append("vLLM refuses to start: " + gp)
     backend, why, _src = moe_path(c, t.sm, version) if c is not None else (None, "", "")
@@ -545,9 +545,10 @@ SRC_GRAPH_SEQS = ("vLLM v0.26.0 vllm/config/compilation.py:1476-1496 and v0.33.0
                   "H200 with vLLM 0.26.0: 'max_num_seqs (1024) exceeds available Mamba cache blocks (297)'")
 
 
-def graph_seqs_problem(m: MemoryEstimate, arch: mem.Arch, enforce_eager: bool) -> str | None:
-    """vLLM refuses to capture decode CUDA graphs for a hybrid model when max_num_seqs exceeds the KV pool's blocks."""
-    if not arch.hybrid or enforce_eager or m.num_blocks <= 0 or m.max_num_seqs <= m.num_blocks:
+def graph_seqs_problem(m: MemoryEstimate, enforce_eager: bool) -> str | None:
+    """vLLM refuses to capture decode CUDA graphs for a hybrid model (one with DeltaNet/Mamba state slots) when
+    max_num_seqs exceeds the KV pool's blocks."""
+    if m.mamba_slots_per_seq <= 0 or enforce_eager or m.num_blocks <= 0 or m.max_num_seqs <= m.num_blocks:
         return None
     return (f"max_num_seqs {m.max_num_seqs} exceeds the {m.num_blocks} blocks of the KV pool: vLLM captures decode "
             f"CUDA graphs for up to max_num_seqs sequences and each needs one Mamba cache block, so it refuses to "
@@ -557,7 +558,7 @@ def graph_seqs_problem(m: MemoryEstimate, arch: mem.Arch, enforce_eager: bool) -
 def stage_graph_seqs(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
     """Stage: cap --max-num-seqs at the pool's block count where vLLM's default (256 or 1024) would exceed it."""
     e = memory_for(d.flags, t, mi, req.version, c)
-    problem = graph_seqs_problem(e, mi.arch, "--enforce-eager" in d.flags)
+    problem = graph_seqs_problem(e, "--enforce-eager" in d.flags)
     if problem is None or req.concurrency is not None:
         return
     d.flags.set("--max-num-seqs", e.num_blocks,
@@ -877,7 +878,7 @@ def _version_forms(d: Draft, version: str) -> None:
 def _memory_warnings(d: Draft, m: MemoryEstimate, t: Target, c: CheckpointProfile, version: str,
                      arch: mem.Arch | None = None) -> None:
     if arch is not None:
-        gp = graph_seqs_problem(m, arch, "--enforce-eager" in d.flags)
+        gp = graph_seqs_problem(m, "--enforce-eager" in d.flags)
         if gp:
             d.warnings.append(f"{gp}: set --max-num-seqs {m.num_blocks} or less")
     if m.kv_cache_bytes <= 0 or m.max_concurrency < 1:

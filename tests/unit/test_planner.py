@@ -66,8 +66,11 @@ def test_default_plan_has_no_unmeasured_deviation_and_public_sources(cat, device
     for d in p.baseline.defaults:
         assert d["source"].startswith("vLLM v"), d
     assert all(f.evidence == "unmeasured" for f in p.omitted)
-    # no request caps or batch sizes without a measurement or a memory need
-    assert "--max-num-seqs" not in flags(p) and "--max-num-batched-tokens" not in flags(p)
+    # no request caps or batch sizes without a measurement or a memory need (with the arithmetic)
+    assert "--max-num-batched-tokens" not in flags(p)
+    if "--max-num-seqs" in flags(p):
+        f = p.flag("--max-num-seqs")
+        assert f.evidence == "required" and "Mamba cache block" in f.reason and f.value <= p.memory.num_blocks
     # the plan always starts where the baseline cannot
     assert p.memory.fits and p.memory.max_concurrency >= 1
 
@@ -125,7 +128,9 @@ def test_rtx_5090_memory_at_vllm_defaults(cat) -> None:
     assert m.device_total_bytes == 32 * 2**30 and m.weights_bytes == 23_460_000_000  # the published size
     assert m.budget_bytes == int(32 * 2**30 * 0.92)
     assert m.kv_cache_bytes == m.budget_bytes - m.weights_bytes - m.overhead_bytes
-    assert m.max_num_seqs == 256  # vLLM's default below 70 GiB
+    # vLLM's default below 70 GiB is 256 sequences, but the pool holds fewer blocks: decode CUDA graphs would refuse
+    assert m.max_num_seqs <= m.num_blocks < 256 and p.flag("--max-num-seqs").evidence == "required"
+    assert any("exceeds available Mamba cache blocks" in x for x in p.baseline.problems) or not p.baseline.starts
     if m.max_model_len != 262144:  # the full context does not start: a required, explained --max-model-len
         f = p.flag("--max-model-len")
         assert f.evidence == "required" and "one such request needs more KV" in f.reason
@@ -431,7 +436,8 @@ def test_any_plan_is_consistent_or_refused(cat, device, checkpoint, goal, contex
     k = p.mtp_k
     if mtp is not None:
         assert k == mtp
-    assert m.mamba_slots_per_seq == 2 + k + (1 if version is None else 0)
+    # prefix caching: on for hybrid models from 0.32 (2 + k slots, + 1 checkpoint block in 0.33), off before (1 + k)
+    assert m.mamba_slots_per_seq == {None: 3 + k, "0.32.0": 2 + k}.get(version, 1 + k)
     assert len(p.flags.names()) == len(set(p.flags.names()))  # no flag twice
     assert all(x.reason and x.source for x in p.flags) and all(e.reason and e.source for e in p.env)
     assert unmeasured or all(f.evidence != "unmeasured" for f in p.flags)

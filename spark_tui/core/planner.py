@@ -1067,6 +1067,8 @@ def stage_unified_notes(d: Draft, req: PlanRequest, t: Target, memory: MemoryEst
                 d.warnings.append(f"--gpu-memory-utilization {util:g} leaves MemAvailable about {after / GiB:.2f} GiB "
                                   f"after start, below the {s.inputs.os_reserve_bytes / GiB:.0f} GiB reserve for the "
                                   f"OS: the host may stall (the sizing gives {s.gpu_memory_utilization:.2f})")
+    if after is not None and after < 0:  # vLLM refuses to start (warned above): nothing to expect after start
+        after = None
     on = memguard.default_enabled(True)
     th = memguard.GuardThresholds()
     guard = memguard.guard_description(on, th, unified=True, expected_available_after_start=after)

@@ -273,11 +273,12 @@ def docker_argv(plan: Any, port: int | None = None, image: str | None = None, na
 
     plan = _with_port(plan, port)
     host, p = ex.effective_host(plan), ex.effective_port(plan)
-    argv = ["docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host", "-p", ex._publish(host, p),
-            "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
+    # a pinned plan (CUDA_VISIBLE_DEVICES) becomes docker's device selection, as in the docker export
+    argv = ["docker", "run", "--rm", "--name", name, "--gpus", ex.docker_gpus(plan), "--ipc=host", "-p",
+            ex._publish(host, p), "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
     for s in plan.secret_env:  # `-e NAME` copies the value from our environment; it never appears in argv
         argv += ["-e", s]
-    for e in plan.env:
+    for e in ex.container_env(plan):
         argv += ["-e", f"{e.name}={e.value}"]
     args = ex.container_args(plan)
     if os.path.isdir(plan.model):  # a local checkpoint: mount it read-only at the same path

@@ -1025,12 +1025,16 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     _version_forms(d, req.version)
     offer_parallel(d, req, t, one, c)
 
+    tp = int(d.flags.value("--tensor-parallel-size", 1))  # type: ignore[arg-type]
+    dp = int(d.flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
+    if (tp > 1 or dp > 1) and req.parallel not in ("tp", "dp"):  # a --set size: the memory picture is one GPU's too
+        mi = parallel_inputs(one, "tp" if tp > 1 else "dp", tp if tp > 1 else dp, c)
     memory = memory_for(d.flags, t, mi, req.version, c)
     _memory_warnings(d, memory, t, c, req.version)
     guard, spark = stage_unified_notes(d, req, t, memory)
     return Plan(
         device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=t.total_bytes, unified_memory=dev.unified_memory,
-                         gpu_count=t.gpu_count, source=t.source),
+                         gpu_count=max(t.gpu_count, req.gpus or 1), source=t.source),
         checkpoint=CheckpointRef(id=c.id, repo_id=c.repo_id, revision=c.revision, format=c.format or "not verified",
                                  local_path=req.model_path),
         model=model, flags=d.flags, env=tuple(d.env), memory=memory, warnings=tuple(d.warnings), goal=req.goal,
@@ -1197,7 +1201,8 @@ def memory_for_flags(plan: Plan, flags: Flags, catalog: Catalog | None = None) -
         arch = mem.Arch.from_profile(cat.model(c.model).values)
     weights, note = _weights(c, arch)
     mi = ModelInputs(arch, weights, note, arch.max_position_embeddings or 262144)
-    tp, dp = int(flags.value("--tensor-parallel-size", 1)), int(flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
+    tp = int(flags.value("--tensor-parallel-size", 1))  # type: ignore[arg-type]
+    dp = int(flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
     if tp > 1 or dp > 1:  # what one GPU holds (parallel_inputs)
         mi = parallel_inputs(mi, "tp" if tp > 1 else "dp", tp if tp > 1 else dp, c)
     return memory_for(flags, t, mi, plan.vllm_version or V, c)

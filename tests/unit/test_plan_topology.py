@@ -340,3 +340,11 @@ def test_cli_explain_shows_the_arithmetic_and_json_the_topology(tmp_path):
             "--head-ifname", "enP2p1s0f1np1", "--worker-ifname", "enp1s0f0np0", home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "# Note: a second Spark helps as a second replica" in r.stdout and "--tensor-parallel-size 2" in r.stdout
+
+
+def test_a_set_parallel_size_gets_the_per_gpu_memory_picture_too(cat):
+    a = plan(cat, device="rtx-5090", gpus=2, parallel="tp")
+    b = plan(cat, device="rtx-5090", set_flags=["tensor-parallel-size=2"])
+    assert b.tensor_parallel_size == 2 and b.flag("--tensor-parallel-size").source == "user --set"
+    assert b.memory.weights_bytes == a.memory.weights_bytes < plan(cat, device="rtx-5090").memory.weights_bytes
+    assert a.device.gpu_count == 2 and b.device.gpu_count == 1

@@ -608,6 +608,17 @@ def stage_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Che
     d.warnings.append(f"context reduced to {L:,} tokens to fit memory on {t.name}")
 
 
+def refit_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
+                  ) -> None:
+    """Stage: the context fit again under the final deviations (a larger prefill chunk raises the activation peak,
+    which comes out of the KV pool): the length stage_context chose is dropped and chosen anew."""
+    f = d.flags.get("--max-model-len")
+    if f is not None and f.source == SRC_ONE_REQUEST:
+        d.flags.drop("--max-model-len")
+        d.warnings[:] = [w for w in d.warnings if not w.startswith("context reduced to ")]
+    stage_context(d, req, t, mi, c, base)
+
+
 def _fit_len(d: Draft, t: Target, mi: ModelInputs, req: PlanRequest, c: CheckpointProfile) -> int:
     s = effective_settings(d.flags, t, req.version, c)
     e = memory_for(d.flags, t, mi, req.version, c)
@@ -1017,6 +1028,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
         stage_unmeasured(d, req, t, c, base)
         if dev.unified_memory:  # again, with the final batch sizes (the in-budget overhead depends on them)
             size_unified_memory(d, req, t, mi, c)
+        refit_context(d, req, t, mi, c, base)
         ref = dev.recipe_for(c.id)
         if ref is not None:
             diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
@@ -1032,6 +1044,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     memory = memory_for(d.flags, t, mi, req.version, c)
     _memory_warnings(d, memory, t, c, req.version)
     guard, spark = stage_unified_notes(d, req, t, memory)
+    d.warnings[:] = list(dict.fromkeys(d.warnings))
     return Plan(
         device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=t.total_bytes, unified_memory=dev.unified_memory,
                          gpu_count=max(t.gpu_count, req.gpus or 1), source=t.source),

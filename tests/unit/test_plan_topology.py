@@ -348,3 +348,37 @@ def test_a_set_parallel_size_gets_the_per_gpu_memory_picture_too(cat):
     assert b.tensor_parallel_size == 2 and b.flag("--tensor-parallel-size").source == "user --set"
     assert b.memory.weights_bytes == a.memory.weights_bytes < plan(cat, device="rtx-5090").memory.weights_bytes
     assert a.device.gpu_count == 2 and b.device.gpu_count == 1
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(device=st.sampled_from(["rtx-5090", "rtx-pro-6000", "h100", "h200", "b200"]), gpus=st.integers(1, 8),
+       parallel=st.sampled_from([None, "tp", "dp", "replicas"]),
+       context=st.one_of(st.none(), st.sampled_from([8192, 65536, 262144])), port=st.sampled_from([8000, 9100]))
+def test_any_parallel_plan_is_consistent_or_refused(cat, device, gpus, parallel, context, port):
+    try:
+        p = plan(cat, device=device, gpus=gpus, parallel=parallel, context=context, port=port)
+    except UsageError as e:
+        assert parallel is not None and gpus < 2 and "two or more" in e.message and e.exit_code == 2
+        return
+    except PlanError as e:
+        assert e.message and e.hint and e.exit_code == 5
+        return
+    assert p.env == ()  # a profile plan pins nothing
+    assert p.tensor_parallel_size == (gpus if parallel == "tp" else 1)
+    assert p.data_parallel_size == (gpus if parallel == "dp" else 1)
+    assert ex.gpus_per_replica(p) == (gpus if parallel in ("tp", "dp") else 1)
+    assert (p.parallel is None) == (gpus < 2) and p.parallel_choice == parallel
+    if p.parallel is not None:
+        assert p.parallel.recommended in ("replicas", "tp") and len(p.parallel.options) == 3
+        assert any(n.startswith(f"{gpus} x ") for n in p.notes)
+        o = p.parallel.option(parallel) if parallel in ("tp", "dp") else None
+        if o is not None and o.fits and context is None:
+            # the plan's memory is that option's per-GPU picture (one rank's KV pool)
+            per = o.kv_tokens_per_server // (gpus if parallel == "dp" else 1)
+            assert p.memory.kv_cache_tokens == per
+    assert p.memory.fits and p.memory.max_concurrency >= 1
+    assert all(f.reason and f.source for f in p.flags) and all(not NOT_PUBLIC.search(f.source) for f in p.flags)

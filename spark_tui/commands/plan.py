@@ -21,7 +21,18 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--device", metavar="ID", help="device profile id (see `spark-tui devices`); default: probe this machine")
     src.add_argument("--probe-file", metavar="F", help="plan for the machine recorded by `spark-tui probe --json > F`")
-    g.add_argument("--gpu-index", type=int, default=0, metavar="N", help="which probed GPU to plan for (default 0)")
+    g.add_argument("--gpu-index", type=int, metavar="N",
+                   help="which probed GPU to run on: pinned with CUDA_VISIBLE_DEVICES (default 0; pinned when the probe "
+                        "has several GPUs)")
+    g.add_argument("--parallel", choices=("tp", "dp", "replicas"),
+                   help="several identical GPUs: tp = one server, --tensor-parallel-size; dp = one endpoint, "
+                        "--data-parallel-size; replicas = one server per GPU (the plan shows the arithmetic of each)")
+    g.add_argument("--gpus", type=int, metavar="N",
+                   help="how many identical GPUs to plan for (default: every probed GPU like the chosen one; 1 with "
+                        "--device)")
+    g.add_argument("--nodes", type=int, metavar="N",
+                   help="machines: with a DGX Spark, 2 says whether a second Spark helps; the ray export runs on them "
+                        "(default 1)")
     g.add_argument("--checkpoint", metavar="ID", help="checkpoint profile id or HF repo id (see `spark-tui checkpoints`)")
     g.add_argument("--model-path", metavar="DIR", help="serve a local checkpoint dir (its config.json drives the memory model)")
     g.add_argument("--context", type=int, metavar="N", help="--max-model-len (default: the longest that fits, up to 262144)")
@@ -78,8 +89,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         mtp=getattr(args, "mtp", None), set_flags=getattr(args, "set_flags", None) or (),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
         vllm_version=getattr(args, "vllm_version", None) or installed_release(), served_model_name=getattr(args, "served_model_name", None),
-        recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", 0) or 0,
-        include_unmeasured=bool(getattr(args, "include_unmeasured", False)))
+        recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", None),
+        include_unmeasured=bool(getattr(args, "include_unmeasured", False)), parallel=getattr(args, "parallel", None),
+        gpus=getattr(args, "gpus", None), nodes=getattr(args, "nodes", None) or 1)
 
 
 def shell_command(plan: Plan) -> str:
@@ -104,6 +116,24 @@ def _memory_lines(m: Any) -> list[str]:
                f"{m.bytes_per_block / 2**20:.1f} MiB; KV {m.kv_bytes_per_token:,} B/token; DeltaNet state "
                f"{m.state_bytes_per_seq / 2**20:.0f} MiB/request ({m.mamba_slots_per_seq} slots)")
     out += [f"  note: {n}" for n in m.notes]
+    return out
+
+
+def _topology_lines(plan: Plan) -> list[str]:
+    """`plan --explain`: the unified-memory arithmetic, the memory guard, TP vs DP vs replicas, two Sparks."""
+    out: list[str] = []
+    s = plan.unified
+    if s is not None:
+        out += ["", "unified memory sizing (the GPU shares the host's RAM):"] + [f"  {x}" for x in s.lines]
+        out += [f"  source: {x}" for x in s.sources]
+    if plan.memory_guard:
+        out += [""] + list(plan.memory_guard)
+    if plan.parallel is not None:
+        chosen = f"chosen: {plan.parallel_choice}" if plan.parallel_choice else "not chosen: --parallel tp|dp|replicas"
+        out += ["", f"several GPUs ({chosen}):"] + [f"  {x}" for x in plan.parallel.lines()]
+        out += [f"  source: {x}" for x in plan.parallel.sources]
+    if plan.second_spark is not None:
+        out += [""] + plan.second_spark.lines()
     return out
 
 
@@ -153,6 +183,8 @@ def render(plan: Plan, explain: bool = False) -> str:
     m = plan.memory
     if m is not None:
         out += [""] + _memory_lines(m)
+    if explain:
+        out += _topology_lines(plan)
     if plan.warnings:
         out += ["", "warnings:"] + [f"  - {w}" for w in plan.warnings]
     if plan.differences:

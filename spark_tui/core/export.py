@@ -859,9 +859,14 @@ def ray_spark_note(plan: Plan) -> list[str]:
         return []
     from spark_tui.core.cluster import second_spark_advice
 
-    a = second_spark_advice(fits_one_spark=True)
+    a = plan.second_spark or second_spark_advice(fits_one_spark=True, per_spark_concurrency=mem.max_concurrency,
+                                                 max_model_len=mem.max_model_len)
+    if a.recommended != "replicas":
+        return []
     return [f"# Note: a second Spark {_comment(a.summary)}: {_comment(a.reason)}.",
-            "# This file splits one server over the nodes instead (tensor/pipeline parallel); see `spark-tui plan`."]
+            f"# Source: {_comment(a.evidence[0])}; {_comment(a.evidence[2])}.",
+            "# This file splits one server over the nodes instead (tensor/pipeline parallel); see `spark-tui plan "
+            "--nodes 2`."]
 
 
 def to_ray(plan: Plan, opts: ExportOptions | None = None) -> list[ExportFile]:

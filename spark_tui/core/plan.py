@@ -9,9 +9,14 @@ the deployment must provide; renderers emit references to them only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_tui.core.flags import Flag, Flags
+
+if TYPE_CHECKING:
+    from spark_tui.core.cluster import SecondSparkAdvice
+    from spark_tui.core.gpus import ParallelComparison
+    from spark_tui.core.unified import UnifiedSizing
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,11 @@ class Plan:
     baseline: Baseline | None = None
     omitted: tuple[Flag, ...] = ()  # unmeasured deviations left out (plan --include-unmeasured adds them)
     notes: tuple[str, ...] = ()  # one-line hints (e.g. how to measure MTP here)
+    unified: "UnifiedSizing | None" = None  # unified memory (GB10): the sizing of the memory flags, its arithmetic
+    memory_guard: tuple[str, ...] = ()  # what `spark-tui launch` watches on unified memory (spark_tui.core.memguard)
+    parallel: "ParallelComparison | None" = None  # two or more identical GPUs: TP vs DP vs replicas
+    parallel_choice: str | None = None  # "tp" | "dp" | "replicas" when the user chose one (plan --parallel)
+    second_spark: "SecondSparkAdvice | None" = None  # DGX Spark with --nodes 2 or more: does a second one help
 
     # ---- read from the flags (one place)
     @property
@@ -214,7 +224,17 @@ class Plan:
             "checkpoint_source": self.checkpoint_source,
             "match": self.match,
             "recipe": self.recipe,
+            "unified_memory_sizing": None if self.unified is None else _sizing_dict(self.unified),
+            "memory_guard": {"enabled": bool(self.memory_guard), "lines": list(self.memory_guard)},
+            "parallel": None if self.parallel is None else {**self.parallel.to_dict(), "chosen": self.parallel_choice},
+            "second_spark": None if self.second_spark is None else self.second_spark.to_dict(),
         }
+
+
+def _sizing_dict(s: "UnifiedSizing") -> dict[str, Any]:
+    d = s.to_dict()
+    d["lines"], d["sources"], d["warnings"] = list(s.lines), list(s.sources), list(s.warnings)
+    return d
 
 
 # vLLM default keys (spark_tui.core.vllm_defaults) of the flags a plan commonly sets

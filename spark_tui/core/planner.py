@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,7 +31,7 @@ from spark_tui.core.sizes import GiB, format_size, parse_size
 from spark_tui.errors import PlanError, UsageError
 
 GOALS = ("latency", "throughput", "context", "balanced")
-UNIFIED_MARGIN_BYTES = 4 * GiB  # kept free below MemAvailable on unified memory (spark-tui choice: OS, page cache)
+PARALLEL = ("tp", "dp", "replicas")  # --parallel: spark_tui.core.gpus.compare_parallel's options
 DEFAULT_SERVED_NAME = "qwen3.6-35b-a3b"
 V = compat.DEFAULT_VERSION
 
@@ -67,6 +67,10 @@ class PlanRequest:
     recipe: str | None = None
     gpu_index: int = 0
     include_unmeasured: bool = False
+    gpu_index_given: bool = False
+    parallel: str | None = None  # "tp" | "dp" | "replicas" over `gpus` identical GPUs
+    gpus: int | None = None  # how many identical GPUs (default: the probe's identical GPUs; 1 for --device)
+    nodes: int = 1  # machines (two DGX Sparks: --nodes 2)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class Target:
     sm: int | None
     source: str
     match: str = ""
+    gpu_index: int = 0  # the probe's NVML index of the GPU planned for
+    probe: Any = None
 
 
 @dataclass
@@ -93,6 +99,9 @@ class Draft:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     omitted: list[Flag] = field(default_factory=list)
+    unified: Any = None  # spark_tui.core.unified.UnifiedSizing, when the device shares the host's memory
+    parallel: Any = None  # spark_tui.core.gpus.ParallelComparison, for two or more identical GPUs
+    gpu_indices: tuple[int, ...] = ()  # the probed GPUs the server runs on (pinned), empty when not pinned
 
 
 # ------------------------------------------------------------------------------------------------ parse
@@ -148,6 +157,18 @@ def validate_request(**kw: Any) -> PlanRequest:
     conc = kw.get("concurrency")
     if conc is not None and conc < 1:
         raise UsageError(f"--concurrency {conc} must be >= 1", "e.g. --concurrency 8")
+    parallel = kw.get("parallel")
+    if parallel is not None and parallel not in PARALLEL:
+        raise UsageError(f"unknown --parallel {parallel!r}", f"one of: {', '.join(PARALLEL)}")
+    gpus = kw.get("gpus")
+    if gpus is not None and gpus < 1:
+        raise UsageError(f"--gpus {gpus} must be >= 1", "e.g. --gpus 2")
+    nodes = kw.get("nodes") or 1
+    if nodes < 1:
+        raise UsageError(f"--nodes {nodes} must be >= 1", "e.g. --nodes 2")
+    gpu_index = kw.get("gpu_index")
+    if gpu_index is not None and gpu_index < 0:
+        raise UsageError(f"--gpu-index {gpu_index} is negative", "an index `spark-tui probe` lists, e.g. --gpu-index 1")
     host = "127.0.0.1" if kw.get("host") is None else kw["host"]
     port = 8000 if kw.get("port") is None else kw["port"]
     check_bind(host, port)
@@ -159,8 +180,9 @@ def validate_request(**kw: Any) -> PlanRequest:
         model_path=kw.get("model_path"), context=context, concurrency=conc, goal=goal, mtp=mtp,
         sets=tuple(parse_set(kw.get("set_flags") or ())), host=host, port=port, version=version or V,
         version_given=version is not None, served_model_name=kw.get("served_model_name") or DEFAULT_SERVED_NAME,
-        recipe=kw.get("recipe"), gpu_index=kw.get("gpu_index") or 0,
-        include_unmeasured=bool(kw.get("include_unmeasured")))
+        recipe=kw.get("recipe"), gpu_index=gpu_index or 0,
+        include_unmeasured=bool(kw.get("include_unmeasured")), gpu_index_given=bool(kw.get("gpu_index_given")),
+        parallel=parallel, gpus=gpus, nodes=nodes)
 
 
 # ------------------------------------------------------------------------------------------------ device
@@ -171,14 +193,22 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
     if probe is None:
         raise UsageError("no device given", "pass --device ID (see `spark-tui devices`) or --probe-file FILE")
     src = "probe" if probe.source == "nvml" else f"probe-{probe.source}"
+    vgpu = getattr(probe, "vgpu", None) or {}
+    if vgpu.get("kind") == "host":  # the hypervisor's vGPU Manager owns the GPU: no CUDA here, vLLM cannot run
+        raise PlanError(f"{vgpu.get('message', 'this is a vGPU host')} "
+                        f"({'; '.join(vgpu.get('evidence', ())) or 'NVML virtualization mode HOST_VGPU'})",
+                        vgpu.get("hint") or "run vLLM inside a VM given a vGPU, or plan with --device ID")
     if not probe.ok:
         raise PlanError(
             f"no NVIDIA GPU found ({probe.status}{': ' + probe.message if probe.message else ''})",
             "plan for another machine with --device ID (see `spark-tui devices`) or --probe-file FILE",
         )
-    if not 0 <= gpu_index < len(probe.gpus):
-        raise UsageError(f"GPU index {gpu_index} is not in the probe ({len(probe.gpus)} GPUs)", "pick a listed index")
-    g = probe.gpus[gpu_index]
+    indices = [g.index for g in probe.gpus]
+    if gpu_index not in indices:
+        listed = ", ".join(map(str, indices))
+        raise UsageError(f"--gpu-index {gpu_index}: the probe has GPUs {listed}",
+                         f"pick one of {listed} (see `spark-tui probe`)")
+    g = next(x for x in probe.gpus if x.index == gpu_index)
     m = match_gpu(cat, g.name, g.pci_device, g.sm)
     if m is None:
         raise PlanError(f"GPU {g.name!r} ({g.sm_name or 'unknown SM'}) matches no device profile",
@@ -189,7 +219,18 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
     if total is None:  # GB10: NVML NOT_SUPPORTED; vLLM then uses CUDA's total_memory, i.e. the host RAM total
         total = host.ram_total_bytes or m.device.memory_total_bytes
     return Target(m.device, total, host.mem_available_bytes if (g.unified_memory or m.device.unified_memory) else None,
-                  g.memory_free_bytes, same, g.name, g.sm if g.sm is not None else m.device.sm, src, m.detail)
+                  g.memory_free_bytes, same, g.name, g.sm if g.sm is not None else m.device.sm, src, m.detail,
+                  gpu_index, probe)
+
+
+def vgpu_warnings(probe: Any) -> list[str]:
+    """A vGPU guest, or a driver without CUDA, is planned for with a warning that says what to do (a vGPU host is
+    refused in `resolve_target`)."""
+    v = getattr(probe, "vgpu", None) if probe is not None else None
+    if not v:
+        return []
+    src = "; ".join(v.get("sources", ())[:1])
+    return [f"vGPU: {v.get('message', '')}; what to do: {v.get('hint', '')}" + (f" [{src}]" if src else "")]
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint
@@ -467,37 +508,77 @@ def stage_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Chec
             busy = (f"{(total - t.free_bytes) / GiB:.1f} GiB of the {total / GiB:.1f} GiB on {t.name} is in use by "
                     "other processes")
             if util <= 0.1:
+                others = ""
+                if t.probe is not None and len(t.probe.gpus) > 1:
+                    from spark_tui.core.gpus import idle_gpus
+
+                    idle = idle_gpus(t.probe)
+                    others = (f"no GPU of the probe is idle (busy: {', '.join(str(g.index) for g in t.probe.gpus)}): "
+                              if not idle else f"idle: {', '.join(map(str, idle))} (--gpu-index {idle[0]}); ")
                 raise PlanError(f"{busy}; {t.free_bytes / GiB:.1f} GiB free is too little to serve the model",
-                                f"stop the other GPU processes and re-probe, or plan with --device {dev.id} to ignore "
-                                "current usage")
+                                f"{others}stop the other GPU processes and re-probe, or plan with --device {dev.id} to "
+                                "ignore current usage")
             d.warnings.append(busy)
             d.flags.set("--gpu-memory-utilization", util,
                         f"vLLM's startup check wants free memory >= utilization x total: the probe shows "
                         f"{t.free_bytes / GiB:.1f} GiB free of {total / GiB:.1f} GiB, so ({t.free_bytes / GiB:.1f} - "
                         f"0.5) / {total / GiB:.1f} = {util:.2f} instead of 0.92", SRC_STARTUP_CHECK)
         return
-    avail = t.mem_available_bytes or int((dev.typical_mem_available_gib or 100) * GiB)
-    from_probe = t.mem_available_bytes is not None
-    util = min(0.92, _floor2((avail - UNIFIED_MARGIN_BYTES) / total))
-    if util <= 0.1:
-        raise PlanError(f"only {avail / GiB:.1f} GiB MemAvailable on {t.name}",
-                        "free memory (close other programs; `sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`) and "
-                        "re-probe")
-    d.flags.set("--gpu-memory-utilization", util,
-                f"unified memory: vLLM refuses to start unless MemAvailable >= utilization x total. MemAvailable "
-                f"{'is' if from_probe else 'is typically'} {avail / GiB:.1f} GiB ({'probe' if from_probe else 'at boot'})"
-                f"; ({avail / GiB:.1f} - 4 GiB margin) / {total / GiB:.1f} GiB = {util:.2f} (the default 0.92 asks "
-                f"for {0.92 * total / GiB:.1f} GiB)", SRC_STARTUP_CHECK + "; " + dev.source("typical_mem_available_gib"))
-    if from_probe:
-        e = memory_for(d.flags, t, mi, req.version, c)
-        if e.kv_cache_bytes > 0:
-            kv = (e.kv_cache_bytes // GiB) * GiB
-            d.flags.set("--kv-cache-memory-bytes", format_size(kv),
-                        f"fixes the KV pool at what MemAvailable allows: {util:.2f} x {total / GiB:.1f} GiB - weights "
-                        f"{mi.weights / GiB:.1f} GiB - overhead {e.overhead_bytes / GiB:.1f} GiB = "
-                        f"{e.kv_cache_bytes / GiB:.1f} GiB, rounded down to {kv // GiB} GiB, so the pool does not "
-                        "depend on vLLM profiling memory the OS shares",
-                        "vLLM v0.33.0 vllm/config/cache.py:374-381 (kv_cache_memory_bytes); probe MemAvailable")
+    size_unified_memory(d, req, t, mi, c)
+
+
+def size_unified_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
+    """Unified memory (GB10): --gpu-memory-utilization (and, with a probe, --kv-cache-memory-bytes) from what the host
+    has free, after vLLM's own processes and a reserve for the OS (spark_tui.core.unified). Idempotent: make_plan
+    runs it again once the batch sizes are final, since the in-budget overhead depends on them."""
+    from spark_tui.core import unified as um
+
+    dev = t.profile
+    total = t.total_bytes or 0
+    flags = d.flags.copy()
+    flags.drop("--kv-cache-memory-bytes")
+    overhead = memory_for(flags, t, mi, req.version, c).overhead_bytes
+    host = getattr(t.probe, "host", None)
+    if t.mem_available_bytes is not None:
+        inp = um.UnifiedInputs(total_bytes=total, mem_available_bytes=t.mem_available_bytes, weights_bytes=mi.weights,
+                               overhead_bytes=overhead, mem_free_bytes=getattr(host, "mem_free_bytes", None),
+                               page_cache_bytes=getattr(host, "page_cache_bytes", None))
+        avail = f"MemAvailable {t.mem_available_bytes / GiB:.2f} GiB (probe) - vLLM's processes " \
+                f"{inp.vllm_process_bytes / GiB:.2f} GiB"
+    elif dev.typical_mem_available_gib:
+        typical = int(dev.typical_mem_available_gib * GiB)
+        inp = um.UnifiedInputs(total_bytes=total, mem_available_bytes=typical, weights_bytes=mi.weights,
+                               overhead_bytes=overhead, at_check_source=dev.source("typical_mem_available_gib"))
+        avail = f"MemAvailable at vLLM's check typically {typical / GiB:.2f} GiB (published; no probe)"
+    else:
+        raise PlanError(f"{dev.name} shares the host's memory and its profile gives no typical MemAvailable",
+                        "plan on the machine itself, or with --probe-file from `spark-tui probe --json` there")
+    s = um.size_unified(inp)
+    d.unified = s
+    if not s.fits:
+        hint = (f"drop the page cache (`{s.drop_caches_command}`) and re-probe" if s.blocked_by_page_cache else
+                f"free memory (close other programs; `{um.DROP_CACHES}`) and re-probe, or pick a smaller checkpoint")
+        raise PlanError(f"{c.repo_id} does not fit the memory {t.name} has free: " + "; ".join(s.lines[-2:]), hint)
+    usable = s.available_at_check_bytes - inp.os_reserve_bytes - inp.sticky_cache_bytes
+    d.flags.set("--gpu-memory-utilization", s.gpu_memory_utilization,
+                f"unified memory: vLLM refuses to start unless MemAvailable >= utilization x total once its own "
+                f"processes run. {avail} - reserve for the OS {inp.os_reserve_bytes / GiB:.2f} GiB = "
+                f"{usable / GiB:.2f} GiB usable; {usable / GiB:.2f} / {total / GiB:.2f} GiB = {usable / total:.4f}, "
+                f"rounded down: {s.gpu_memory_utilization:.2f}"
+                + (" (vLLM's default, the most a plan asks for)" if usable / total > um.UTIL_CAP else
+                   f" (the default 0.92 asks for {0.92 * total / GiB:.2f} GiB)") + "; MemAvailable "
+                f"after start {s.available_after_start_bytes / GiB:.2f} GiB (`plan --explain` shows the arithmetic)",
+                um.flag_source(inp))
+    kv = s.kv_cache_memory_bytes
+    d.flags.set("--kv-cache-memory-bytes", format_size(kv),
+                f"fixes the KV pool at what the host affords: vLLM requests {s.requested_bytes / GiB:.2f} GiB - "
+                f"weights {mi.weights / GiB:.2f} GiB - in-budget overhead {overhead / GiB:.2f} GiB = "
+                f"{(s.requested_bytes - mi.weights - overhead) / GiB:.2f} GiB, rounded down to {kv // GiB} GiB, so "
+                "the pool does not depend on vLLM profiling memory the OS shares"
+                + ("" if t.mem_available_bytes is not None else " (from the typical MemAvailable: plan on the Spark "
+                   "itself, or with its probe, for its own figures)"),
+                "vLLM v0.33.0 vllm/config/cache.py:374-381 (kv_cache_memory_bytes); vllm v0.32.0 "
+                "vllm/v1/worker/utils.py:724-726 (requested = ceil(total x utilization))")
 
 
 def stage_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
@@ -564,6 +645,17 @@ def stage_graph_seqs(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: 
     d.flags.set("--max-num-seqs", e.num_blocks,
                 f"{problem}. The pool holds {e.kv_cache_bytes / GiB:.1f} GiB / {e.bytes_per_block / 2**20:.1f} MiB per "
                 f"block = {e.num_blocks} blocks, so at most {e.num_blocks} sequences", SRC_GRAPH_SEQS)
+
+
+def refit_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
+                  ) -> None:
+    """Stage: the context fit again under the final deviations (a larger prefill chunk raises the activation peak,
+    which comes out of the KV pool): the length stage_context chose is dropped and chosen anew."""
+    f = d.flags.get("--max-model-len")
+    if f is not None and f.source == SRC_ONE_REQUEST:
+        d.flags.drop("--max-model-len")
+        d.warnings[:] = [w for w in d.warnings if not w.startswith("context reduced to ")]
+    stage_context(d, req, t, mi, c, base)
 
 
 def _fit_len(d: Draft, t: Target, mi: ModelInputs, req: PlanRequest, c: CheckpointProfile) -> int:
@@ -696,6 +788,150 @@ def stage_user_sets(d: Draft, sets: Iterable[tuple[str, str | None, bool]]) -> N
         d.flags.set(name, coerce(name, value), "user --set", "user --set", "required")
 
 
+# ------------------------------------------------------------------------------------------------ GPUs
+def _scheme(c: CheckpointProfile | None) -> str:
+    """The weight scheme spark_tui.core.memory / gpus count bytes with."""
+    if c is None:
+        return "bf16"
+    if c.is_nvfp4:
+        return "nvfp4"
+    return "fp8" if "fp8" in (c.format or "") else "bf16"
+
+
+def parallel_inputs(mi: ModelInputs, kind: str | None, n: int, c: CheckpointProfile | None) -> ModelInputs:
+    """What ONE GPU holds when a server spans n GPUs (spark_tui.core.gpus): tensor parallel splits the weights and
+    each token's KV and DeltaNet heads; vLLM's data parallel for a MoE model splits the routed experts (one DP x TP
+    expert group) and replicates the rest, each rank keeping its own KV pool."""
+    from spark_tui.core import gpus as gp
+
+    if n < 2 or kind not in ("tp", "dp"):
+        return mi
+    if kind == "tp":
+        return ModelInputs(gp.tp_arch(mi.arch, n), -(-mi.weights // n),
+                           f"{mi.weights_note}; per GPU under tensor parallel {n}: weights / {n}, KV and DeltaNet heads "
+                           f"split {n} ways", mi.model_max)
+    ef = gp.expert_weight_fraction(mi.arch, _scheme(c))
+    w = int(mi.weights * (1 - ef) + mi.weights * ef / n)
+    return ModelInputs(mi.arch, w, f"{mi.weights_note}; per rank under data parallel {n}: routed experts ({ef:.0%} of "
+                       f"the weights) split {n} ways, the rest replicated", mi.model_max)
+
+
+def _parallel_gpus(req: PlanRequest, t: Target) -> int:
+    """How many identical GPUs the plan considers: --gpus, else every probed GPU like the chosen one, else 1."""
+    if req.gpus is not None:
+        return req.gpus
+    return t.gpu_count if t.probe is not None else 1
+
+
+def stage_gpus(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile
+               ) -> tuple[Target, ModelInputs]:
+    """Stage: the GPUs the server runs on. On a probe with several GPUs (or with --gpu-index) the server is pinned to
+    the chosen one (CUDA_VISIBLE_DEVICES, PCI order: spark_tui.core.gpus.pin_gpu); a busy one is refused naming the
+    idle ones. `--parallel tp|dp` spans `--gpus` identical GPUs with --tensor-parallel-size / --data-parallel-size
+    (required: what the user asked for), and the memory model then sees what one GPU holds."""
+    from spark_tui.core import gpus as gp
+
+    n = _parallel_gpus(req, t)
+    if t.profile.unified_memory and (n > 1 or req.parallel):
+        raise UsageError(f"{t.profile.name} has one GPU: --gpus / --parallel do not apply",
+                         "two DGX Sparks are --nodes 2 (`spark-tui plan --nodes 2` says whether the second one helps; "
+                         "`spark-tui export --format ray` spreads one server over both)")
+    probe = t.probe
+    if probe is not None and n > t.gpu_count:
+        raise UsageError(f"--gpus {n}: the probe has {t.gpu_count} x {t.name}",
+                         f"use --gpus {t.gpu_count} or fewer, or plan with --device {t.profile.id} --gpus {n}")
+    if req.parallel is not None and n < 2:
+        raise UsageError(f"--parallel {req.parallel} needs two or more identical GPUs, the plan has {n}",
+                         "add --gpus N (N >= 2)" + ("" if probe is not None else f" to --device {t.profile.id}"))
+    spans = req.parallel in ("tp", "dp")
+    if probe is not None and spans:
+        same = [g for g in probe.gpus if g.name == t.name]
+        others = sorted((g for g in same if g.index != t.gpu_index), key=lambda g: (gp.gpu_busy(g) is not None, g.index))
+        chosen = [next(g for g in same if g.index == t.gpu_index), *others][:n]
+        busy = [(g, gp.gpu_busy(g)) for g in chosen if gp.gpu_busy(g)]
+        if busy:
+            idle = [g.index for g in same if gp.gpu_busy(g) is None]
+            g, why = busy[0]
+            raise PlanError(f"GPU {g.index} ({g.name}) is busy: {why}; --parallel {req.parallel} over {n} GPUs needs "
+                            "each of them idle",
+                            (f"idle: {', '.join(map(str, idle))}: plan with --gpus {len(idle)}" if len(idle) >= 2 else
+                             f"idle: {', '.join(map(str, idle)) or 'none'}: stop the other GPU processes and re-probe, "
+                             f"or plan a single GPU"))
+        d.gpu_indices = tuple(sorted(g.index for g in chosen))
+        frees = [g.memory_free_bytes for g in chosen]
+        t = replace(t, free_bytes=None if None in frees else min(frees))  # type: ignore[type-var]
+        ids = ",".join(map(str, d.gpu_indices))
+        for name, value in (("CUDA_DEVICE_ORDER", "PCI_BUS_ID"), ("CUDA_VISIBLE_DEVICES", ids)):
+            d.env.append(EnvChoice(name, value, f"run on GPUs {ids} ({t.name}) only; PCI bus order so CUDA, NVML and "
+                                   "nvidia-smi number the GPUs alike", gp.PIN_SOURCE))
+    elif probe is not None and (len(probe.gpus) > 1 or req.gpu_index_given):
+        idle_others = [i for i in gp.idle_gpus(probe) if i != t.gpu_index]
+        # busy with idle ones elsewhere: refused naming them; busy with none idle: the free-memory arithmetic
+        # of stage_memory lowers the utilization, or refuses when too little is free
+        pin = gp.pin_gpu(probe, t.gpu_index, allow_busy=not idle_others)
+        d.gpu_indices = (pin.index,)
+        for name, value in pin.env:
+            d.env.append(EnvChoice(name, value, pin.reason, pin.source))
+    if spans:
+        flag = "--tensor-parallel-size" if req.parallel == "tp" else "--data-parallel-size"
+        d.flags.set(flag, n, f"user --parallel {req.parallel} over {n} GPUs", f"user --parallel {req.parallel}; "
+                    + (gp.SCALING_DOCS if req.parallel == "tp" else gp.DP_DOCS))
+    return t, parallel_inputs(mi, req.parallel, n, c)
+
+
+def offer_parallel(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
+    """Two or more identical GPUs: tensor parallel vs vLLM data parallel vs independent replicas, with the memory
+    arithmetic of each at the context asked for (the model's full context by default), under the plan's final
+    settings (spark_tui.core.gpus.compare_parallel). A chosen --parallel flag gets its option's arithmetic as reason.
+    `mi` is one whole model (not split)."""
+    from spark_tui.core import gpus as gp
+
+    n = _parallel_gpus(req, t)
+    if n < 2 or t.profile.unified_memory:
+        return
+    flags = d.flags.copy()
+    for f in ("--tensor-parallel-size", "--data-parallel-size"):
+        flags.drop(f)
+    s = effective_settings(flags, t, req.version, c)
+    e = memory_for(flags, t, mi, req.version, c)
+    align = t.profile.attention_kernel_block_alignment
+    kv_el = 1 if s["kv_dtype"].startswith("fp8") else mem.DTYPE_BYTES.get(s["kv_dtype"], mi.arch.model_dtype_bytes)
+    target_len = req.context or mi.model_max
+    cmp = gp.compare_parallel(
+        mi.arch, gpus=n, gpu_total_bytes=t.total_bytes or 0, util=s["gpu_memory_utilization"], weights_bytes=mi.weights,
+        overhead_bytes=e.overhead_bytes, scheme=_scheme(c), max_model_len=int(target_len), kv_dtype_bytes=kv_el,
+        mtp_k=s["mtp_k"], prefix_caching=s["prefix_caching"], initial_block=max(t.profile.attention_block_size, align),
+        kernel_alignment=align, gdn_checkpoint_blocks=compat.gdn_checkpoint_blocks(req.version),
+        gpu_indices=d.gpu_indices if len(d.gpu_indices) == n else None)
+    d.parallel = cmp
+    if req.parallel in ("tp", "dp"):
+        o = cmp.option(req.parallel)
+        flag = "--tensor-parallel-size" if req.parallel == "tp" else "--data-parallel-size"
+        d.flags.restamp(flag, reason=f"user --parallel {req.parallel}: {o.title}: " + "; ".join(o.lines[:3])
+                        + f"; between GPUs: {o.communication}"
+                        + ("" if cmp.recommended == req.parallel else
+                           f" (spark-tui would recommend {cmp.recommended}: {cmp.reason})"))
+        if not o.fits:
+            d.warnings.append(f"--parallel {req.parallel}: one {target_len:,}-token request does not fit the KV pool of "
+                              "each GPU: shorten --context")
+    rep = cmp.option("replicas")
+    pick = {o.kind: o for o in cmp.options}
+    summary = "; ".join(f"{k} {pick[k].kv_tokens_per_server:,} tokens/server x {pick[k].servers}"
+                        f"{'' if pick[k].fits else ' (does not fit)'}" for k in ("replicas", "tp", "dp"))
+    chosen = f"chosen: {req.parallel}" if req.parallel else "this plan runs one GPU; choose with --parallel tp|dp|replicas"
+    d.notes.append(f"{n} x {t.name}: at {target_len:,} tokens {summary}; recommended {cmp.recommended}: {cmp.reason} "
+                   f"({chosen}; `plan --explain` shows the arithmetic) [{gp.SCALING_DOCS}; {gp.DP_DOCS}]")
+    if req.parallel == "replicas" or (req.parallel is None and cmp.recommended == "replicas" and rep.fits):
+        ports = [req.port + k for k in range(n)]
+        if t.probe is not None:
+            same = [g.index for g in t.probe.gpus if g.name == t.name][:n]
+            runs = ", ".join(f"--gpu-index {i} --port {p}" for i, p in zip(same, ports))
+        else:
+            runs = ", ".join(f"--set CUDA_VISIBLE_DEVICES={i} --port {p}" for i, p in zip(range(n), ports))
+        d.notes.append(f"replicas: one server per GPU, each this plan with {runs} (plan, launch or export each), and a "
+                       f"router over the {n} URLs [{gp.ROUTER_DOCS}]")
+
+
 # ------------------------------------------------------------------------------------------------ recipe
 _OMIT_REASONS = {
     "--trust-remote-code": "left out: vLLM has the Qwen3.5/3.6 MoE architecture natively; no remote code needs to run",
@@ -770,13 +1006,22 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
               model_path: str | None = None, context: int | None = None, concurrency: int | None = None,
               goal: str = "balanced", mtp: int | None = None, set_flags: Iterable[str] = (), host: str = "127.0.0.1",
               port: int = 8000, vllm_version: str | None = None, served_model_name: str | None = None,
-              recipe: str | None = None, gpu_index: int = 0, include_unmeasured: bool = False,
+              recipe: str | None = None, gpu_index: int | None = None, include_unmeasured: bool = False,
+              parallel: str | None = None, gpus: int | None = None, nodes: int = 1,
               catalog: Catalog | None = None) -> Plan:
-    """Plan a `vllm serve` for a device profile id or a ProbeResult. Raises PlanError / UsageError / ProfileError."""
+    """Plan a `vllm serve` for a device profile id or a ProbeResult. Raises PlanError / UsageError / ProfileError.
+
+    gpu_index: the probed GPU to run on (pinned when given, or when the probe has several GPUs); parallel: "tp" / "dp"
+    span `gpus` identical GPUs with one server, "replicas" plans one of `gpus` servers; nodes: machines (two DGX
+    Sparks: whether the second one helps)."""
     req = validate_request(device=device, probe=probe, checkpoint=checkpoint, model_path=model_path, context=context,
                            concurrency=concurrency, goal=goal, mtp=mtp, set_flags=set_flags, host=host, port=port,
                            vllm_version=vllm_version, served_model_name=served_model_name, recipe=recipe,
-                           gpu_index=gpu_index, include_unmeasured=include_unmeasured)
+                           gpu_index=gpu_index, gpu_index_given=gpu_index is not None,
+                           include_unmeasured=include_unmeasured, parallel=parallel, gpus=gpus, nodes=nodes)
+    if req.recipe and req.parallel in ("tp", "dp"):
+        raise UsageError(f"--recipe reproduces a published command verbatim; --parallel {req.parallel} would change it",
+                         "drop --recipe, or add the size with --set tensor-parallel-size=N / data-parallel-size=N")
     cat = catalog or default_catalog()
     t = resolve_target(cat, req.device, req.probe, req.gpu_index)
     dev = t.profile
@@ -785,6 +1030,7 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     d = Draft()
     if not req.version_given:
         d.warnings.append(f"written for vLLM {req.version} (pass --vllm-version to adapt flags to another release)")
+    d.warnings += vgpu_warnings(req.probe if req.device is None else None)
     arch = _arch_from_path(req.model_path)
     if dev.cpu:
         if arch is None:
@@ -802,7 +1048,9 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
     model = req.model_path or c.repo_id
     base = make_baseline(t, c, mi, model, req.version)
 
+    one = mi  # one whole model; `mi` becomes what one GPU holds when a server spans several
     stage_interface(d, req, t, cpu=False)
+    t, mi = stage_gpus(d, req, t, mi, c)
     stage_memory(d, req, t, mi, c, base)
     stage_mtp(d, req, t, c)
     stage_context(d, req, t, mi, c, base)
@@ -818,23 +1066,84 @@ def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str |
         model = req.model_path or c.repo_id
     else:
         stage_unmeasured(d, req, t, c, base)
+        if dev.unified_memory:  # again, with the final batch sizes (the in-budget overhead depends on them)
+            size_unified_memory(d, req, t, mi, c)
+        refit_context(d, req, t, mi, c, base)
+        stage_graph_seqs(d, req, t, mi, c)
         ref = dev.recipe_for(c.id)
         if ref is not None:
             diffs = [f"compared with {ref.title} [{ref.source}] (reproduce it with --recipe {ref.id}):"]
             diffs += differences(ref.args, d.flags, c.format)
     stage_user_sets(d, req.sets)
     _version_forms(d, req.version)
+    offer_parallel(d, req, t, one, c)
 
+    tp = int(d.flags.value("--tensor-parallel-size", 1))  # type: ignore[arg-type]
+    dp = int(d.flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
+    if (tp > 1 or dp > 1) and req.parallel not in ("tp", "dp"):  # a --set size: the memory picture is one GPU's too
+        mi = parallel_inputs(one, "tp" if tp > 1 else "dp", tp if tp > 1 else dp, c)
     memory = memory_for(d.flags, t, mi, req.version, c)
     _memory_warnings(d, memory, t, c, req.version, mi.arch)
+    guard, spark = stage_unified_notes(d, req, t, memory)
+    d.warnings[:] = list(dict.fromkeys(d.warnings))
     return Plan(
         device=DeviceRef(id=dev.id, name=t.name, sm=t.sm, memory_bytes=t.total_bytes, unified_memory=dev.unified_memory,
-                         gpu_count=t.gpu_count, source=t.source),
+                         gpu_count=max(t.gpu_count, req.gpus or 1), source=t.source),
         checkpoint=CheckpointRef(id=c.id, repo_id=c.repo_id, revision=c.revision, format=c.format or "not verified",
                                  local_path=req.model_path),
         model=model, flags=d.flags, env=tuple(d.env), memory=memory, warnings=tuple(d.warnings), goal=req.goal,
         vllm_version=req.version, differences=tuple(diffs), checkpoint_reason=c_reason, checkpoint_source=c_source,
-        match=t.match, recipe=req.recipe, baseline=base, omitted=tuple(d.omitted), notes=tuple(d.notes))
+        match=t.match, recipe=req.recipe, baseline=base, omitted=tuple(d.omitted), notes=tuple(d.notes),
+        nodes=req.nodes, unified=None if req.recipe else d.unified, memory_guard=guard, parallel=d.parallel,
+        parallel_choice=req.parallel, second_spark=spark)
+
+
+def stage_unified_notes(d: Draft, req: PlanRequest, t: Target, memory: MemoryEstimate) -> tuple[tuple[str, ...], Any]:
+    """Unified memory: what the final utilization leaves the host, the memory guard `launch` runs (shown in the plan),
+    and with --nodes 2 or more whether a second DGX Spark helps. Returns (guard lines, SecondSparkAdvice or None)."""
+    if not t.profile.unified_memory:
+        return (), None
+    from spark_tui.core import memguard
+    from spark_tui.core import unified as um
+    from spark_tui.core.cluster import second_spark_advice
+
+    s = d.unified
+    after = None
+    if s is not None and not req.recipe:
+        util = float(d.flags.value("--gpu-memory-utilization") or um.UTIL_CAP)  # type: ignore[arg-type]
+        requested = um.requested_bytes(s.inputs.total_bytes, util)
+        after = s.available_at_check_bytes - requested
+        d.warnings += list(s.warnings)
+        if s.drop_caches_command and not s.warnings:
+            d.notes.append(f"before launching: `{s.drop_caches_command}` [{um.PAGE_CACHE_SOURCE}]")
+        if abs(util - s.gpu_memory_utilization) > 1e-9:  # the user's --set changed it
+            if after < 0:
+                d.warnings.append(f"--gpu-memory-utilization {util:g}: vLLM requests {requested / GiB:.2f} GiB but "
+                                  f"MemAvailable at its check is about {s.available_at_check_bytes / GiB:.2f} GiB: it "
+                                  f"will refuse to start (the sizing gives {s.gpu_memory_utilization:.2f})")
+            elif after < s.inputs.os_reserve_bytes:
+                d.warnings.append(f"--gpu-memory-utilization {util:g} leaves MemAvailable about {after / GiB:.2f} GiB "
+                                  f"after start, below the {s.inputs.os_reserve_bytes / GiB:.0f} GiB reserve for the "
+                                  f"OS: the host may stall (the sizing gives {s.gpu_memory_utilization:.2f})")
+    if after is not None and after < 0:  # vLLM refuses to start (warned above): nothing to expect after start
+        after = None
+    on = memguard.default_enabled(True)
+    th = memguard.GuardThresholds()
+    guard = memguard.guard_description(on, th, unified=True, expected_available_after_start=after)
+    d.notes.append(f"memory guard: on (unified memory): `spark-tui launch` and the TUI's Run screen warn when "
+                   f"MemAvailable < {th.warn_available_bytes / GiB:g} GiB and stop vLLM cleanly below "
+                   f"{th.stop_available_bytes / GiB:g} GiB, at PSI full avg10 >= {th.stop_psi_full:g}% or swap grown "
+                   f"{th.stop_swap_growth_bytes / GiB:g} GiB"
+                   + (f"; this plan leaves MemAvailable about {after / GiB:.2f} GiB after start" if after is not None
+                      else "") + "; change with launch --mem-guard-warn/--mem-guard-stop, or --no-mem-guard ["
+                   + "; ".join(memguard.SOURCES[:2]) + "]")
+    spark = None
+    if req.nodes >= 2:
+        spark = second_spark_advice(fits_one_spark=memory.fits, per_spark_concurrency=memory.max_concurrency,
+                                    max_model_len=memory.max_model_len)
+        d.notes.append(f"{req.nodes} nodes: a second DGX Spark {spark.summary}: {spark.reason} "
+                       f"[{'; '.join(spark.evidence[:1] + spark.evidence[2:3])}]")
+    return tuple(guard), spark
 
 
 def _arch_from_path(model_path: str | None) -> mem.Arch | None:
@@ -888,9 +1197,6 @@ def _memory_warnings(d: Draft, m: MemoryEstimate, t: Target, c: CheckpointProfil
     if isinstance(sc, dict) and "--no-enable-prefix-caching" not in d.flags and not compat.at_least(version, "0.33.0"):
         d.warnings.append("MTP with prefix caching dropped accuracy ~20% on this model (vLLM #43559, fix PR #43650): "
                           f"check that vLLM {version} has the fix, or --set no-enable-prefix-caching")
-    if t.gpu_count > 1:
-        d.warnings.append(f"{t.gpu_count} x {t.name} found: this plan uses one GPU (the model fits); run one server "
-                          f"per GPU or add --data-parallel-size {t.gpu_count}")
     if t.profile.id in ("b200", "b300", "gb200", "gb300") or t.profile.generic:
         d.warnings.append(f"no published Qwen3.6-35B-A3B figures for {t.profile.name}: the flags follow vLLM's source "
                           "and defaults, not a measured recipe")
@@ -954,4 +1260,8 @@ def memory_for_flags(plan: Plan, flags: Flags, catalog: Catalog | None = None) -
         arch = mem.Arch.from_profile(cat.model(c.model).values)
     weights, note = _weights(c, arch)
     mi = ModelInputs(arch, weights, note, arch.max_position_embeddings or 262144)
+    tp = int(flags.value("--tensor-parallel-size", 1))  # type: ignore[arg-type]
+    dp = int(flags.value("--data-parallel-size", 1))  # type: ignore[arg-type]
+    if tp > 1 or dp > 1:  # what one GPU holds (parallel_inputs)
+        mi = parallel_inputs(mi, "tp" if tp > 1 else "dp", tp if tp > 1 else dp, c)
     return memory_for(flags, t, mi, plan.vllm_version or V, c)

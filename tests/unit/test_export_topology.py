@@ -130,7 +130,9 @@ def _spark_memory(fits: bool) -> MemoryEstimate:
 
 def test_ray_head_notes_the_replica_default_for_a_spark_plan_that_fits():
     head, _ = ex.to_ray(spark_plan(nodes=2, memory=_spark_memory(True)))
-    assert "# Note: a second Spark helps as a second replica: one `vllm serve` per Spark behind a router:" in head.content
+    assert ("# Note: a second Spark helps as a second replica: one `vllm serve` per Spark behind a router (1.00x at 1 "
+            "tokens on each):") in head.content
+    assert "# Source: vllm-project/recipes PR #918" in head.content and "al-engr.com" in head.content
     head, _ = ex.to_ray(spark_plan(nodes=2, memory=_spark_memory(False)))
     assert "# Note:" not in head.content
 

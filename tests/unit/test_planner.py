@@ -104,16 +104,21 @@ def test_include_unmeasured_adds_them_marked(cat) -> None:
 
 
 def test_spark_utilisation_from_mem_available(cat) -> None:
-    # no probe: typical MemAvailable at boot 102 GiB - 4 GiB margin over 121.7 GiB -> 0.80, required to start
+    # no probe: MemAvailable at vLLM's check is typically 102 GiB (published, vLLM's processes already in it)
+    # - 8 GiB reserve for the OS = 94 GiB over 121.7 GiB -> 0.77, required to start (spark_tui.core.unified)
     p = plan(cat, device="dgx-spark")
     u = p.flag("--gpu-memory-utilization")
-    assert u.text == "0.8" and u.evidence == "required" and "0.92" in u.reason and "102.0 GiB" in u.reason
+    assert u.text == "0.77" and u.evidence == "required" and "0.92" in u.reason and "102.00 GiB" in u.reason
+    assert "reserve for the OS 8.00 GiB" in u.reason and "vLLM's processes" not in u.reason.split("usable")[0]
     assert not p.baseline.starts and "MemAvailable" in p.baseline.problems[0]
-    assert any("--gpu-memory-utilization: recipe 0.5, plan 0.8" in d for d in p.differences)
-    # recorded GB10 probe: MemAvailable 121,411,960,832 B (113.1 GiB) -> 0.89 and an explicit KV pool
+    assert any("--gpu-memory-utilization: recipe 0.5, plan 0.77" in d for d in p.differences)
+    assert p.unified is not None and p.unified.inputs.at_check_source is not None
+    # recorded GB10 probe: MemAvailable 121,411,960,832 B (113.07 GiB) - vLLM's processes 2.77 GiB - 8 GiB reserve
+    # = 102.31 GiB over 121.69 GiB -> 0.84 and an explicit KV pool
     q = plan(cat, probe=ProbeResult.load(PROBES / "gb10" / "probe.json"))
     f = flags(q)
-    assert q.device.id == "dgx-spark" and f["--gpu-memory-utilization"] == "0.89"
+    assert q.device.id == "dgx-spark" and f["--gpu-memory-utilization"] == "0.84"
+    assert "113.07 GiB (probe) - vLLM's processes 2.77 GiB" in q.flag("--gpu-memory-utilization").reason
     kv = parse_size(f["--kv-cache-memory-bytes"])
     assert f["--kv-cache-memory-bytes"].endswith("G") and kv % 2**30 == 0
     assert q.memory.exact_kv_pool and q.memory.kv_cache_bytes == kv and 70 * 2**30 < kv < 100 * 2**30
@@ -195,7 +200,9 @@ def test_multi_gpu_probe(cat) -> None:
         g["memory_free_bytes"], g["memory_used_bytes"] = g["memory_total_bytes"], 0
     multi = plan(cat, probe=ProbeResult.from_dict(d))
     assert multi.device.id == "b200" and multi.device.gpu_count == 2
-    assert any("--data-parallel-size 2" in w for w in multi.warnings)
+    # one GPU, pinned; TP / DP / replicas offered with their arithmetic (test_plan_topology.py has the details)
+    assert multi.env_dict() == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0"}
+    assert multi.parallel is not None and any(n.startswith("2 x NVIDIA B200: ") for n in multi.notes)
 
 
 def test_model_card_spark_recipe_reproduced_verbatim(cat) -> None:

@@ -71,11 +71,26 @@ def test_resolve_vllm_prefers_env(tmp_path, monkeypatch):
 
 
 def test_memory_check_on_unified_memory():
+    from spark_tui.core.unified import vllm_overhead
+
+    proc = vllm_overhead().bytes  # vLLM's own processes start before its check: 1,810 MiB measured + 1 GiB CUDA
+    assert proc == 1810 * 2**20 + GIB
     with pytest.raises(VllmError) as e:
         sv.check_memory(_plan(budget=112 * GIB), available=104 * GIB)
-    assert "112.0 GiB" in e.value.message and "104.0 GiB" in e.value.message and "8.0 GiB short" in e.value.message
+    assert "the plan needs 114.8 GiB (112.0 GiB: its budget" in e.value.message
+    assert "+ 2.8 GiB for vLLM's own processes" in e.value.message and "10.8 GiB short" in e.value.message
     assert "drop_caches" in e.value.hint
     assert sv.check_memory(_plan(budget=60 * GIB), available=104 * GIB).startswith("MemAvailable 104.0 GiB")
+    # a budget that fits MemAvailable but not with vLLM's processes on top is refused
+    with pytest.raises(VllmError, match=r"\(1\.8 GiB short\)"):
+        sv.check_memory(_plan(budget=103 * GIB), available=104 * GIB)
+    assert sv.check_memory(_plan(budget=101 * GIB), available=104 * GIB) is not None
+    # with --kv-cache-memory-bytes the budget is small, but vLLM's startup check still asks ceil(util x total)
+    util = [Flag("--gpu-memory-utilization", 0.84, "r", "s")]
+    with pytest.raises(VllmError, match=r"ceil\(0.84 x 121.0 GiB\) for vLLM's startup check"):
+        sv.check_memory(_plan(budget=60 * GIB, extra=util), available=102 * GIB)
+    assert sv.check_memory(_plan(budget=60 * GIB, extra=util), available=106 * GIB) == (
+        "MemAvailable 106.0 GiB >= 104.4 GiB (vLLM 101.6 GiB + its processes 2.8 GiB)")  # ceil(0.84 x 121) + 2.77
     assert sv.check_memory(_plan(unified=False), available=1) is None
     assert sv.mem_available_bytes() > 0
 

@@ -138,3 +138,22 @@ def test_invariants(total, avail_frac, weights, overhead, reserve, sticky):
         assert s.kv_cache_memory_bytes >= GiB and not s.blocked_by_page_cache
     else:
         assert s.kv_cache_memory_bytes < GiB or s.gpu_memory_utilization == 0
+
+
+def test_a_figure_read_at_vllms_check_is_not_charged_for_vllms_processes_again():
+    """A published 'free memory at startup' figure is MemAvailable at vLLM's check: its processes are already out of
+    it (the planner's no-probe DGX Spark plan uses the profile's 102 GiB this way)."""
+    total = 127600748 * 1024
+    s = u.size_unified(u.UnifiedInputs(total_bytes=total, mem_available_bytes=102 * GiB, weights_bytes=WEIGHTS,
+                                       overhead_bytes=OVERHEAD, at_check_source="MiaAI-Lab #47"))
+    assert s.available_at_check_bytes == 102 * GiB
+    assert s.gpu_memory_utilization == math.floor((102 - 8) * GiB / total * 100) / 100 == 0.77
+    assert s.lines[1] == ("MemAvailable when vLLM checks (typical)          102.00 GiB  (published at vLLM's check: its "
+                          "processes are in it)")
+    assert not any("vLLM's own processes" in ln for ln in s.lines)
+    assert any(src == "typical MemAvailable at vLLM's check: MiaAI-Lab #47" for src in s.sources)
+    assert not any(src.startswith("vLLM's processes") for src in s.sources)
+    assert "MiaAI-Lab #47" in u.flag_source(s.inputs) and "1,810 MiB" not in u.flag_source(s.inputs)
+    now = u.size_unified(dataclasses.replace(s.inputs, at_check_source=None))
+    assert now.available_at_check_bytes == 102 * GiB - u.vllm_overhead().bytes
+    assert "1,810 MiB measured" in u.flag_source(now.inputs)

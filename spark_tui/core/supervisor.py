@@ -234,7 +234,12 @@ def resolve_vllm() -> list[str]:
     if env:
         import shlex
 
-        parts = shlex.split(env)
+        try:
+            parts = shlex.split(env)
+        except ValueError as e:  # an unbalanced quote or a trailing backslash
+            raise VllmError(f"SPARK_TUI_VLLM={env!r} cannot be split into words ({e})",
+                            "quote it as a shell would, e.g. SPARK_TUI_VLLM='\"/opt/my vllm/bin/vllm\"', "
+                            "or point it at the `vllm` program without quotes") from None
         if not parts or not (shutil.which(parts[0]) or os.access(parts[0], os.X_OK)):
             raise VllmError(f"SPARK_TUI_VLLM={env!r} is not an executable", "point it at the `vllm` program")
         return parts

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
 
 
@@ -24,14 +25,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="native: the vllm program ($SPARK_TUI_VLLM, PATH, or python -m vllm); docker: docker run")
     if not any("--port" in a.option_strings for a in p._actions):
         g.add_argument("--port", type=int, help="port to serve on (default: the plan's)")
-    g.add_argument("--startup-timeout", type=float, default=1800.0,
+    g.add_argument("--startup-timeout", type=positive_seconds, default=1800.0,
                    help="seconds to wait for /health and /v1/models before stopping the start (default 1800)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--foreground", dest="detach", action="store_false", default=False,
                       help="stay attached, print stats, Ctrl-C stops the server (default)")
     mode.add_argument("--detach", dest="detach", action="store_true",
                       help="return once ready and leave the server running (stop it with `spark-tui stop`)")
-    g.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines (default 10)")
+    g.add_argument("--stats-interval", type=positive_seconds, default=10.0, help="seconds between stats lines (default 10)")
     g.add_argument("--image", help="docker image for --runtime docker (default: vllm/vllm-openai for the plan's "
                    "vLLM version)")
     g.add_argument("--no-preflight", action="store_true", help="skip the port / memory / checkpoint checks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import UsageError
 
 
@@ -12,7 +13,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("pid", nargs="?", type=int, help="the server's pid (or process group id); "
                    "optional when only one server is running")
     p.add_argument("--all", action="store_true", help="stop every server spark-tui launched")
-    p.add_argument("--grace", type=float, default=15.0, help="seconds between SIGTERM and SIGKILL (default 15)")
+    p.add_argument("--grace", type=positive_seconds, default=15.0, help="seconds between SIGTERM and SIGKILL (default 15)")
     p.add_argument("--list", action="store_true", help="only list the running servers")
 
 

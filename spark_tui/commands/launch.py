@@ -3,6 +3,9 @@
 Foreground (default): prints startup phases as they happen, then a stats line every --stats-interval
 seconds until Ctrl-C (which stops the server) or until vLLM exits. `--detach`: returns once the server is
 ready and leaves it running; `spark-tui stop` ends it.
+
+A --host other than loopback (0.0.0.0, ::, a LAN address) needs an API key (--api-key-env, default
+VLLM_API_KEY, or --api-key-file with mode 0600): vLLM gets it as VLLM_API_KEY in its environment, never in argv.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image", help="docker image for --runtime docker (default: vllm/vllm-openai for the plan's "
                    "vLLM version)")
     g.add_argument("--no-preflight", action="store_true", help="skip the port / memory / checkpoint checks")
+    g.add_argument("--api-key-env", metavar="NAME", default="VLLM_API_KEY",
+                   help="the environment variable holding the API key (default VLLM_API_KEY); a --host other than "
+                   "loopback needs one. It reaches vLLM as VLLM_API_KEY in its environment, never on its command line")
+    g.add_argument("--api-key-file", metavar="FILE",
+                   help="read the API key from this file (mode 0600; the key alone, or VLLM_API_KEY=key as "
+                   "`spark-tui export --generate-api-key` writes it)")
 
 
 class _StartupPrinter:
@@ -121,8 +130,12 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     port = getattr(args, "port", None) or plan.port
+    api_key = sv.resolve_api_key(args.api_key_env, args.api_key_file)
+    # the API-key rule (a non-loopback bind needs one) is checked before anything else runs
+    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image,
+                                 api_key=api_key)
     if not args.no_preflight:
-        sv.check_port_free(plan.host, port)
+        sv.check_port_free(sup.host, port)
         note = sv.check_memory(plan)
         if note:
             print(f"memory: {note}")
@@ -133,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             for w in rep.warnings:
                 print(f"  warning: {w}")
-    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image)
     printer = _StartupPrinter()
     sup.subscribe(printer)
     if not args.detach:

@@ -1,4 +1,7 @@
-"""`spark-tui stop [--all | PID]`: stop vLLM servers that spark-tui launched (state files in state_dir())."""
+"""`spark-tui stop [--all | PID]`: stop vLLM servers that spark-tui launched (state files in state_dir()).
+
+A record whose pid now belongs to another process (pid reuse: other start time, command line or no
+spark-tui marker in its environment) is dropped without a signal (spark_tui.core.supervisor.identity_problem)."""
 
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if len(recs) > 1 and not (args.all or args.pid):
         listing = "; ".join(f"pid {r.pid} ({r.url})" for r in recs)
         raise UsageError(f"{len(recs)} servers are running: {listing}", "name one: spark-tui stop PID, or --all")
-    for r in recs:
-        how = sv.stop_group(r.pgid, args.grace)
+    for r in recs:  # each checked again right before its first signal: a reused pid is never signalled
+        how = sv.stop_server(r, args.grace)
         r.path().unlink(missing_ok=True)
-        detail = {"clean": "stopped", "killed": "stopped (SIGKILL after the grace period)", "gone": "already gone"}
+        detail = {"clean": "stopped", "killed": "stopped (SIGKILL after the grace period)", "gone": "already gone",
+                  "stale": "not signalled: its pid now belongs to another process (record removed)"}
         print(f"pid {r.pid} ({r.url}): {detail[how]}")
     return 0

@@ -65,7 +65,11 @@ class SparkApp(App):
         self._initial_probe = probe
         self.live_probe = probe is None if live_probe is None else live_probe
         self.probe_refresh_s = probe_refresh_s
-        self.set_reactive(SparkApp.server_url, url.rstrip("/") if url else None)
+        if url:  # as `monitor --url`: http(s) only, credentials refused (and never echoed): UsageError
+            from spark_tui.core.metrics import server_url
+
+            url = server_url(url)
+        self.set_reactive(SparkApp.server_url, url or None)
         self.supervisor: Any = None  # spark_tui.core.supervisor.Supervisor while one is ours
         self.kept_server: Any = None  # ServerRecord the user chose to keep running on quit
         self.first_paint_at: float | None = None
@@ -178,7 +182,7 @@ class SparkApp(App):
             if choice == "stop":
                 self.stop_server_then_exit()
             elif choice == "keep":
-                self.kept_server = self.supervisor.record
+                self.kept_server = self.supervisor.release()  # the watchdog stands down; stop it later
                 self.exit()
 
         self.push_screen(QuitModal(self.supervisor.record), decided)

@@ -50,8 +50,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 class _StartupPrinter:
     """Prints each startup phase (vllm_log.StartupTracker) as it becomes active or done, with its detail."""
 
-    def __init__(self, stream=sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream  # None: sys.stdout when printing (not the one at import time)
         self.t0 = time.monotonic()
         self.shown: dict[str, tuple[str, str]] = {}
 
@@ -69,7 +69,8 @@ class _StartupPrinter:
             self.shown[ph.key] = key
             mark = {"active": "..", "done": "ok", "failed": "!!"}.get(ph.status, ph.status)
             detail = f" ({ph.detail})" if ph.detail and ph.status != "active" else ""
-            print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream, flush=True)
+            print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream or sys.stdout,
+                  flush=True)
 
 
 def _diagnose(lines: list[str]) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+MAX_PROBE_BYTES = 16 * 2**20
 
 # status values of a probe
 OK = "ok"
@@ -157,7 +158,12 @@ class ProbeResult:
 
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
+            with p.open("rb") as f:  # a probe is a few KiB: never slurp a device (/dev/zero) or a huge file
+                raw = f.read(MAX_PROBE_BYTES + 1)
+            if len(raw) > MAX_PROBE_BYTES:
+                raise UsageError(f"probe file {p} is larger than {MAX_PROBE_BYTES // 2**20} MiB: not a probe",
+                                 "write one with `spark-tui probe --json > box.json`")
+            data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(f"probe file not found: {p}", "write one with `spark-tui probe --json > box.json`") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -213,3 +213,38 @@ def test_probe_save_never_writes_onto_a_device(capsys):
     rc, _, err = run(capsys, "probe", "--probe-file", str(PROBES / "h100" / "probe.json"), "--save", "/dev/null",
                      "--force")
     assert rc == ExitCode.USAGE and "not a regular file" in err
+
+
+# ------------------------------------------------------------------------------------------- item 2
+TOKEN = "hf_" + "Zq9" * 12
+
+
+@pytest.mark.parametrize("item", [f"HF_TOKEN={TOKEN}", f"VLLM_API_KEY={TOKEN}", f"api-key={TOKEN}",
+                                  f"--api-key={TOKEN}", f"hf-token={TOKEN}", f"served-model-name={TOKEN}"])
+@pytest.mark.parametrize("argv", [("plan", "--device", "rtx-5090", "--json"),
+                                  ("export", "--device", "rtx-5090", "--format", "systemd", "-o", "unit.service"),
+                                  ("launch", "--device", "rtx-5090", "--detach")])
+def test_secrets_in_set_are_refused_and_written_nowhere(capsys, tmp_path, monkeypatch, home, argv, item):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, *argv, f"--set={item}")
+    assert rc == ExitCode.USAGE, (out, err)
+    assert "refusing a secret on the command line" in err and "hint: " in err
+    assert TOKEN not in out + err
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(TOKEN in p.read_text(errors="replace") for p in written), written
+
+
+# ------------------------------------------------------------------------------------------- item 12 (timeouts)
+@pytest.mark.parametrize("argv", [
+    ("launch", "--device", "rtx-5090", "--startup-timeout", "nan"),
+    ("launch", "--device", "rtx-5090", "--startup-timeout", "0"),
+    ("launch", "--device", "rtx-5090", "--startup-timeout", "inf"),
+    ("launch", "--device", "rtx-5090", "--stats-interval", "-1"),
+    ("launch", "--device", "rtx-5090", "--stats-interval", "nan"),
+    ("stop", "--grace", "nan"),
+    ("stop", "--all", "--grace", "-5"),
+    ("stop", "--grace", "inf"),
+])
+def test_timeouts_must_be_positive_and_finite(capsys, argv):
+    rc, _, err = run(capsys, *argv)
+    assert rc == ExitCode.USAGE and f"argument {argv[-2]}" in err and "positive, finite" in err

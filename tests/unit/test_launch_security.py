@@ -220,8 +220,8 @@ def test_the_recorded_server_itself_passes_the_check_and_stops(tmp_path, monkeyp
         assert rec.create_time is not None and rec.instance
         assert sv.identity_problem(rec) is None
         assert [r.pid for r in sv.list_servers()] == [rec.pid]
-        assert sv.stop_server(rec, 2) == "clean"
-        assert sv.stop_server(rec, 2) == "gone"
+        assert sv.stop_server(rec, 5) in ("clean", "killed")  # signalled: the check let it through
+        assert sv.stop_server(rec, 5) == "gone"
     finally:
         if s.alive():
             os.killpg(rec.pgid, signal.SIGKILL)

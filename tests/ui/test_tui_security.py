@@ -49,9 +49,15 @@ APP = textwrap.dedent("""
         async with app.run_test(size=(120, 40)) as pilot:
             app.overrides = {"model_path": model, "set_flags": [f"--port={port}"]}
             app.target_device = "cpu-test"
-            assert await until(pilot, lambda: app.plan is not None, 90), app.plan_error
+            # the probe's own plan may come first: wait for the one for cpu-test
+            assert await until(pilot, lambda: app.plan is not None and app.plan.device.id == "cpu-test", 90), \
+                app.plan_error
             await pilot.press("5", "l")
-            assert await until(pilot, lambda: app.server_state == "ready", 120), app.server_state
+            if not await until(pilot, lambda: app.server_state == "ready", 120):
+                from textual.widgets import Static
+
+                status = app.screen.query_one("#run-status", Static).content
+                raise SystemExit(f"not ready: {app.server_state}: {status}")
             print(app.supervisor.proc.pid, flush=True)
             if mode == "keep":
                 await pilot.press("q")
@@ -154,7 +160,8 @@ async def test_the_tui_refuses_a_public_bind_without_an_api_key(tmp_path, monkey
         app.overrides = {"model_path": str(tiny_model(tmp_path / "tiny")),
                          "set_flags": [f"--port={_free_port()}", "--host=0.0.0.0"]}
         app.target_device = "cpu-test"
-        assert await _until(pilot, lambda: app.plan is not None and app.plan.host == "0.0.0.0", 30), app.plan_error
+        assert await _until(pilot, lambda: app.plan is not None and app.plan.device.id == "cpu-test"
+                            and app.plan.host == "0.0.0.0", 60), app.plan_error
         await pilot.press("5", "l")
         assert await _until(pilot, lambda: app.server_state == "failed", 20), app.server_state
         status = plain(app.screen.query_one("#run-status", Static))
@@ -228,3 +235,20 @@ async def test_escape_leaves_an_input_so_digits_switch_steps_again(step, field_k
         await pilot.pause()
         assert app.current_mode == "model"
         app.workers.cancel_all()
+
+
+async def test_a_plan_for_older_choices_never_replaces_the_newer_one():
+    # found by the tests above on a loaded machine: the probe's plan, started first and finished last,
+    # replaced the cpu-test plan, and the Run step launched the wrong one
+    app = SparkApp(probe=load_probe("gb10"), live_probe=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.target_device = "rtx-5090"
+        assert await _until(pilot, lambda: app.plan is not None and app.plan.device.id == "rtx-5090", 30)
+        newest = app.plan
+        stale_gen = app._plan_gen - 1
+        from spark_tui.ui.support import build_plan
+
+        old = build_plan(None, None, {}, app.probe)  # what the earlier replan (for the probe) computed
+        app._plan_ready(old, stale_gen)
+        app._plan_failed(type("E", (), {"message": "stale", "hint": ""})(), stale_gen)
+        assert app.plan is newest and app.plan_error == ""

@@ -223,9 +223,11 @@ def http_url(host: str, port: int) -> str:
 
 
 def _cmdline_matches(cmdline: list[str], argv: tuple[str, ...]) -> bool:
-    """The recorded argv, or vLLM's own process title (`VLLM::APIServer`, vllm/utils/system_utils.py
-    set_process_title, v0.32.0), which replaces the command line of the processes vLLM names."""
-    return tuple(cmdline) == tuple(argv) or bool(cmdline and cmdline[0].startswith("VLLM::"))
+    """The recorded argv (also behind the interpreter a `#!` script such as `vllm` runs under: [python, script,
+    args]), or vLLM's own process title (`VLLM::APIServer`, vllm/utils/system_utils.py set_process_title,
+    v0.32.0), which replaces the command line of the processes vLLM names."""
+    cmd, want = tuple(cmdline), tuple(argv)
+    return cmd == want or (bool(want) and cmd[1:] == want) or bool(cmd and cmd[0].startswith("VLLM::"))
 
 
 def _has_instance(p: Any, instance: str) -> bool:

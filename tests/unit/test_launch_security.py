@@ -225,3 +225,21 @@ def test_the_recorded_server_itself_passes_the_check_and_stops(tmp_path, monkeyp
     finally:
         if s.alive():
             os.killpg(rec.pgid, signal.SIGKILL)
+
+
+def test_a_script_server_passes_on_its_command_line_alone(tmp_path, monkeypatch):
+    # `vllm` is a #! script: the kernel runs [python, /path/vllm, serve, ...]; a record without the environment
+    # marker (written before it existed) must still be recognised by start time and command line
+    monkeypatch.setenv("SPARK_TUI_HOME", str(tmp_path / "home"))
+    script = tmp_path / "server"
+    script.write_text(f"#!{sys.executable}\nimport time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    s = sv.Supervisor([str(script), "serve", "m"], host="127.0.0.1", port=1, model="m", detach=True, grace_s=2)
+    rec = s.start()
+    try:
+        old = sv.ServerRecord(**{**rec.__dict__, "instance": None})
+        assert sv.identity_problem(old) is None
+        other = sv.ServerRecord(**{**rec.__dict__, "instance": None, "argv": ("/usr/bin/vllm", "serve", "m")})
+        assert "now runs" in sv.identity_problem(other)
+    finally:
+        os.killpg(rec.pgid, signal.SIGKILL)

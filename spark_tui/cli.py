@@ -9,7 +9,9 @@ tests/unit/test_import_hygiene.py and bench/cli_speed.py).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from spark_tui import __version__
@@ -68,13 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     if only is None and any(a in ("-h", "--help") for a in argv):
         only = ""  # top-level help: list commands without importing any of them
     parser = build_parser(only)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:  # --help, --version, or a usage error (exit 2): argparse wrote to stdout/stderr
+        try:
+            sys.stdout.flush()
+        except OSError as e:
+            return _output_failed(e)
+        raise
     try:
         if args.command is None:
             from spark_tui.commands import tui
 
             return tui.run(args)
-        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        rc = int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not as a traceback at exit
+        return rc
     except SparkError as e:
         print(f"spark-tui: error: {e.message}", file=sys.stderr)
         if e.hint:
@@ -83,8 +94,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spark-tui: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
+    except OSError as e:
+        if not isinstance(e, BrokenPipeError) and e.errno not in _OUTPUT_ERRNOS:
+            raise
+        return _output_failed(e)
+
+
+def _output_failed(e: OSError) -> int:
+    _silence_stdout()  # else Python's exit-time flush fails again and prints a traceback
+    if isinstance(e, BrokenPipeError):  # `spark-tui ... | head`: the reader has what it wanted
         return int(ExitCode.OK)
+    where = f" {e.filename}" if e.filename else " the output"
+    print(f"spark-tui: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+    print("  hint: free some space, or redirect the output to a writable file", file=sys.stderr)
+    return int(ExitCode.FAILURE)
+
+
+# a full disk (> /dev/full), a quota, a file too large, an I/O error: errors of writing output, not bugs
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null (and drop what is buffered) so the exit-time flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout already closed or not a real file
+        pass
 
 
 if __name__ == "__main__":

@@ -27,14 +27,16 @@ def int_list(minimum: int, example: str):
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    from spark_tui.commands.argtypes import positive_int, positive_seconds
+
     p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL (default %(default)s)")
     p.add_argument("--model", help="model name (default: the first one /v1/models lists)")
     p.add_argument("--concurrency", type=int_list(1, "1,4,16"), default=(1, 4, 8, 16, 32), help="levels, e.g. 1,4,8,16,32")
-    p.add_argument("--prompt-tokens", type=int, default=512, help="exact prompt length in tokens (synthetic prompts)")
-    p.add_argument("--output-tokens", type=int, default=128, help="exact output length in tokens")
+    p.add_argument("--prompt-tokens", type=positive_int, default=512, help="exact prompt length in tokens (synthetic prompts)")
+    p.add_argument("--output-tokens", type=positive_int, default=128, help="exact output length in tokens")
     bound = p.add_mutually_exclusive_group()
-    bound.add_argument("--duration", type=float, help="seconds per level (default 30 unless --requests is given)")
-    bound.add_argument("--requests", type=int, help="requests per level")
+    bound.add_argument("--duration", type=positive_seconds, help="seconds per level (default 30 unless --requests is given)")
+    bound.add_argument("--requests", type=positive_int, help="requests per level")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="sampling temperature of every request (default 0: greedy); MTP acceptance depends on it")
     p.add_argument("--prompts", choices=("synthetic", "realistic"), default="synthetic",
@@ -47,18 +49,36 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+SCRAPE_TIMEOUT_S = 10.0  # one whole /metrics read (a real one takes milliseconds)
+SCRAPE_MAX_BYTES = 32 * 1024**2  # a real vLLM /metrics is well under 1 MiB
+
+
 async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
     """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
-    load generator times requests with); None when /metrics cannot be read."""
+    load generator times requests with); None when /metrics cannot be read, within SCRAPE_TIMEOUT_S and
+    SCRAPE_MAX_BYTES (a server that drips or floods bytes cannot stall or exhaust the bench)."""
+    import asyncio
     import time
 
     from spark_tui.core.metrics import parse_metrics
 
+    async def fetch() -> str | None:
+        async with client.stream("GET", f"{url}/metrics", headers=headers or {}) as r:
+            if r.status_code != 200:
+                return None
+            body = bytearray()
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > SCRAPE_MAX_BYTES:
+                    return None
+            return body.decode("utf-8", "replace")
+
     try:
-        r = await client.get(f"{url}/metrics", headers=headers or {})
-        r.raise_for_status()
-        return parse_metrics(r.text, t=time.perf_counter(), wall=time.time(), histograms=())
-    except Exception:  # unreachable, an HTTP error, or not Prometheus text: the level runs without server figures
+        text = await asyncio.wait_for(fetch(), SCRAPE_TIMEOUT_S)
+        if text is None:
+            return None
+        return parse_metrics(text, t=time.perf_counter(), wall=time.time(), histograms=())
+    except Exception:  # unreachable, slow, an HTTP error, or not Prometheus text: the level runs without server figures
         return None
 
 
@@ -170,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_tokens=args.prompt_tokens,
         output_tokens=args.output_tokens,
         requests=args.requests,
-        duration_s=None if args.requests else (args.duration or 30.0),
+        duration_s=None if args.requests else (30.0 if args.duration is None else args.duration),
         prompts=args.prompts,
         api_key=api_key,
         temperature=args.temperature,

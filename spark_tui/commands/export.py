@@ -1,7 +1,8 @@
 """`spark-tui export --format bash|docker|compose|systemd|k8s|ray [-o FILE|DIR] [plan options]`.
 
 Renders the same Plan `spark-tui plan` prints (spark_tui.core.export does the rendering). Writes to
-stdout unless -o is given; never overwrites a file without --force. `--generate-api-key` writes a new
+stdout unless -o is given; never overwrites a file without --force, never writes onto a device node, FIFO,
+directory or symbolic link, and writes all files or none (spark_tui.core.export.write_files). `--generate-api-key` writes a new
 key to a separate 0600 env file and only says where it went.
 """
 
@@ -108,41 +109,15 @@ def _targets(files, output: str | None, fmt: str) -> list[Path]:
 
 
 def _check_free(paths: list[Path], force: bool) -> None:
+    from spark_tui.core.export import check_target
+
     for p in paths:
-        if p.exists() and not force:
-            raise UsageError(f"{p} already exists", "choose another -o path, or add --force to overwrite it")
-        if p.is_dir():
-            raise UsageError(f"{p} is a directory", "give -o a file path")
-
-
-def _write(path: Path, text: str, mode: int, force: bool) -> None:
-    """Create `path` with `mode` from the start (O_EXCL unless --force), so no other mode is ever seen."""
-    try:
-        _write_file(path, text, mode, force)
-    except OSError as e:  # read-only or virtual file system, a file where a directory should be, no permission
-        where = f"{e.filename}: " if e.filename and str(e.filename) != str(path) else ""
-        raise UsageError(f"cannot write {path} ({where}{e.strerror or e})", "choose a writable -o path") from None
-
-
-def _write_file(path: Path, text: str, mode: int, force: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if force and path.exists():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, mode)  # the umask may have removed bits
+        check_target(p, force)
 
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core.export import API_KEY_ENV, combined, render
+    from spark_tui.core.export import API_KEY_ENV, combined, render, write_files
 
     plan = plan_from_args(args)
     opts = _options(args)
@@ -166,8 +141,13 @@ def run(args: argparse.Namespace) -> int:
     targets = _targets(files, args.output, args.format) if args.output else []
     _check_free(targets, args.force)
 
+    # every file (the key file too) is written all or nothing: a full disk leaves nothing that blocks a re-run
+    writes = [(path, f.content, 0o755 if f.executable else 0o644) for f, path in zip(files, targets)]
     if key_path is not None:
-        _write(key_path, f"{API_KEY_ENV}={secrets.token_urlsafe(32)}\n", 0o600, args.force)
+        writes.insert(0, (key_path, f"{API_KEY_ENV}={secrets.token_urlsafe(32)}\n", 0o600))
+    if writes:
+        write_files(writes, args.force)
+    if key_path is not None:
         print(f"spark-tui: new API key written to {key_path} (mode 0600); clients send it as "
               "'Authorization: Bearer <key>'", file=sys.stderr)
         if args.format == "k8s":
@@ -177,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         sys.stdout.write(combined(files))
         return 0
-    for f, path in zip(files, targets, strict=True):
-        _write(path, f.content, 0o755 if f.executable else 0o644, args.force)
+    for path in targets:
         print(f"spark-tui: wrote {path}", file=sys.stderr)
     return 0

@@ -3,6 +3,9 @@
 Foreground (default): prints startup phases as they happen, then a stats line every --stats-interval
 seconds until Ctrl-C (which stops the server) or until vLLM exits. `--detach`: returns once the server is
 ready and leaves it running; `spark-tui stop` ends it.
+
+A --host other than loopback (0.0.0.0, ::, a LAN address) needs an API key (--api-key-env, default
+VLLM_API_KEY, or --api-key-file with mode 0600): vLLM gets it as VLLM_API_KEY in its environment, never in argv.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
 
 
@@ -22,14 +26,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("launch")
     g.add_argument("--runtime", choices=("native", "docker"), default="native",
                    help="native: the vllm program ($SPARK_TUI_VLLM, PATH, or python -m vllm); docker: docker run")
-    g.add_argument("--startup-timeout", type=float, default=1800.0,
+    g.add_argument("--startup-timeout", type=positive_seconds, default=1800.0,
                    help="seconds to wait for /health and /v1/models before stopping the start (default 1800)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--foreground", dest="detach", action="store_false", default=False,
                       help="stay attached, print stats, Ctrl-C stops the server (default)")
     mode.add_argument("--detach", dest="detach", action="store_true",
                       help="return once ready and leave the server running (stop it with `spark-tui stop`)")
-    g.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines (default 10)")
+    g.add_argument("--stats-interval", type=positive_seconds, default=10.0, help="seconds between stats lines (default 10)")
     g.add_argument("--image", help="docker image for --runtime docker (default: vllm/vllm-openai for the plan's "
                    "vLLM version)")
     g.add_argument("--no-preflight", action="store_true", help="skip the port / memory / checkpoint checks")
@@ -72,13 +76,19 @@ def _guard_stopped(watcher: Any) -> None:
     if watcher is not None and watcher.tripped is not None:
         raise VllmError(watcher.tripped.text, "the memory guard stopped vLLM before the host ran out of memory; "
                         "thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard") from None
+    g.add_argument("--api-key-env", metavar="NAME", default="VLLM_API_KEY",
+                   help="the environment variable holding the API key (default VLLM_API_KEY); a --host other than "
+                   "loopback needs one. It reaches vLLM as VLLM_API_KEY in its environment, never on its command line")
+    g.add_argument("--api-key-file", metavar="FILE",
+                   help="read the API key from this file (mode 0600; the key alone, or VLLM_API_KEY=key as "
+                   "`spark-tui export --generate-api-key` writes it)")
 
 
 class _StartupPrinter:
     """Prints each startup phase (vllm_log.StartupTracker) as it becomes active or done, with its detail."""
 
-    def __init__(self, stream=sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream  # None: sys.stdout when printing (not the one at import time)
         self.t0 = time.monotonic()
         self.shown: dict[str, tuple[str, str]] = {}
 
@@ -96,7 +106,8 @@ class _StartupPrinter:
             self.shown[ph.key] = key
             mark = {"active": "..", "done": "ok", "failed": "!!"}.get(ph.status, ph.status)
             detail = f" ({ph.detail})" if ph.detail and ph.status != "active" else ""
-            print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream, flush=True)
+            print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream or sys.stdout,
+                  flush=True)
 
 
 def _diagnose(lines: list[str]) -> str | None:
@@ -151,26 +162,33 @@ class _Stats:
                 f"{rates}  total generated {gen:.0f}")
 
 
-def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment additions) `launch` would run for this plan: the same construction as a real start."""
+def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None,
+                    api_key: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment additions) `launch` would run for this plan: the same construction as a real start. The
+    API key's value is never returned: the environment shows where it comes from instead."""
     from spark_tui.core import supervisor as sv
 
     try:
-        sup = sv.supervisor_for_plan(plan, runtime=runtime, image=image)
+        sup = sv.supervisor_for_plan(plan, runtime=runtime, image=image, api_key=api_key)
     except VllmError:
         if runtime == "docker":
             raise
         # vLLM not installed yet: show the command with the `vllm` program name
         sup = sv.Supervisor(sv.native_argv(plan, ["vllm"]), host=plan.host, port=plan.port, model=plan.model,
                             served_model_name=plan.served_model_name, env=sv.plan_env(plan))
-    return list(sup.argv), dict(sup.env or {})
+        if api_key or sv.API_KEY_ENV in (sup.env or {}):
+            sup.env[sv.API_KEY_ENV] = api_key or ""
+    env = dict(sup.env or {})
+    if env.get(sv.API_KEY_ENV):
+        env[sv.API_KEY_ENV] = "<the API key, not shown>"
+    return list(sup.argv), env
 
 
-def _dry_run(plan: Any, args: argparse.Namespace) -> int:
+def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) -> int:
     import json
     import shlex
 
-    argv, env = dry_run_command(plan, args.runtime, args.image)
+    argv, env = dry_run_command(plan, args.runtime, args.image, api_key)
     if getattr(args, "json", False):
         print(json.dumps({"argv": argv, "env": env}, indent=2))
     else:
@@ -186,11 +204,15 @@ def run(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     port = plan.port  # one flag model: the plan's --port (from --port or --set port=N) is the port served on
+    api_key = sv.resolve_api_key(args.api_key_env, args.api_key_file)
     if args.dry_run:
-        return _dry_run(plan, args)
+        return _dry_run(plan, args, api_key)
     guard = guard_thresholds(args, plan)
+    # the API-key rule (a non-loopback bind needs one) is checked before anything else runs
+    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image,
+                                 api_key=api_key)
     if not args.no_preflight:
-        sv.check_port_free(plan.host, port)
+        sv.check_port_free(sup.host, port)
         note = sv.check_memory(plan)
         if note:
             print(f"memory: {note}")
@@ -201,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             for w in rep.warnings:
                 print(f"  warning: {w}")
-    sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image)
     printer = _StartupPrinter()
     sup.subscribe(printer)
     if not args.detach:

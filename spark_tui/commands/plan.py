@@ -16,6 +16,29 @@ from typing import Any
 from spark_tui.core.plan import Plan
 
 
+def vllm_version_arg(s: str) -> str:
+    """argparse type of --vllm-version: a release number (0.32.0, v0.19, 0.11.0rc1, 0.32.0+cpu) or `nightly`."""
+    import re
+
+    v = s.strip()
+    if v.lower() == "nightly" or re.fullmatch(r"v?\d+\.\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[A-Za-z0-9.]+)?", v):
+        return v
+    shown = "".join(c if c.isprintable() else "?" for c in s)[:40]
+    raise argparse.ArgumentTypeError(f"{shown!r} is not a vLLM version (e.g. 0.32.0, or nightly)")
+
+
+def model_dir_arg(s: str) -> str:
+    """argparse type of --model-path: an existing, readable directory (a checkpoint folder)."""
+    import os
+
+    shown = "".join(c if c.isprintable() else "?" for c in s)[:200]
+    if not os.path.isdir(s):
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a directory (give a checkpoint folder with config.json)")
+    if not os.access(s, os.R_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{shown!r} is not readable")
+    return s
+
+
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("plan")
     src = g.add_mutually_exclusive_group()
@@ -34,7 +57,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
                    help="machines: with a DGX Spark, 2 says whether a second Spark helps; the ray export runs on them "
                         "(default 1)")
     g.add_argument("--checkpoint", metavar="ID", help="checkpoint profile id or HF repo id (see `spark-tui checkpoints`)")
-    g.add_argument("--model-path", metavar="DIR", help="serve a local checkpoint dir (its config.json drives the memory model)")
+    g.add_argument("--model-path", metavar="DIR", type=model_dir_arg, help="serve a local checkpoint dir (its config.json drives the memory model)")
     g.add_argument("--context", type=int, metavar="N", help="--max-model-len (default: the longest that fits, up to 262144)")
     g.add_argument("--concurrency", type=int, metavar="N", help="--max-num-seqs (default by goal)")
     g.add_argument("--goal", choices=("latency", "throughput", "context", "balanced"), default="balanced",
@@ -50,7 +73,7 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--served-model-name", metavar="NAME", help="model name clients use (default qwen3.6-35b-a3b)")
     g.add_argument("--host", default="127.0.0.1", metavar="H", help="bind address (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8000, metavar="P", help="port (default 8000)")
-    g.add_argument("--vllm-version", metavar="V", help="write flags for this vLLM release (default: the installed vLLM, else 0.33.0)")
+    g.add_argument("--vllm-version", metavar="V", type=vllm_version_arg, help="write flags for this vLLM release (default: the installed vLLM, else 0.33.0)")
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -77,6 +100,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     from spark_tui.core.probe import ProbeResult
     from spark_tui.core.vllm_compat import installed_release  # the flags follow the vLLM that will run them
 
+    version = getattr(args, "vllm_version", None) or installed_release()
+
     probe = None
     if getattr(args, "probe_file", None):
         probe = ProbeResult.load(args.probe_file)
@@ -88,7 +113,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         concurrency=getattr(args, "concurrency", None), goal=getattr(args, "goal", "balanced"),
         mtp=getattr(args, "mtp", None), set_flags=getattr(args, "set_flags", None) or (),
         host=getattr(args, "host", "127.0.0.1"), port=getattr(args, "port", 8000),
-        vllm_version=getattr(args, "vllm_version", None) or installed_release(), served_model_name=getattr(args, "served_model_name", None),
+        vllm_version=version, served_model_name=getattr(args, "served_model_name", None),
         recipe=getattr(args, "recipe", None), gpu_index=getattr(args, "gpu_index", None),
         include_unmeasured=bool(getattr(args, "include_unmeasured", False)), parallel=getattr(args, "parallel", None),
         gpus=getattr(args, "gpus", None), nodes=getattr(args, "nodes", None) or 1)

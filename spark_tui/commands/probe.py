@@ -18,6 +18,7 @@ _GIB = 1024**3
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the probe as JSON (schema: README 'Probe JSON')")
     p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE (replay it with `plan --probe-file FILE`)")
+    p.add_argument("--force", action="store_true", help="let --save overwrite an existing file")
     p.add_argument("--probe-file", metavar="FILE", help="show a saved probe instead of reading this machine")
 
 
@@ -93,13 +94,16 @@ def run(args: argparse.Namespace) -> int:
         from spark_tui.core.probe import take_probe
 
         r = take_probe()
-    if args.save:
+    if args.save:  # atomically, never over an existing file without --force, never onto a device or FIFO
         from pathlib import Path
 
+        from spark_tui.core.export import write_files
+
         try:
-            Path(args.save).write_text(r.to_json() + "\n")
-        except OSError as e:
-            raise UsageError(f"cannot write {args.save}: {e.strerror}", "pick a writable path for --save") from None
+            write_files([(Path(args.save), r.to_json() + "\n", 0o644)], force=args.force)
+        except UsageError as e:
+            hint = "add --force to overwrite it" if "already exists" in e.message else "pick a writable path for --save"
+            raise UsageError(e.message, hint) from None
     out = r.to_json() if args.json else render(r)
     print(out, file=sys.stdout)
     return int(ExitCode.OK) if r.ok else int(ExitCode.NO_GPU)

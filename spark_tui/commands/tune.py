@@ -9,18 +9,23 @@ import time
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    from spark_tui.commands.argtypes import positive_int, positive_minutes, positive_seconds
     from spark_tui.commands.bench import int_list
     from spark_tui.commands.plan import add_plan_arguments
 
-    add_plan_arguments(p)  # --goal among them: tune takes latency or throughput
+    add_plan_arguments(p)  # --goal among them: tune takes latency or throughput, latency by default
+    for a in p._actions:  # noqa: SLF001 - argparse has no public way to change another group's option
+        if a.dest == "goal":
+            a.default = "latency"
+            a.help = "latency (default: MTP settings at concurrency 1) or throughput (also batching)"
     t = p.add_argument_group("tune")
-    t.add_argument("--budget", type=float, metavar="MINUTES", help="stop starting new candidates after this long")
+    t.add_argument("--budget", type=positive_minutes, metavar="MINUTES", help="stop starting new candidates after this long")
     t.add_argument("--mtp-values", type=int_list(0, "0,1,2,3 (0 = MTP off)"), default=(0, 1, 2, 3, 4), metavar="LIST",
                    help="MTP draft-token counts to try, 0 = off (default 0,1,2,3,4)")
-    t.add_argument("--requests", type=int, default=16, help="requests per candidate (default 16)")
-    t.add_argument("--prompt-tokens", type=int, default=512, help="prompt length in tokens (default 512)")
-    t.add_argument("--output-tokens", type=int, default=256, help="output length in tokens (default 256)")
-    t.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for each server (default 900)")
+    t.add_argument("--requests", type=positive_int, default=16, help="requests per candidate (default 16)")
+    t.add_argument("--prompt-tokens", type=positive_int, default=512, help="prompt length in tokens (default 512)")
+    t.add_argument("--output-tokens", type=positive_int, default=256, help="output length in tokens (default 256)")
+    t.add_argument("--startup-timeout", type=positive_seconds, default=900.0, help="seconds to wait for each server (default 900)")
     t.add_argument("--restart", action="store_true", help="forget earlier results of this tune and measure all again")
     t.add_argument("--no-save", action="store_true", help="do not write the winner as a user override")
     t.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 SELF_CHECK_TOLERANCE = 0.05
+SETUP_TIMEOUT_S = 60.0  # /v1/models, /version, /tokenize: each must answer completely within this
 
 # A small shipped set of realistic prompts (chat and code). Used with --prompts realistic.
 REALISTIC_PROMPTS: tuple[str, ...] = (
@@ -284,7 +285,10 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
     tokens = 0
     prompt_tokens = 0
     gaps: list[float] = []
-    try:
+    done = False
+
+    async def stream() -> RequestResult | None:
+        nonlocal first, last_t, tokens, prompt_tokens, done
         async with client.stream(
             "POST", f"{cfg.url}/v1/completions", json=body, headers=auth_headers(cfg), timeout=cfg.request_timeout_s
         ) as resp:
@@ -296,16 +300,25 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    done = True
                     break
                 now = time.perf_counter()
                 chunk = json.loads(payload)
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"a stream chunk is not a JSON object: {payload[:60]!r}")
                 usage = chunk.get("usage") or {}
+                if not isinstance(usage, dict):
+                    raise ValueError("a stream chunk's usage is not an object")
                 if "prompt_tokens" in usage:
-                    prompt_tokens = usage["prompt_tokens"]
+                    prompt_tokens = _count(usage["prompt_tokens"], "prompt_tokens", None)
                 new_total = usage.get("completion_tokens")
                 if new_total is None:  # server without continuous usage: count text-bearing chunks
-                    has_text = any(c.get("text") for c in chunk.get("choices") or [])
+                    choices = chunk.get("choices") or []
+                    has_text = isinstance(choices, list) and any(isinstance(c, dict) and c.get("text") for c in choices)
                     new_total = tokens + (1 if has_text else 0)
+                # bounded by what was asked for: a server claiming more (or a non-number) is broken, and
+                # believing it would grow the per-token list without end
+                new_total = _count(new_total, "completion_tokens", cfg.output_tokens)
                 n_new = new_total - tokens
                 if n_new <= 0:
                     continue
@@ -317,10 +330,32 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
                     gaps.extend([(now - last_t) / n_new] * n_new)
                 last_t = now
                 tokens = new_total
+        return None
+
+    try:  # one deadline for the whole request: a server that drips bytes never holds a level forever
+        failed = await asyncio.wait_for(stream(), cfg.request_timeout_s)
+    except asyncio.TimeoutError:
+        return RequestResult(False, start, time.perf_counter(),
+                             error=f"no complete response within {cfg.request_timeout_s:g} s")
     except Exception as e:
         return RequestResult(False, start, time.perf_counter(), error=f"{type(e).__name__}: {e}"[:200])
+    if failed is not None:
+        return failed
     end = time.perf_counter()
+    if not done:  # vLLM ends every stream with `data: [DONE]`: anything else is a broken or foreign server
+        return RequestResult(False, start, end, error="the stream ended without `data: [DONE]` (not an OpenAI "
+                             f"completion stream; {tokens} tokens seen)")
+    if tokens == 0:
+        return RequestResult(False, start, end, error="the stream carried no tokens")
     return RequestResult(True, start, end, prompt_tokens, tokens, first, tuple(gaps))
+
+
+def _count(v: Any, name: str, limit: int | None) -> int:
+    """A token count from a stream chunk: an integer >= 0 (and <= limit). ValueError otherwise."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (limit is not None and v > limit):
+        bound = f" (at most {limit} were requested)" if limit is not None else ""
+        raise ValueError(f"the server reported {name} = {str(v)[:30]}{bound}")
+    return v
 
 
 async def run_level(
@@ -346,15 +381,23 @@ async def run_level(
             return False
         return True
 
+    inflight: dict[int, float] = {}  # request number -> start, while it runs
+
     async def worker(wid: int) -> None:
         nonlocal issued
         while may_issue():
             i = issued
             issued += 1
+            inflight[i] = time.perf_counter()
             results.append(await one_request(client, cfg, model, prompts[i % len(prompts)]))
+            inflight.pop(i, None)
 
     before = await read_snapshot() if read_snapshot else None
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    try:  # the level's own deadline: its duration (or its share of requests) plus one request's timeout
+        await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(concurrency))), level_deadline_s(cfg, concurrency))
+    except asyncio.TimeoutError:
+        now = time.perf_counter()
+        results.extend(RequestResult(False, t, now, error="cut off at the level's deadline") for t in inflight.values())
     after = await read_snapshot() if read_snapshot else None
     server = None
     if before is not None and after is not None:
@@ -362,6 +405,14 @@ async def run_level(
 
         server = window_stats([before, after])
     return summarise_level(concurrency, results, server, None if server is None else server.window_s)
+
+
+def level_deadline_s(cfg: BenchConfig, concurrency: int) -> float:
+    """How long one level may take in all: its duration plus one request's timeout (a request started just
+    before the end may finish), or, bounded by requests, each worker's share of requests at full timeout."""
+    if cfg.duration_s is not None:
+        return cfg.duration_s + cfg.request_timeout_s
+    return math.ceil((cfg.requests or 1) / concurrency) * cfg.request_timeout_s
 
 
 async def run_bench(
@@ -376,16 +427,17 @@ async def run_bench(
 
     limits = httpx.Limits(max_connections=max(cfg.concurrency) + 4, max_keepalive_connections=max(cfg.concurrency) + 4)
     async with httpx.AsyncClient(timeout=cfg.request_timeout_s, limits=limits) as client:
-        model = await _discover_model(client, cfg)  # checks a given --model too
+        model = await _bounded(_discover_model(client, cfg), "listing the served models")  # checks --model too
         version = None
         try:
-            r = await client.get(f"{cfg.url}/version", headers=auth_headers(cfg))
+            r = await asyncio.wait_for(client.get(f"{cfg.url}/version", headers=auth_headers(cfg)), SETUP_TIMEOUT_S)
             if r.status_code == 200:
                 version = r.json().get("version")
+                version = version if isinstance(version, str) else None
         except Exception:
             pass
         if cfg.prompts == "synthetic":
-            ids = await synthetic_prompt_ids(client, cfg, model, cfg.prompt_tokens)
+            ids = await _bounded(synthetic_prompt_ids(client, cfg, model, cfg.prompt_tokens), "tokenizing the prompt")
             # vary the first token per request so prefix caching cannot serve whole prompts from cache
             prompts: list[list[int] | str] = [[ids[(i * 7) % len(ids)]] + ids[1:] for i in range(64)]
         else:
@@ -408,6 +460,16 @@ async def run_bench(
             if on_level:
                 on_level(lv)
         return res
+
+
+async def _bounded(coro: Any, what: str) -> Any:
+    from spark_tui.errors import VllmError
+
+    try:
+        return await asyncio.wait_for(coro, SETUP_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise VllmError(f"the server did not finish {what} within {SETUP_TIMEOUT_S:g} s",
+                        "is it overloaded or not a vLLM server? check with `spark-tui monitor --url URL --once`") from None
 
 
 # -------------------------------------------------------------------------------------------- render

@@ -26,7 +26,7 @@ profiles it itself (gpu_memory_utilization); with --kv-cache-memory-bytes the KV
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from spark_tui.core.plan import MemoryEstimate
@@ -93,10 +93,34 @@ class Arch:
             num_attention_heads=v.get("num_attention_heads", 0),
             max_position_embeddings=v["max_position_embeddings"])
 
+    def __post_init__(self) -> None:
+        """A head count or size of 0 would divide by zero below, a negative one give negative memory: refuse
+        both (ValueError, which the planner reports as a bad --model-path config.json)."""
+        positive = ("num_kv_heads", "head_dim", "hidden_size", "vocab_size", "num_hidden_layers",
+                    "linear_conv_kernel_dim", "ssm_dtype_bytes", "model_dtype_bytes")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{f.name} must be an integer, got {v!r}")
+            if v < 0 or (v == 0 and f.name in positive):
+                raise ValueError(f"{f.name} must be {'positive' if f.name in positive else 'zero or more'}, got {v}")
+
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "Arch":
-        """From a Hugging Face config.json (Qwen3-MoE, Qwen3.5/3.6-MoE text or multimodal with text_config)."""
+        """From a Hugging Face config.json (Qwen3-MoE, Qwen3.5/3.6-MoE text or multimodal with text_config).
+        Any malformed config (wrong types, zero or negative sizes, num_key_value_heads = 0) is a ValueError."""
+        try:
+            return cls._from_config(cfg)
+        except (TypeError, AttributeError, ZeroDivisionError, OverflowError) as e:
+            raise ValueError(f"malformed config ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _from_config(cls, cfg: dict[str, Any]) -> "Arch":
+        if not isinstance(cfg, dict):
+            raise ValueError("config.json is not a JSON object")
         c = cfg.get("text_config") or cfg
+        if not isinstance(c, dict):
+            raise ValueError("text_config is not a JSON object")
         n = int(c["num_hidden_layers"])
         types = c.get("layer_types")
         if types:
@@ -104,11 +128,17 @@ class Arch:
             linear = sum(1 for t in types if t == "linear_attention")
         elif c.get("full_attention_interval"):
             iv = int(c["full_attention_interval"])
+            if iv < 1:
+                raise ValueError(f"full_attention_interval must be positive, got {iv}")
             full = sum(1 for i in range(n) if i % iv == iv - 1)
             linear = n - full
         else:
             full, linear = n, 0
         heads = int(c["num_attention_heads"])
+        if heads < 1:
+            raise ValueError(f"num_attention_heads must be positive, got {heads}")
+        if "num_key_value_heads" in c and c["num_key_value_heads"] is not None and int(c["num_key_value_heads"]) < 1:
+            raise ValueError(f"num_key_value_heads must be positive, got {c['num_key_value_heads']!r}")
         head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
         dtype = str(c.get("dtype") or c.get("torch_dtype") or cfg.get("torch_dtype") or "bfloat16")
         ssm = str(c.get("mamba_ssm_dtype") or "float32")

@@ -175,6 +175,9 @@ def validate_request(**kw: Any) -> PlanRequest:
     version = kw.get("vllm_version")
     if version is not None and compat.parse_version(version) is None:
         raise UsageError(f"--vllm-version {version!r} is not a vLLM release", "e.g. --vllm-version 0.33.0")
+    from spark_tui.core.flagtypes import validate_set_items
+
+    validate_set_items(kw.get("set_flags"), version or V)  # secrets refused, known flags' values type-checked
     return PlanRequest(
         device=kw.get("device"), probe=kw.get("probe"), checkpoint=kw.get("checkpoint"),
         model_path=kw.get("model_path"), context=context, concurrency=conc, goal=goal, mtp=mtp,

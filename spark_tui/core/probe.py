@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+MAX_PROBE_BYTES = 16 * 2**20
 
 # status values of a probe
 OK = "ok"
@@ -144,8 +145,9 @@ class ProbeResult:
     def _from_checked_dict(cls, d: dict[str, Any]) -> "ProbeResult":
         gkeys = {f.name for f in fields(GpuInfo)}
         gpus = []
-        for g in d.get("gpus") or []:
+        for i, g in enumerate(d.get("gpus") or []):
             g = {k: v for k, v in g.items() if k in gkeys}
+            _check_numbers(f"gpus[{i}]", g, _GPU_NUMBERS)
             cc = g.get("compute_capability")
             if isinstance(cc, str):
                 major, minor = cc.split(".")
@@ -154,7 +156,9 @@ class ProbeResult:
                 g["compute_capability"] = (int(cc[0]), int(cc[1]))
             gpus.append(GpuInfo(**g))
         hkeys = {f.name for f in fields(HostInfo)}
-        host = HostInfo(**{k: v for k, v in (d.get("host") or {}).items() if k in hkeys})
+        h = {k: v for k, v in (d.get("host") or {}).items() if k in hkeys}
+        _check_numbers("host", h, _HOST_NUMBERS)
+        host = HostInfo(**h)
         pkeys = {f.name for f in fields(cls)} - {"gpus", "host"}
         rest = {k: v for k, v in d.items() if k in pkeys}
         return cls(**rest, gpus=tuple(gpus), host=host)
@@ -165,7 +169,12 @@ class ProbeResult:
 
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
+            with p.open("rb") as f:  # a probe is a few KiB: never slurp a device (/dev/zero) or a huge file
+                raw = f.read(MAX_PROBE_BYTES + 1)
+            if len(raw) > MAX_PROBE_BYTES:
+                raise UsageError(f"probe file {p} is larger than {MAX_PROBE_BYTES // 2**20} MiB: not a probe",
+                                 "write one with `spark-tui probe --json > box.json`")
+            data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             raise UsageError(f"probe file not found: {p}", "write one with `spark-tui probe --json > box.json`") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -174,6 +183,31 @@ class ProbeResult:
             raise UsageError(f"cannot read probe file {p}: {e.strerror or e}", "pass a readable file written by `spark-tui probe --json`") from None
         r = cls.from_dict(data)
         return ProbeResult(**{**{f.name: getattr(r, f.name) for f in fields(r)}, "source": f"file:{p}"})
+
+
+# numeric fields of a probe file: null, or a finite number >= 0 (ints: an integer). json.loads reads NaN,
+# Infinity and 1e999 as floats, which would reach the memory arithmetic as nan / inf.
+_GPU_NUMBERS = {"index": int, "memory_total_bytes": int, "memory_free_bytes": int, "memory_used_bytes": int,
+                "power_limit_w": float, "utilization_pct": float, "memory_utilization_pct": float,
+                "temperature_c": float, "power_draw_w": float, "sm_clock_mhz": int, "mem_clock_mhz": int}
+_HOST_NUMBERS = {"cpu_count": int, "ram_total_bytes": int, "mem_available_bytes": int}
+
+
+def _check_numbers(where: str, d: dict[str, Any], spec: dict[str, type]) -> None:
+    import math
+
+    for key, typ in spec.items():
+        v = d.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{where}.{key} must be a number or null, got {v!r:.40}")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"{where}.{key} must be a finite number >= 0, got {v!r}")
+        if typ is int and not float(v).is_integer():
+            raise ValueError(f"{where}.{key} must be an integer, got {v!r}")
+        if typ is int:
+            d[key] = int(v)
 
 
 # GPUs whose memory is the host's RAM (integrated / coherent UMA). On GB10 nvmlDeviceGetMemoryInfo returns

@@ -16,6 +16,7 @@ Rules (ProfileError, exit 4, naming file and key):
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -261,8 +262,8 @@ def is_unknown(v: Any) -> bool:
     return isinstance(v, str) and v.strip().lower().startswith(UNKNOWN_WORDS)
 
 
-def _numbers(d: Any, prefix: str = "", table_source: bool = False) -> Iterable[tuple[str, bool]]:
-    """(dotted key, covered-by-a-table-source) for every number in d."""
+def _numbers(d: Any, prefix: str = "", table_source: bool = False) -> Iterable[tuple[str, bool, float]]:
+    """(dotted key, covered-by-a-table-source, the number) for every number in d."""
     if isinstance(d, dict):
         has_src = table_source or isinstance(d.get("source"), str)
         for k, v in d.items():
@@ -273,7 +274,7 @@ def _numbers(d: Any, prefix: str = "", table_source: bool = False) -> Iterable[t
         for item in d:
             yield from _numbers(item, prefix, table_source)
     elif isinstance(d, (int, float)) and not isinstance(d, bool):
-        yield prefix, table_source
+        yield prefix, table_source, d
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +293,9 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{path}: invalid TOML ({e})", "fix the file's syntax") from None
+    except UnicodeDecodeError as e:  # a binary file, or another encoding: TOML is UTF-8 text
+        raise ProfileError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason})",
+                           "profiles are TOML text; remove or replace the file") from None
     except OSError as e:
         raise ProfileError(f"{path}: cannot read ({e})", "check the file's permissions") from None
 
@@ -300,7 +304,10 @@ def _check_sources(path: str, data: dict[str, Any]) -> dict[str, str]:
     sources = data.get("sources", {})
     if not isinstance(sources, dict) or not all(isinstance(v, str) and v.strip() for v in sources.values()):
         raise ProfileError(f"{path}: [sources] must map dotted keys to non-empty strings", "see profiles/README")
-    for key, covered in _numbers(data):
+    for key, covered, num in _numbers(data):
+        if not math.isfinite(num):
+            raise ProfileError(f"{path}: the number at key '{key}' is not finite (nan or inf)",
+                               f"write a real value for '{key}', or \"not verified\" when it is not known")
         if not covered and _source_for(sources, key) is None:
             raise ProfileError(
                 f"{path}: the number at key '{key}' has no source",
@@ -318,7 +325,10 @@ _T = {"str": str, "int": int, "num": (int, float), "bool": bool, "list": list, "
 
 
 def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = False, unknown_ok: bool = False,
-         default: Any = None) -> Any:
+         default: Any = None, lo: float | None = None) -> Any:
+    """data[key] checked: present when required, of type typ, and for numbers > lo (memory, sizes, counts:
+    lo=0) or >= 0 with lo=-1 (counts that may be zero); a value "not verified" / "not published" reads None
+    when unknown_ok."""
     if key not in data:
         if required:
             raise ProfileError(f"{path}: required key '{key}' is missing", f"add `{key} = ...` to the file")
@@ -333,6 +343,9 @@ def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = F
             + f", got {v!r}",
             f"fix '{key}' in {path}",
         )
+    if lo is not None and typ in ("int", "num") and not v > lo:
+        what = "positive" if lo == 0 else f"greater than {lo:g}" if lo != -1 else "zero or more"
+        raise ProfileError(f"{path}: key '{key}' must be {what}, got {v!r}", f"fix '{key}' in {path}")
     return v
 
 
@@ -377,20 +390,20 @@ def _device(path: str, d: dict[str, Any]) -> DeviceProfile:
                            "fix the id")
     return DeviceProfile(
         id=_get(path, d, "id", "str", required=True), name=_get(path, d, "name", "str", required=True),
-        family=_get(path, d, "family", "str", required=True), sm=_get(path, d, "sm", "int"),
-        memory_gb=_get(path, d, "memory_gb", "num", unknown_ok=True),
-        cuda_total_memory_gib=_get(path, d, "cuda_total_memory_gib", "num"),
+        family=_get(path, d, "family", "str", required=True), sm=_get(path, d, "sm", "int", lo=0),
+        memory_gb=_get(path, d, "memory_gb", "num", unknown_ok=True, lo=0),
+        cuda_total_memory_gib=_get(path, d, "cuda_total_memory_gib", "num", lo=0),
         unified_memory=_get(path, d, "unified_memory", "bool", default=False), pci_device_ids=tuple(pci),
         name_patterns=tuple(pats), native_nvfp4=_get(path, d, "native_nvfp4", "bool", default=False),
         supported=_get(path, d, "supported", "bool", default=True),
         refuse_reason=_get(path, d, "refuse_reason", "str", default=""),
-        generic=_get(path, d, "generic", "bool", default=False), sm_min=_get(path, d, "sm_min", "int"),
-        sm_max=_get(path, d, "sm_max", "int"), cpu=_get(path, d, "cpu", "bool", default=False),
-        kv_cache_memory_bytes=_get(path, d, "kv_cache_memory_bytes", "int"),
-        max_model_len=_get(path, d, "max_model_len", "int"),
-        typical_mem_available_gib=_get(path, d, "typical_mem_available_gib", "num"),
-        attention_block_size=_get(path, d, "attention_block_size", "int", default=16),
-        attention_kernel_block_alignment=_get(path, d, "attention_kernel_block_alignment", "int", default=16),
+        generic=_get(path, d, "generic", "bool", default=False), sm_min=_get(path, d, "sm_min", "int", lo=-1),
+        sm_max=_get(path, d, "sm_max", "int", lo=-1), cpu=_get(path, d, "cpu", "bool", default=False),
+        kv_cache_memory_bytes=_get(path, d, "kv_cache_memory_bytes", "int", lo=0),
+        max_model_len=_get(path, d, "max_model_len", "int", lo=0),
+        typical_mem_available_gib=_get(path, d, "typical_mem_available_gib", "num", lo=0),
+        attention_block_size=_get(path, d, "attention_block_size", "int", default=16, lo=0),
+        attention_kernel_block_alignment=_get(path, d, "attention_kernel_block_alignment", "int", default=16, lo=0),
         primary_recipe=prim, recipes=tuple(recipes), notes=tuple(_get(path, d, "notes", "list", default=[])),
         sources=sources, path=path)
 
@@ -446,8 +459,8 @@ def _checkpoint(path: str, d: dict[str, Any]) -> CheckpointProfile:
         name=_get(path, d, "name", "str", default=""), model=_get(path, d, "model", "str", required=True),
         format=_get(path, d, "format", "str", required=True, unknown_ok=True),
         weights=_get(path, d, "weights", "str", default=""), w4a4=_get(path, d, "w4a4", "str", unknown_ok=True),
-        size_on_disk_gb=_get(path, d, "size_on_disk_gb", "num", unknown_ok=True),
-        min_sm_native=_get(path, d, "min_sm_native", "int", unknown_ok=True),
+        size_on_disk_gb=_get(path, d, "size_on_disk_gb", "num", unknown_ok=True, lo=0),
+        min_sm_native=_get(path, d, "min_sm_native", "int", unknown_ok=True, lo=0),
         hopper_path=_get(path, d, "hopper_path", "str", unknown_ok=True),
         mtp_head=None if is_unknown(d.get("mtp_head")) else d.get("mtp_head"),
         mtp_dtype=_get(path, d, "mtp_dtype", "str", unknown_ok=True),
@@ -471,8 +484,11 @@ def _model(path: str, d: dict[str, Any]) -> ModelArch:
             "linear_value_head_dim", "linear_conv_kernel_dim", "mamba_ssm_dtype_bytes", "hidden_size",
             "num_experts", "num_experts_per_tok", "moe_intermediate_size", "vocab_size", "max_position_embeddings",
             "mtp_num_hidden_layers")
-    for k in need:
-        _get(path, d, k, "int", required=True)
+    may_be_zero = {"num_full_attention_layers", "num_linear_attention_layers", "linear_num_key_heads",
+                   "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim", "num_experts",
+                   "num_experts_per_tok", "moe_intermediate_size", "mtp_num_hidden_layers"}
+    for k in need:  # a zero head count or size would divide by zero in the memory model, a negative one lie
+        _get(path, d, k, "int", required=True, lo=-1 if k in may_be_zero else 0)
     return ModelArch(id=_get(path, d, "id", "str", required=True), name=_get(path, d, "name", "str", default=""),
                      values={k: v for k, v in d.items() if k != "sources"}, sources=sources, path=path)
 

@@ -27,10 +27,26 @@ No orphans when spark-tui dies (attached mode, the default):
 
 Detached mode (`--detach`): no watchdog and no PDEATHSIG, by design: the server must outlive spark-tui.
 Only `spark-tui stop` (or killing the group yourself) ends it; the state file records `detached: true`.
+
+Keepable mode (the TUI): the watchdog guards the server exactly as in attached mode, so a SIGKILLed TUI
+leaves no orphan; the output goes to the log file (as when detached, so the server can outlive the app);
+`release()` (the user chose "keep running" on quit) sends the watchdog SIGUSR1, and the record becomes
+detached. No PDEATHSIG: it cannot be withdrawn once the server runs, and a kept server must survive.
+
+A state file names a process by pid, and pids are reused. Before any signal, `stop` (and `list_servers`)
+checks that the pid is still the server recorded: the same start time (psutil create_time) and the same
+command line (or vLLM's own `VLLM::` process title), and for the group the SPARK_TUI_SERVER_ID marker in the
+environment of its processes. A record that fails the check is stale: it is dropped, nothing is signalled.
+
+A server bound to a non-loopback address needs an API key (`supervisor_for_plan`): from VLLM_API_KEY, a
+variable the caller names, or a 0600 file (`resolve_api_key`). It reaches vLLM only through the server's
+environment (VLLM_API_KEY, which vLLM reads when --api-key is not given), never its command line.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -41,7 +57,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +67,8 @@ LOG_MAX_BYTES = 20 * 1024**2  # rotate the server log at 20 MiB...
 LOG_BACKUPS = 3  # ...keeping 3 old files
 DEFAULT_GRACE_S = 15.0
 WATCHDOG_POLL_S = 0.5
+INSTANCE_ENV = "SPARK_TUI_SERVER_ID"  # in the server's environment (inherited by its children): who it is
+API_KEY_ENV = "VLLM_API_KEY"  # vllm/envs.py: vLLM's API key when --api-key is not given
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -120,10 +138,12 @@ class ServerRecord:
     watchdog_pid: int | None = None
     parent_pid: int | None = None
     plan_summary: dict[str, Any] = field(default_factory=dict)
+    create_time: float | None = None  # psutil create_time of pid: with the pid, the process's identity
+    instance: str | None = None  # the INSTANCE_ENV value in the server's environment
 
     @property
     def url(self) -> str:
-        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '::', '') else self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def path(self) -> Path:
         return servers_dir() / f"{self.pid}.json"
@@ -186,8 +206,79 @@ def _pgid(p: Any) -> int | None:
         return None
 
 
+def http_url(host: str, port: int) -> str:
+    """The URL to reach a server bound to host: a wildcard address is reached on loopback of its family, an
+    IPv6 address goes in brackets (http://[::1]:8000)."""
+    h = host.strip("[]")
+    if h in ("0.0.0.0", ""):
+        h = "127.0.0.1"
+    elif h == "::":
+        h = "::1"
+    try:
+        if ipaddress.ip_address(h).version == 6:
+            return f"http://[{h}]:{port}"
+    except ValueError:
+        pass
+    return f"http://{h}:{port}"
+
+
+def _cmdline_matches(cmdline: list[str], argv: tuple[str, ...]) -> bool:
+    """The recorded argv (also behind the interpreter a `#!` script such as `vllm` runs under: [python, script,
+    args]), or vLLM's own process title (`VLLM::APIServer`, vllm/utils/system_utils.py set_process_title,
+    v0.32.0), which replaces the command line of the processes vLLM names."""
+    cmd, want = tuple(cmdline), tuple(argv)
+    return cmd == want or (bool(want) and cmd[1:] == want) or bool(cmd and cmd[0].startswith("VLLM::"))
+
+
+def _has_instance(p: Any, instance: str) -> bool:
+    import psutil
+
+    try:
+        return p.environ().get(INSTANCE_ENV) == instance
+    except (psutil.Error, OSError):  # another user's process (AccessDenied) or gone: not ours
+        return False
+
+
+def identity_problem(r: ServerRecord) -> str | None:
+    """Why the processes now at r.pid / r.pgid are not the server r records (pid reuse), or None when they
+    are. Checked before any signal: start time, command line, the environment marker."""
+    import psutil
+
+    try:
+        p = psutil.Process(r.pid)
+        ct = p.create_time()
+        cmd = p.cmdline()
+    except psutil.NoSuchProcess:
+        p = None
+    except psutil.Error as e:  # AccessDenied: another user's process now has this pid
+        return f"pid {r.pid} cannot be inspected ({type(e).__name__}): not a server spark-tui started"
+    if p is not None:
+        if r.create_time is not None:
+            if abs(ct - r.create_time) > 1.0:
+                return (f"pid {r.pid} was reused: it started at {time.ctime(ct)}, the server at "
+                        f"{time.ctime(r.create_time)}")
+        elif not (r.started_at - 2.0 <= ct <= r.started_at + 120.0):  # a record written before create_time
+            return f"pid {r.pid} was reused: it started at {time.ctime(ct)}, the server at {time.ctime(r.started_at)}"
+        if not _cmdline_matches(cmd, r.argv) and not (r.instance and _has_instance(p, r.instance)):
+            shown = " ".join(cmd)[:80]
+            return f"pid {r.pid} now runs `{shown}`, not the recorded server"
+        return None
+    # the leader is gone; its group lives on only in its children, which carry the marker
+    for q in psutil.process_iter():
+        try:
+            if _pgid(q) != r.pgid or q.status() == psutil.STATUS_ZOMBIE:
+                continue
+            ours = _has_instance(q, r.instance) if r.instance else q.create_time() >= r.started_at - 2.0
+        except psutil.Error:
+            continue
+        if not ours:
+            return f"process group {r.pgid} now holds processes spark-tui did not start (pid {q.pid})"
+    return None
+
+
 def list_servers(prune: bool = True) -> list[ServerRecord]:
-    """Recorded servers whose process group is still alive (stale files are removed when prune)."""
+    """Recorded servers whose process group is still alive and still theirs (stale files, also those whose
+    pid was reused by another program, are removed when prune)."""
     out = []
     d = servers_dir()
     if not d.is_dir():
@@ -199,11 +290,21 @@ def list_servers(prune: bool = True) -> list[ServerRecord]:
             if prune:
                 p.unlink(missing_ok=True)
             continue
-        if group_alive(r.pgid):
+        if group_alive(r.pgid) and identity_problem(r) is None:
             out.append(r)
         elif prune:
             p.unlink(missing_ok=True)
     return out
+
+
+def stop_server(r: ServerRecord, grace_s: float = DEFAULT_GRACE_S) -> str:
+    """Stop a recorded server after checking, right before the first signal, that its pid and group are
+    still the ones recorded. Returns "clean" / "killed" / "gone" / "stale" (pid reused: nothing signalled)."""
+    if not group_alive(r.pgid):
+        return "gone"
+    if identity_problem(r) is not None:
+        return "stale"
+    return stop_group(r.pgid, grace_s)
 
 
 def stop_group(pgid: int, grace_s: float = DEFAULT_GRACE_S, first: int = signal.SIGTERM) -> str:
@@ -234,7 +335,12 @@ def resolve_vllm() -> list[str]:
     if env:
         import shlex
 
-        parts = shlex.split(env)
+        try:
+            parts = shlex.split(env)
+        except ValueError as e:  # an unbalanced quote or a trailing backslash
+            raise VllmError(f"SPARK_TUI_VLLM={env!r} cannot be split into words ({e})",
+                            "quote it as a shell would, e.g. SPARK_TUI_VLLM='\"/opt/my vllm/bin/vllm\"', "
+                            "or point it at the `vllm` program without quotes") from None
         if not parts or not (shutil.which(parts[0]) or os.access(parts[0], os.X_OK)):
             raise VllmError(f"SPARK_TUI_VLLM={env!r} is not an executable", "point it at the `vllm` program")
         return parts
@@ -266,7 +372,8 @@ def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list
     return list(vllm_cmd) + serve_argv(_with_port(plan, port))[1:]
 
 
-def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm") -> list[str]:
+def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm",
+                secret_names: tuple[str, ...] = ()) -> list[str]:
     """`docker run` for the plan as an argv, from the export helper's pieces (the same container flags,
     image and port publishing as `spark-tui export --format docker`). Secrets are passed by name only."""
     from spark_tui.core import export as ex
@@ -276,8 +383,8 @@ def docker_argv(plan: Any, port: int | None = None, image: str | None = None, na
     # a pinned plan (CUDA_VISIBLE_DEVICES) becomes docker's device selection, as in the docker export
     argv = ["docker", "run", "--rm", "--name", name, "--gpus", ex.docker_gpus(plan), "--ipc=host", "-p",
             ex._publish(host, p), "-v", f"{os.path.expanduser('~')}/.cache/huggingface:{ex.CONTAINER_HF_CACHE}"]
-    for s in plan.secret_env:  # `-e NAME` copies the value from our environment; it never appears in argv
-        argv += ["-e", s]
+    for s in (*plan.secret_env, *(n for n in secret_names if n not in plan.secret_env)):
+        argv += ["-e", s]  # `-e NAME` copies the value from our environment; it never appears in argv
     for e in ex.container_env(plan):
         argv += ["-e", f"{e.name}={e.value}"]
     args = ex.container_args(plan)
@@ -289,14 +396,30 @@ def docker_argv(plan: Any, port: int | None = None, image: str | None = None, na
 
 # ---------------------------------------------------------------------------------------------- preflight
 def check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host if host not in ("0.0.0.0", "") else "0.0.0.0", port))
-        except OSError as e:
-            raise VllmError(f"port {port} on {host} is already in use ({e.strerror})",
-                            "stop what uses it (`spark-tui stop --all` for a server spark-tui started) "
-                            "or choose another with --port") from None
+    """Bind host:port in every address family the host resolves to (IPv6 for ::1 and ::, IPv4 for 127.0.0.1
+    and 0.0.0.0, both for localhost), as the server will; VllmError when one is taken."""
+    h = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(h, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"cannot bind {host!r}: the address does not resolve ({e})",
+                         "give --host an IP address of this machine (default 127.0.0.1)") from None
+    seen = set()
+    for family, stype, proto, _, addr in infos:
+        if (family, addr[:2]) in seen or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        seen.add((family, addr[:2]))
+        with socket.socket(family, stype, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            try:
+                s.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise VllmError(f"port {port} on {host} is already in use ({e.strerror})",
+                                    "stop what uses it (`spark-tui stop --all` for a server spark-tui started) "
+                                    "or choose another with --port") from None
+                raise UsageError(f"cannot bind {host} port {port} ({e.strerror})",
+                                 "give --host an address of this machine (default 127.0.0.1)") from None
 
 
 def mem_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
@@ -476,8 +599,10 @@ def start_watchdog(parent_pid: int, pgid: int, grace_s: float) -> subprocess.Pop
 
 
 def watchdog_main(parent_pid: int, pgid: int, grace_s: float) -> int:
-    """Stop the server group when spark-tui (parent_pid) is gone; exit when the group is gone."""
+    """Stop the server group when spark-tui (parent_pid) is gone; exit when the group is gone, or at once on
+    SIGUSR1 (Supervisor.release: the user keeps the server)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: os._exit(0))
     while True:
         if not group_alive(pgid):
             return 0
@@ -493,12 +618,15 @@ class Supervisor:
     def __init__(self, argv: list[str], *, host: str, port: int, model: str, served_model_name: str | None = None,
                  env: dict[str, str] | None = None, log_path: Path | None = None, detach: bool = False,
                  runtime: str = "native", plan_summary: dict[str, Any] | None = None,
-                 grace_s: float = DEFAULT_GRACE_S, cwd: str | None = None) -> None:
+                 grace_s: float = DEFAULT_GRACE_S, cwd: str | None = None, keepable: bool = False,
+                 api_key: str | None = None) -> None:
         self.argv = list(argv)
         self.host, self.port, self.model = host, port, model
         self.served_model_name = served_model_name
         self.env = env
         self.detach = detach
+        self.keepable = keepable and not detach  # watchdog now, `release()` later (the TUI)
+        self._api_key = api_key  # for the readiness probe's bearer header only; never stored or shown
         self.runtime = runtime
         self.plan_summary = plan_summary or {}
         self.grace_s = grace_s
@@ -536,20 +664,23 @@ class Supervisor:
 
     @property
     def url(self) -> str:
-        h = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{h}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self) -> ServerRecord:
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        import uuid
+
+        instance = uuid.uuid4().hex
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1", INSTANCE_ENV: instance}
         main_thread = threading.current_thread() is threading.main_thread()
-        use_pdeathsig = not self.detach and main_thread and sys.platform.startswith("linux")
+        use_pdeathsig = not self.detach and not self.keepable and main_thread and sys.platform.startswith("linux")
         log = RotatingLog(self.log_path)
         log.write(("+ " + " ".join(self.argv) + "\n").encode())
         self.started_at = time.time()
         # attached: output through a pipe we pump (rotating log + subscribers). Detached: straight into the
         # log file, because a pipe would break (EPIPE/SIGPIPE in vLLM) once spark-tui exits; we follow the
         # file for subscribers while we live (the file is then not rotated).
-        out = subprocess.PIPE if not self.detach else log.f
+        to_file = self.detach or self.keepable
+        out = subprocess.PIPE if not to_file else log.f
         try:
             self.proc = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -560,6 +691,13 @@ class Supervisor:
             raise VllmError(f"cannot start {self.argv[0]}: {e.strerror}", "check the vLLM installation "
                             "(SPARK_TUI_VLLM) or --runtime") from None
         pgid = os.getpgid(self.proc.pid)
+        create_time = None
+        try:
+            import psutil
+
+            create_time = psutil.Process(self.proc.pid).create_time()
+        except Exception:  # noqa: BLE001 - gone already: the reader reports the exit
+            pass
         if not self.detach:
             self.watchdog = start_watchdog(os.getpid(), pgid, self.grace_s)
         self.record = ServerRecord(
@@ -567,10 +705,10 @@ class Supervisor:
             served_model_name=self.served_model_name, log_path=str(self.log_path), argv=tuple(self.argv),
             started_at=self.started_at, detached=self.detach, runtime=self.runtime,
             watchdog_pid=self.watchdog.pid if self.watchdog else None, parent_pid=os.getpid(),
-            plan_summary=self.plan_summary,
+            plan_summary=self.plan_summary, create_time=create_time, instance=instance,
         )
         self.record.save()
-        target = self._pump if not self.detach else self._follow
+        target = self._pump if not to_file else self._follow
         self._reader = threading.Thread(target=target, args=(self.proc, log), daemon=True, name="vllm-log")
         self._reader.start()
         return self.record
@@ -634,12 +772,29 @@ class Supervisor:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def release(self) -> ServerRecord | None:
+        """Let a keepable server outlive us: the watchdog stands down (SIGUSR1) and the record says detached,
+        so only `spark-tui stop` ends it. Returns the record (None when nothing was started)."""
+        if self.watchdog is not None:
+            try:
+                self.watchdog.send_signal(signal.SIGUSR1)
+                self.watchdog.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.watchdog.kill()
+            self.watchdog = None
+        self.detach, self.keepable = True, False
+        if self.record is not None:
+            self.record = replace(self.record, detached=True, watchdog_pid=None)
+            self.record.save()
+        return self.record
+
     def probe_ready(self, timeout: float = 2.0) -> tuple[str, ...] | None:
         """The served model ids when /health is 200 and /v1/models lists the model, else None."""
         import httpx
 
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            with httpx.Client(timeout=timeout) as c:
+            with httpx.Client(timeout=timeout, headers=headers) as c:
                 if c.get(self.url + "/health").status_code != 200:
                     return None
                 r = c.get(self.url + "/v1/models")
@@ -700,8 +855,13 @@ class Supervisor:
         if self.proc is None:
             return "gone"
         self._stopped_by_us = True
-        how = stop_group(os.getpgid(self.proc.pid) if self.alive() else self.record.pgid,
-                         self.grace_s if grace_s is None else grace_s)
+        grace = self.grace_s if grace_s is None else grace_s
+        if self.alive():
+            how = stop_group(os.getpgid(self.proc.pid), grace)
+        elif self.record is not None:  # the leader is reaped: its pgid may be free for reuse, so check first
+            how = stop_server(self.record, grace)
+        else:
+            how = "gone"
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -737,20 +897,78 @@ def plan_env(plan: Any) -> dict[str, str]:
     return env
 
 
+def resolve_api_key(env_name: str | None = API_KEY_ENV, key_file: str | None = None) -> str | None:
+    """The API key for a server: from key_file (a regular file of yours, mode 0600, holding the key or a
+    `VLLM_API_KEY=key` line as `spark-tui export --generate-api-key` writes), else from the variable env_name.
+    None when neither gives one. Never echoes the key, nor a name that may be one."""
+    import re
+    import stat
+
+    if key_file:
+        try:
+            st = os.stat(key_file)
+        except OSError as e:
+            raise UsageError(f"cannot read the API key file {key_file} ({e.strerror})", "give an existing file") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"the API key file {key_file} is not a regular file", "give a file holding the key")
+        if st.st_mode & 0o077 or st.st_uid != os.getuid():
+            raise UsageError(f"the API key file {key_file} is readable by others (mode {stat.S_IMODE(st.st_mode):o}) "
+                             "or not yours", f"chmod 600 {key_file} (and own it)")
+        try:
+            with open(key_file, encoding="utf-8") as f:
+                text = f.read(4097)
+        except (OSError, UnicodeDecodeError):
+            raise UsageError(f"cannot read the API key file {key_file}", "it must be a short UTF-8 text file") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        key = lines[0] if len(lines) == 1 and len(text) <= 4096 else ""
+        if key.startswith(API_KEY_ENV + "="):
+            key = key[len(API_KEY_ENV) + 1:].strip().strip("'\"")
+        if not key or any(c.isspace() or not c.isprintable() for c in key):
+            raise UsageError(f"the API key file {key_file} does not hold one key",
+                             f"write the key alone on one line, or {API_KEY_ENV}=<key>")
+        return key
+    if not env_name:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise UsageError("--api-key-env takes the name of an environment variable, not the key itself",
+                         f"e.g. --api-key-env {API_KEY_ENV}, with the key in that variable")
+    key = os.environ.get(env_name)
+    if key is None and env_name != API_KEY_ENV:
+        raise UsageError("the variable given to --api-key-env is not set", "export it with the API key first")
+    return key or None
+
+
 def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "native", detach: bool = False,
-                        image: str | None = None) -> "Supervisor":
+                        image: str | None = None, keepable: bool = False, api_key: str | None = None) -> "Supervisor":
     """A Supervisor (not started) for a plan: the argv for the runtime, the plan's env, loopback internals.
-    `spark-tui launch`, `spark-tui tune` and the TUI's Run screen all start servers through this."""
+    `spark-tui launch`, `spark-tui tune` and the TUI's Run screen all start servers through this.
+
+    A non-loopback bind (0.0.0.0, ::, a LAN address) needs an API key: `api_key`, else $VLLM_API_KEY;
+    UsageError (exit 2) without one, as `spark-tui export` refuses. The key goes into the server's
+    environment as VLLM_API_KEY (docker: `-e VLLM_API_KEY`, by name), never onto a command line."""
+    from spark_tui.core import export as ex
+
     port = port or plan.port
+    host = ex.effective_host(plan)
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    if not ex.is_loopback(host) and not key:
+        raise UsageError(
+            f"refusing to serve on {host} without an API key: anyone who can reach this machine could use it",
+            f"export {API_KEY_ENV}=<key> (vLLM reads it from its environment; clients send 'Authorization: Bearer "
+            "<key>'), or pass --api-key-file FILE (mode 0600) or --api-key-env NAME; or keep --host 127.0.0.1")
     if runtime == "docker":
         if shutil.which("docker") is None:
             raise VllmError("docker is not installed or not on PATH", "install docker, or use --runtime native")
-        argv = docker_argv(plan, port=port, image=image, name=f"spark-tui-vllm-{port}")
+        argv = docker_argv(plan, port=port, image=image, name=f"spark-tui-vllm-{port}",
+                           secret_names=(API_KEY_ENV,) if key else ())
     else:
         argv = native_argv(plan, resolve_vllm(), port=port)
     env = plan_env(plan)
-    return Supervisor(argv, host=plan.host, port=port, model=plan.model, served_model_name=plan.served_model_name,
-                      env=env, detach=detach, runtime=runtime, plan_summary=plan_summary(plan))
+    if key:
+        env[API_KEY_ENV] = key
+    return Supervisor(argv, host=host, port=port, model=plan.model, served_model_name=plan.served_model_name,
+                      env=env, detach=detach, runtime=runtime, plan_summary=plan_summary(plan), keepable=keepable,
+                      api_key=key)
 
 
 def install_signal_handlers(sup: Supervisor, exit_code: int = 130) -> None:

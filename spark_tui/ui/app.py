@@ -65,10 +65,15 @@ class SparkApp(App):
         self._initial_probe = probe
         self.live_probe = probe is None if live_probe is None else live_probe
         self.probe_refresh_s = probe_refresh_s
-        self.set_reactive(SparkApp.server_url, url.rstrip("/") if url else None)
+        if url:  # as `monitor --url`: http(s) only, credentials refused (and never echoed): UsageError
+            from spark_tui.core.metrics import server_url
+
+            url = server_url(url)
+        self.set_reactive(SparkApp.server_url, url or None)
         self.supervisor: Any = None  # spark_tui.core.supervisor.Supervisor while one is ours
         self.kept_server: Any = None  # ServerRecord the user chose to keep running on quit
         self.first_paint_at: float | None = None
+        self._plan_gen = 0  # bumped by each replan: only the newest plan is shown (and launched)
 
     # ------------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
@@ -125,25 +130,35 @@ class SparkApp(App):
         """Plan for the chosen device profile, else for the GPU probed here (as `spark-tui plan` does)."""
         if self.target_device is None and (self.probe is None or not self.probe.ok):
             return
-        self.run_planner(self.target_device, self.checkpoint_id, dict(self.overrides))
+        self._plan_gen += 1
+        self.run_planner(self.target_device, self.checkpoint_id, dict(self.overrides), self._plan_gen)
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
-    def run_planner(self, device: str | None, checkpoint: str | None, overrides: dict) -> None:
+    def run_planner(self, device: str | None, checkpoint: str | None, overrides: dict, gen: int = 0) -> None:
         from spark_tui.errors import SparkError
         from spark_tui.ui.support import build_plan
 
         try:
             plan = build_plan(device, checkpoint, overrides, self.probe)
         except SparkError as e:
-            self.call_from_thread(self._plan_failed, e)
+            self.call_from_thread(self._plan_failed, e, gen)
             return
-        self.call_from_thread(self._plan_ready, plan)
+        self.call_from_thread(self._plan_ready, plan, gen)
 
-    def _plan_ready(self, plan: Any) -> None:
+    def _current(self, gen: int) -> bool:
+        """A thread worker cannot be stopped once it runs: a plan for older choices that finishes after the
+        newer one must not replace it (the Run step would launch the wrong plan)."""
+        return gen == self._plan_gen
+
+    def _plan_ready(self, plan: Any, gen: int = 0) -> None:
+        if not self._current(gen):
+            return
         self.plan_error = ""
         self.plan = plan
 
-    def _plan_failed(self, e: Any) -> None:
+    def _plan_failed(self, e: Any, gen: int = 0) -> None:
+        if not self._current(gen):
+            return
         self.plan_error = f"{e.message}" + (f"\nfix: {e.hint}" if e.hint else "")
         self.plan = None
         self.notify(self.plan_error, title="No plan", severity="error", timeout=8, markup=False)
@@ -178,7 +193,7 @@ class SparkApp(App):
             if choice == "stop":
                 self.stop_server_then_exit()
             elif choice == "keep":
-                self.kept_server = self.supervisor.record
+                self.kept_server = self.supervisor.release()  # the watchdog stands down; stop it later
                 self.exit()
 
         self.push_screen(QuitModal(self.supervisor.record), decided)

@@ -25,12 +25,18 @@ OVERRIDE_KEYS = ("context", "concurrency", "goal", "mtp", "set_flags", "model_pa
 def build_plan(device: str | None, checkpoint: str | None, overrides: dict[str, Any], probe: ProbeResult | None) -> Any:
     """The plan `spark-tui plan` would print for these choices (core.planner.make_plan): the chosen device
     profile, else the probed GPU."""
+    import os
+
     from spark_tui.core.planner import make_plan
     from spark_tui.core.vllm_compat import installed_release
+    from spark_tui.errors import UsageError
 
     kw = {k: v for k, v in overrides.items() if k in OVERRIDE_KEYS and v not in (None, "", [])}
+    version = installed_release()
+    if kw.get("model_path") and not os.path.isdir(kw["model_path"]):
+        raise UsageError(f"{kw['model_path']} is not a directory", "serve a checkpoint folder (with config.json)")
     return make_plan(device=device, probe=None if device else probe, checkpoint=checkpoint,
-                     vllm_version=installed_release(), **kw)
+                     vllm_version=version, **kw)
 
 
 def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[Any, str, list[str]]], str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 # mode name -> (key, label). The order is the order of the deployment steps.
 STEPS: tuple[tuple[str, str, str], ...] = (
@@ -34,6 +35,13 @@ class StepScreen(Screen):
 
     MODE = ""
     AUTO_FOCUS = "DataTable, Log, VerticalScroll"  # never an Input: the number keys must switch steps
+    BINDINGS = [Binding("escape", "leave_input", "Leave the field", show=False,
+                        tooltip="leave a text field, so the number keys switch steps again")]
+
+    def action_leave_input(self) -> None:
+        """Escape in a text field: leave it (the digits then switch steps instead of typing)."""
+        if isinstance(self.focused, Input):
+            self.set_focus(None)
 
     def compose(self) -> ComposeResult:
         yield Static(nav_markup(self.MODE), id="nav", markup=True)

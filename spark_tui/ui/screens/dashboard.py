@@ -107,11 +107,21 @@ class DashboardScreen(StepScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "dash-url":
             return
-        url = event.value.strip().rstrip("/")
-        if url and not url.startswith(("http://", "https://")):
-            self.notify(f"{url!r} is not an http(s) URL", title="URL", severity="error", markup=False)
+        from spark_tui.core.metrics import server_url
+        from spark_tui.errors import UsageError
+
+        raw = event.value.strip()
+        if not raw:
+            self.app.server_url = None
             return
-        self.app.server_url = url or None
+        try:  # the check behind `monitor --url`: http(s) only, no user:password@ (never shown back)
+            url = server_url(raw)
+        except UsageError as e:
+            if "credentials" in e.message:
+                event.input.value = ""  # do not leave a password on the screen
+            self.notify(f"{e.message}\n{e.hint}", title="URL", severity="error", markup=False)
+            return
+        self.app.server_url = url
 
     def action_edit_url(self) -> None:
         self.query_one("#dash-url", Input).focus()

@@ -1,6 +1,6 @@
 """Export: choose a format, preview it with syntax highlighting, write it (asking before overwriting), copy
 the serve command. Rendering is spark_tui.core.export.render (what `spark-tui export` prints); writing uses
-the export command's own file writer (mode 0755 for scripts, 0644 otherwise)."""
+spark_tui.core.export.write_files, as `spark-tui export -o` does (mode 0755 for scripts, 0644 otherwise)."""
 
 from __future__ import annotations
 
@@ -120,13 +120,14 @@ class ExportScreen(StepScreen):
         self._write(targets, force=False)
 
     def _write(self, targets: list[Path], force: bool) -> None:
-        from spark_tui.commands.export import _write
+        from spark_tui.core.export import write_files
+        from spark_tui.errors import SparkError
 
-        try:
-            for f, path in zip(self.files, targets, strict=True):
-                _write(path, f.content, 0o755 if f.executable else 0o644, force)
-        except OSError as e:
-            self.notify(f"cannot write: {e.strerror} ({e.filename})", title="Write", severity="error", markup=False)
+        try:  # all or nothing; never onto a device, FIFO, directory or symbolic link (as `spark-tui export -o`)
+            write_files([(path, f.content, 0o755 if f.executable else 0o644)
+                         for f, path in zip(self.files, targets, strict=True)], force)
+        except SparkError as e:
+            self.notify(e.message + (f"\n{e.hint}" if e.hint else ""), title="Write", severity="error", markup=False)
             return
         self.notify("wrote " + ", ".join(str(p) for p in targets), title="Write", markup=False)
 

@@ -1,8 +1,9 @@
 """Run: launch / stop / restart the planned server; startup phases as a checklist filled in from the log;
 the log itself (scrollable, searchable); a failure shown with its diagnosis and a one-key fix.
 
-The process belongs to spark_tui.core.supervisor.Supervisor (started detached, so a server the user keeps
-on quit outlives the app; the app stops it otherwise). This screen subscribes to its events.
+The process belongs to spark_tui.core.supervisor.Supervisor, started keepable: its watchdog stops it if the
+app dies in any way (SIGKILL included), and a server the user keeps on quit is released to outlive the app.
+This screen subscribes to its events.
 """
 
 from __future__ import annotations
@@ -184,11 +185,12 @@ class RunScreen(StepScreen):
         sup = None
         watcher = None
         try:
-            sv.check_port_free(plan.host, plan.port)
+            # keepable: a watchdog stops the server if the app dies (even SIGKILL), as for `spark-tui launch`;
+            # quitting with "keep" releases it (Supervisor.release). A non-loopback --host needs VLLM_API_KEY.
+            sup = sv.supervisor_for_plan(plan, keepable=True)
+            sv.check_port_free(sup.host, sup.port)
             sv.check_memory(plan)
             sv.check_checkpoint(plan)
-            # detached: a server the user keeps on quit must outlive the app (the app stops it otherwise)
-            sup = sv.supervisor_for_plan(plan, detach=True)
             sup.subscribe(on_event)
             self.app.supervisor = sup
             sup.start()

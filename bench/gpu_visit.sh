@@ -44,7 +44,7 @@ HARNESS="--set-all gdn-prefill-backend=triton --set-all kv-cache-memory-bytes=6G
 # 131,072 tokens of context: the KV-cache check at 128k comes with every server (short prompts decode the same)
 PLAN="--device h200 --checkpoint nvidia-nvfp4 --vllm-version $VV --context 131072"
 ABLATE="--include-unmeasured --mtp-values ${MTP_VALUES:-1,3} --temperatures 1 --mtp-temperatures 0 --levels 1,16 \
-  --requests 16 --prompt-tokens 512 --output-tokens 128 --parallel 4 --skip load-format --startup-timeout 900 $HARNESS"
+  --requests 16 --prompt-tokens 512 --output-tokens 128 --servers 4 --skip load-format --startup-timeout 900 $HARNESS"
 
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2

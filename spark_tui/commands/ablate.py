@@ -43,7 +43,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     a.add_argument("--prompt-tokens", type=int, default=512, help="prompt length in tokens (default 512)")
     a.add_argument("--output-tokens", type=int, default=256, help="output length in tokens (default 256)")
     a.add_argument("--startup-timeout", type=float, default=1800.0, help="seconds to wait for each server")
-    a.add_argument("--parallel", type=int, default=1, metavar="N",
+    a.add_argument("--servers", type=int, default=1, metavar="N",
                    help="start up to N servers at once on one GPU (give each a share with --set-all "
                         "kv-cache-memory-bytes=... and gpu-memory-utilization=...); they are benchmarked one at a time")
     a.add_argument("--set-all", action="append", default=[], metavar="FLAG=VALUE",
@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     from spark_tui.core.planner import memory_for_flags
     from spark_tui.errors import UsageError
 
-    if args.parallel < 1 or args.requests < 1:
-        raise UsageError("--parallel and --requests must be at least 1", "e.g. --parallel 1 --requests 16")
+    if args.servers < 1 or args.requests < 1:
+        raise UsageError("--servers and --requests must be at least 1", "e.g. --servers 1 --requests 16")
     if args.startup_timeout <= 0 or args.startup_timeout != args.startup_timeout:
         raise UsageError("--startup-timeout must be a positive number of seconds", "e.g. --startup-timeout 900")
     plan = plan_from_args(args)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = ablate.AblationConfig(concurrency=tuple(args.levels), temperatures=tuple(args.temperatures),
                                 mtp_temperatures=args.mtp_temperatures, prompt_tokens=args.prompt_tokens,
                                 output_tokens=args.output_tokens, requests=args.requests,
-                                startup_timeout_s=args.startup_timeout, parallel=args.parallel)
+                                startup_timeout_s=args.startup_timeout, parallel=args.servers)
     conf = {k: v for k, v in vars(cfg).items() if k != "startup_timeout_s"}
     conf["variants"] = [[v.key, v.argv_flags()] for v in vs]
     path = ablate.state_path(plan.argv(), conf)

@@ -40,6 +40,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dry-run", action="store_true",
                    help="print the exact argv and environment it would run, then exit 0 without starting anything")
     g.add_argument("--json", action="store_true", help="with --dry-run: print {argv, env} as JSON")
+    g.add_argument("--api-key-env", metavar="NAME", default="VLLM_API_KEY",
+                   help="the environment variable holding the API key (default VLLM_API_KEY); a --host other than "
+                   "loopback needs one. It reaches vLLM as VLLM_API_KEY in its environment, never on its command line")
+    g.add_argument("--api-key-file", metavar="FILE",
+                   help="read the API key from this file (mode 0600; the key alone, or VLLM_API_KEY=key as "
+                   "`spark-tui export --generate-api-key` writes it)")
     add_guard_arguments(g)
 
 
@@ -76,12 +82,6 @@ def _guard_stopped(watcher: Any) -> None:
     if watcher is not None and watcher.tripped is not None:
         raise VllmError(watcher.tripped.text, "the memory guard stopped vLLM before the host ran out of memory; "
                         "thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard") from None
-    g.add_argument("--api-key-env", metavar="NAME", default="VLLM_API_KEY",
-                   help="the environment variable holding the API key (default VLLM_API_KEY); a --host other than "
-                   "loopback needs one. It reaches vLLM as VLLM_API_KEY in its environment, never on its command line")
-    g.add_argument("--api-key-file", metavar="FILE",
-                   help="read the API key from this file (mode 0600; the key alone, or VLLM_API_KEY=key as "
-                   "`spark-tui export --generate-api-key` writes it)")
 
 
 class _StartupPrinter:

@@ -60,8 +60,10 @@ def _vtuple(v: str) -> tuple[int, int, int]:
 
 def rules_tag(vllm_version: str) -> tuple[str, bool]:
     """(the verified tag whose rules apply, whether the version is that tag exactly)."""
-    want = _vtuple(vllm_version)
     tags = sorted(VERIFIED, key=_vtuple)
+    if vllm_version.strip().lower() in ("nightly", "main"):  # a nightly build: the newest rules read, not verified
+        return tags[-1], False
+    want = _vtuple(vllm_version)
     best = tags[0]
     for t in tags:
         if _vtuple(t) <= want:

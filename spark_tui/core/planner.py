@@ -173,7 +173,8 @@ def validate_request(**kw: Any) -> PlanRequest:
     port = 8000 if kw.get("port") is None else kw["port"]
     check_bind(host, port)
     version = kw.get("vllm_version")
-    if version is not None and compat.parse_version(version) is None:
+    if version is not None and compat.parse_version(version) is None and version.strip().lower() not in ("nightly",
+                                                                                                          "main"):
         raise UsageError(f"--vllm-version {version!r} is not a vLLM release", "e.g. --vllm-version 0.33.0")
     from spark_tui.core.flagtypes import validate_set_items
 

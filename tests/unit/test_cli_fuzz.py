@@ -31,6 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import huggingface_hub.constants  # noqa: F401  # imported before the sandbox patches the environment: its
+# module-level HF_HUB_OFFLINE / cache paths must hold the real values once the sandbox is undone
 from spark_tui.cli import COMMANDS, build_parser, main
 from spark_tui.errors import ExitCode
 from tests.support.fake_vllm import tiny_model, write_fake_vllm
@@ -46,7 +48,7 @@ SECRETS = {
 SCALE = float(os.environ.get("SPARK_TUI_FUZZ_SCALE", "1"))
 # examples per command: the cheap ones get many, the ones that start (fake) servers a few
 EXAMPLES = {"plan": 150, "export": 150, "probe": 40, "devices": 5, "checkpoints": 20, "download": 40, "launch": 60,
-            "stop": 30, "diagnose": 40, "monitor": 40, "bench": 40, "tune": 15, "selftest": 12}
+            "stop": 30, "diagnose": 40, "monitor": 40, "bench": 40, "tune": 15, "selftest": 12, "ablate": 20}
 
 HOSTILE = ["", " ", "-", "--", "nan", "NaN", "inf", "-inf", "1e309", "-1", "0", "1", "2", "-0", "0x1f", "1.5", "1e3",
            "65536", "99999", "9" * 40, "abc", "ünïcødé", "日本語", "\u202e\u200b", "😀" * 3, "a\nb", "a\rb", "\x1b[31m",
@@ -191,6 +193,8 @@ def argv_for(draw, command: str, sb: Sandbox) -> list[str]:
         argv += ["--mtp-values", "0", "--requests", "1", "--startup-timeout", "30"]
     elif command == "monitor":
         argv += ["--count", "1"]
+    elif command == "ablate":  # variants, preflight and plan only: the runs are tests/e2e/test_ablate_cpu.py's
+        argv += ["--list"]
     return argv
 
 

@@ -163,7 +163,6 @@ def test_output_to_a_full_disk_exits_1_without_a_traceback(tmp_path, argv):
     ("devices", "rtx-5090", "memory_gb", "0", ("plan", "--device", "rtx-5090")),
     ("devices", "dgx-spark", "cuda_total_memory_gib", "-1.5", ("plan", "--device", "dgx-spark")),
     ("devices", "rtx-5090", "max_model_len", "0", ("devices",)),
-    ("devices", "rtx-5090", "vllm_default_max_num_seqs", "-4", ("devices",)),
     ("checkpoints", "nvidia-nvfp4", "size_on_disk_gb", "-20", ("plan", "--device", "rtx-5090")),
     ("checkpoints", "nvidia-nvfp4", "size_on_disk_gb", "0", ("checkpoints",)),
     ("models", "qwen3.6-35b-a3b", "hidden_size", "-2048", ("plan", "--device", "rtx-5090")),

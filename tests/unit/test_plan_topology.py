@@ -196,7 +196,7 @@ def test_two_idle_5090s_offer_tp_dp_replicas_with_the_arithmetic(cat):
     # at the model's full 262,144 tokens one 32 GB card cannot hold the weights plus one request; TP2 can
     assert not c.option("replicas").fits and c.option("tp").fits and c.recommended == "tp"
     note = next(n for n in p.notes if n.startswith("2 x NVIDIA GeForce RTX 5090: at 262,144 tokens"))
-    assert "replicas 210,324 tokens/server x 2 (does not fit)" in note and "recommended tp" in note
+    assert "replicas 215,405 tokens/server x 2 (does not fit)" in note and "recommended tp" in note
     assert "choose with --parallel tp|dp|replicas" in note and "docs.vllm.ai" in note
     j = p.to_dict()["parallel"]
     assert j["recommended"] == "tp" and j["chosen"] is None and len(j["options"]) == 3

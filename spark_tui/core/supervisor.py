@@ -971,17 +971,38 @@ def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "n
                       api_key=key)
 
 
-def install_signal_handlers(sup: Supervisor, exit_code: int = 130) -> None:
-    """SIGTERM / SIGHUP (terminal closed) / SIGINT in spark-tui stop the server group, then exit."""
+def install_signal_handlers(sup: Supervisor, interrupt_exit_code: int = 0) -> None:
+    """SIGTERM / SIGHUP (terminal closed) / SIGINT (Ctrl-C) in spark-tui stop the server group, then exit.
+
+    Done in the handler itself, then os._exit: a Ctrl-C that lands inside a library call, an import or a lock must not
+    leave the process to unwind through code that may hold what the stop needs, nor to wait at interpreter exit for
+    threads (a foreground `launch` was once seen not to exit 40 s after SIGINT under a loaded test run). SIGINT exits
+    with `interrupt_exit_code` (a Ctrl-C is how a foreground launch is meant to end), the others with 128 + signal."""
+
+    def say(text: str) -> None:
+        try:
+            os.write(2, text.encode())
+        except OSError:
+            pass
 
     def handler(signum: int, frame: Any) -> None:
-        signal.signal(signum, signal.SIG_IGN)
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            say("\nstopping vLLM...\n")
+        how = "not stopped"
         try:
-            sup.stop()
+            how = sup.stop()
         finally:
-            os._exit(128 + signum if signum != signal.SIGINT else exit_code)
+            say(f"vLLM stopped ({how})\n")
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError, RuntimeError):
+                    pass
+            os._exit(interrupt_exit_code if signum == signal.SIGINT else 128 + signum)
 
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, handler)
 
 

@@ -230,9 +230,9 @@ def test_watcher_ends_with_the_server_and_when_proc_is_missing(tmp_path, home):
     events: list[mg.GuardEvent] = []
     w = mg.watch_supervisor(sup, mg.GuardThresholds(interval_s=0.05), on_event=events.append,
                             reader=mg.ProcReader(tmp_path / "missing"))
-    assert _wait(lambda: w._halt.is_set(), 5)
+    assert _wait(lambda: w._halt.is_set(), 20)
     assert [e.kind for e in events] == ["unavailable"] and "cannot read" in events[0].text
-    assert _wait(lambda: not sup.alive(), 5)
+    assert _wait(lambda: not sup.alive(), 20)
 
 
 def _wait(cond, timeout: float) -> bool:

@@ -19,6 +19,7 @@
 #                    concurrency 1 and 16, at temperature 1 (MTP acceptance ~0) and, for the baseline and MTP
 #                    variants, 0 (acceptance ~1)
 #   fallback         if the NVIDIA layout does not start, the same ablation on the older W4A4 ModelOpt layout
+#   ct_serve         RedHatAI's compressed-tensors W4A4 layout served from spark-tui's plan (launch, log checked)
 #   kv128k           (KV_UTIL_CHECK=1) the default plan at 131,072 tokens with vLLM's own memory profiling (the
 #                    utilisation-based KV prediction), then stopped
 # Every step is timed and bounded, logs to $KEEP/<step>.log, and a failing step does not stop the next.
@@ -34,7 +35,7 @@ export PYTHONPATH=/tmp/site:$REPO PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SPARK_TUI_HOME=$WORK/home
 export VLLM_CACHE_ROOT=$WORK/vllm-cache
 SPARK="$PY -m spark_tui"
-STEPS="install env [moe_check] synth ablate fallback [kv128k]"
+STEPS="install env [moe_check] synth ablate fallback ct_serve [kv128k]"
 # the carried wheels lack the CUTLASS DSL that FlashInfer's GDN prefill kernel needs: every server (the baseline too)
 # gets --gdn-prefill-backend triton, as vLLM's own log advises
 # (--max-num-seqs 256: a 6 GiB pool holds ~266-297 blocks, and a hybrid model's full decode CUDA graphs need one per
@@ -62,6 +63,9 @@ keep_logs() {  # the key lines of every vLLM log spark-tui wrote, and the ablati
     [ -e "$f" ] || continue
     grep -E 'KV cache size|Maximum concurrency|MoE backend|NvFp4|quantization=|Available KV cache|Model loading took|Graph capturing|init engine|Error|error:|Traceback|version' \
       "$f" | cut -c1-400 > "$KEEP/logs/$(basename "$f" .log).key.txt"
+    # the engine's config line is longer than 400 characters: keep the fields the plan predicts
+    grep -o -E "quantization=[A-Za-z0-9_-]+|kv_cache_dtype=[A-Za-z0-9_]+|enable_prefix_caching=[A-Za-z]+|speculative_config=[A-Za-z]+" \
+      "$f" | sort -u >> "$KEEP/logs/$(basename "$f" .log).key.txt"
   done
   cp "$WORK"/home/data/ablate/*.json "$KEEP/" 2>/dev/null
   true
@@ -90,6 +94,16 @@ run_all() {
     is None else 1)\" || exit 0; rm -rf $CKPT; $PY $REPO/bench/synth_checkpoint.py --format nvfp4 --scale full \
     --always-accept --out $CKPT > $KEEP/synth_fallback.json && $SPARK ablate $PLAN --model-path $CKPT $ABLATE --restart \
     --json --out $KEEP/ablate_fallback.json > /dev/null; bash $REPO/bench/gpu_visit.sh keeplogs"
+  # issue #11: RedHatAI's compressed-tensors W4A4 layout served from spark-tui's own plan (sm_90: Marlin/Humming run
+  # it weight-only), its logged quantization method and MoE backend against the plan's prediction
+  if [ "${CT_SERVE:-1}" = 1 ]; then
+    step ct_serve 900 "rm -rf $CKPT; $PY $REPO/bench/synth_checkpoint.py --format ct-nvfp4 --scale full --out ${CKPT}-ct \
+      > $KEEP/synth_ct.json && $SPARK plan --device h200 --checkpoint redhatai-nvfp4 --model-path ${CKPT}-ct \
+      --vllm-version $VV --context 32768 --set gdn-prefill-backend=triton --json > $KEEP/ct.plan.json && \
+      $SPARK launch --device h200 --checkpoint redhatai-nvfp4 --model-path ${CKPT}-ct --vllm-version $VV \
+      --context 32768 --set gdn-prefill-backend=triton --port 8018 --detach --startup-timeout 800 > $KEEP/ct.out 2>&1; \
+      rc=\$?; $SPARK stop --all; bash $REPO/bench/gpu_visit.sh keeplogs; exit \$rc"
+  fi
   if [ "${KV_UTIL_CHECK:-0}" = 1 ]; then
     step kv128k 900 "$SPARK launch --device h200 --checkpoint nvidia-nvfp4 --model-path $CKPT --vllm-version $VV \
       --context 131072 --set gdn-prefill-backend=triton --port 8017 --detach --startup-timeout 800 --no-mem-guard \

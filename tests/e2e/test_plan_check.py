@@ -32,11 +32,15 @@ def test_check_accepts_the_plans_and_rejects_bad_flags(tmp_path) -> None:
     assert d["argv"][:3] == ["vllm", "serve", "nvidia/Qwen3.6-35B-A3B-NVFP4"]
     assert "--kv-cache-memory-bytes" in d["argv"] and "--language-model-only" in d["argv"]
 
-    rc, d = check(tmp_path, "--device", "rtx-pro-6000", "--set", "frobnicate=1", "--set", "kv-cache-dtype=fp9")
+    rc, d = check(tmp_path, "--device", "rtx-pro-6000", "--set", "frobnicate=1")
     assert rc == 1 and d["check"]["status"] == "invalid"
     probs = "\n".join(d["check"]["problems"])
     assert "--frobnicate: unknown to vLLM 0.32.0" in probs
-    assert "--kv-cache-dtype" in probs and "fp9" in probs
+    # a known flag's bad value is refused before anything else (exit 2), naming the flag and what it takes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARK_TUI_HOME": str(tmp_path), "VLLM_NO_USAGE_STATS": "1"}
+    p = subprocess.run([str(vllm_python()), "-m", "spark_tui", "plan", "--check", "--json", "--device", "rtx-pro-6000",
+                        "--set", "kv-cache-dtype=fp9"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "--kv-cache-dtype" in p.stderr and "fp9" in p.stderr and not p.stdout
 
 
 def test_check_accepts_published_recipes(tmp_path) -> None:

@@ -562,8 +562,10 @@ def nvfp4_verdict(d: "DeviceProfile") -> tuple[str, str]:
 
 
 def catalog() -> Catalog:
-    """The catalog for this process (cached; the key includes the user dir so tests can switch it)."""
-    return _cached(str(user_dir()))
+    """The catalog for this process (cached; the key is the user dir when it exists, so tests can switch it, and the
+    same for every missing one: they all give the shipped catalog)."""
+    u = user_dir()
+    return _cached(str(u) if u.is_dir() else "")
 
 
 # --------------------------------------------------------------------------------------------- matching

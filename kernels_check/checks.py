@@ -245,7 +245,7 @@ def _probe_environment() -> dict[str, Any]:
     """Driver and GPU facts through spark_tui's probe when present, else NVML directly."""
     out: dict[str, Any] = {}
     try:
-        from spark_tui.core import probe as probe_mod
+        from spark_tui.core.hardware import probe as probe_mod
 
         take = getattr(probe_mod, "take_probe", None)
         if take is not None:
@@ -257,7 +257,7 @@ def _probe_environment() -> dict[str, Any]:
                 {"index": g.index, "name": g.name, "sm": g.sm_name, "memory_total_bytes": g.memory_total_bytes}
                 for g in p.gpus
             ]
-            out["probe_source"] = "spark_tui.core.probe.take_probe"
+            out["probe_source"] = "spark_tui.core.hardware.probe.take_probe"
             return out
     except Exception as e:
         out["probe_error"] = _err(e)

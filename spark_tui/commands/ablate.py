@@ -57,8 +57,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _harness(items: list[str]) -> list[Any]:
-    from spark_tui.core.flags import Flag, coerce
-    from spark_tui.core.planner import parse_set
+    from spark_tui.core.planning.flags import Flag, coerce
+    from spark_tui.core.planning.request import parse_set
     from spark_tui.errors import UsageError
 
     out = []
@@ -71,7 +71,8 @@ def _harness(items: list[str]) -> list[Any]:
 
 
 def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
-    from spark_tui.core import ablate, mtp_model
+    from spark_tui.core.observe import ablate
+    from spark_tui.core.planning import mtp_model
 
     order = [v.key for v in vs]
     rows = ablate.ratios(st, order)
@@ -100,8 +101,8 @@ def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
 def _preflight(plan: Any, vs: list[Any]) -> None:
     """Refuse, before any server starts, a variant vLLM would refuse: a hybrid model's decode CUDA graphs need one
     KV-pool block per sequence (the first H200 ablation lost every server to it)."""
-    from spark_tui.core.flags import Flags
-    from spark_tui.core.planner import graph_seqs_problem, memory_for_flags
+    from spark_tui.core.planning.flags import Flags
+    from spark_tui.core.planning.planner import graph_seqs_problem, memory_for_flags
     from spark_tui.errors import UsageError
 
     bad = []
@@ -125,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import ablate
-    from spark_tui.core.flags import Flags
-    from spark_tui.core.planner import memory_for_flags
+    from spark_tui.core.observe import ablate
+    from spark_tui.core.planning.flags import Flags
+    from spark_tui.core.planning.planner import memory_for_flags
     from spark_tui.errors import UsageError
 
     if args.servers < 1 or args.requests < 1:

@@ -27,7 +27,7 @@ def device_dict(d) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.profiles import catalog, nvfp4_verdict
+    from spark_tui.core.catalog.profiles import catalog, nvfp4_verdict
 
     cat = catalog()
     devs = sorted(cat.devices.values(), key=lambda d: (d.generic, d.cpu, -(d.sm or 0), d.id))

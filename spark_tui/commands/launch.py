@@ -50,7 +50,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def add_guard_arguments(g) -> None:
-    """The memory guard's options (spark_tui.core.memguard): on by default on unified memory (GB10)."""
+    """The memory guard's options (spark_tui.core.hardware.memguard): on by default on unified memory (GB10)."""
     onoff = g.add_mutually_exclusive_group()
     onoff.add_argument("--mem-guard", dest="mem_guard", action="store_true", default=None,
                        help="watch MemAvailable, swap and memory pressure and stop vLLM before the host stalls "
@@ -65,7 +65,7 @@ def add_guard_arguments(g) -> None:
 
 def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
     """GuardThresholds when the guard runs for this plan, else None (UsageError, exit 2, on bad values)."""
-    from spark_tui.core import memguard
+    from spark_tui.core.hardware import memguard
 
     on = getattr(args, "mem_guard", None)
     if on is None:
@@ -93,7 +93,7 @@ class _StartupPrinter:
         self.shown: dict[str, tuple[str, str]] = {}
 
     def __call__(self, ev: Any) -> None:
-        from spark_tui.core import supervisor as sv
+        from spark_tui.core.runtime import supervisor as sv
 
         if not isinstance(ev, sv.PhaseChanged):
             return
@@ -111,8 +111,8 @@ class _StartupPrinter:
 
 
 def _diagnose(lines: list[str]) -> str | None:
-    """The logs helper's diagnosis (spark_tui.core.diagnose) of the server's log: cause and fix per problem."""
-    from spark_tui.core.diagnose import diagnose_text
+    """The logs helper's diagnosis (spark_tui.core.runtime.diagnose) of the server's log: cause and fix per problem."""
+    from spark_tui.core.runtime.diagnose import diagnose_text
 
     _, diags, _ = diagnose_text("\n".join(lines) + "\n")
     shown = [d for d in diags if d.severity in ("error", "warning")][:3]
@@ -166,7 +166,7 @@ def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None
                     api_key: str | None = None) -> tuple[list[str], dict[str, str]]:
     """(argv, environment additions) `launch` would run for this plan: the same construction as a real start. The
     API key's value is never returned: the environment shows where it comes from instead."""
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
 
     try:
         sup = sv.supervisor_for_plan(plan, runtime=runtime, image=image, api_key=api_key)
@@ -200,7 +200,7 @@ def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) ->
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
 
     plan = plan_from_args(args)
     port = plan.port  # one flag model: the plan's --port (from --port or --set port=N) is the port served on
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"vLLM starting: pid {rec.pid}, log {rec.log_path}", flush=True)
     watcher = None
     if guard is not None:
-        from spark_tui.core import memguard
+        from spark_tui.core.hardware import memguard
 
         for line in memguard.guard_description(True, guard, unified=plan.device.unified_memory):
             print(line, flush=True)

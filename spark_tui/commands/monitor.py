@@ -4,7 +4,7 @@
 
 `--once`: one scrape, cumulative figures since server start. Otherwise: one line (or one JSON object per
 line with --json) every interval, rates over the last `--window` seconds. GPU state comes from
-`spark_tui.core.probe.take_probe()` at most every 2 s; where there is no GPU it says so.
+`spark_tui.core.hardware.probe.take_probe()` at most every 2 s; where there is no GPU it says so.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from spark_tui.core.metrics import MetricsScraper, Snapshot, Stats, Window, server_url, window_stats
+from spark_tui.core.observe.metrics import MetricsScraper, Snapshot, Stats, Window, server_url, window_stats
 from spark_tui.commands.probe import format_gib
 from spark_tui.errors import UsageError, VllmError
 
@@ -50,7 +50,7 @@ def gpu_state() -> dict[str, Any]:
     """{"status": ..., "gpus": [...], "mem_available_bytes": ...}; status "unavailable" if the probe code
     is missing, otherwise the probe's status ("ok", "no_nvml", "no_driver", "no_gpu", "error")."""
     try:
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         pr = take_probe()
     except (ImportError, AttributeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spark_tui.core.probe import GpuInfo, HostInfo, ProbeResult
+from spark_tui.core.hardware.probe import GpuInfo, HostInfo, ProbeResult
 from spark_tui.errors import ExitCode, UsageError
 
 _GIB = 1024**3
@@ -91,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.probe_file:
         r = ProbeResult.load(args.probe_file)
     else:
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         r = take_probe()
     if args.save:  # atomically, never over an existing file without --force, never onto a device or FIFO
         from pathlib import Path
 
-        from spark_tui.core.export import write_files
+        from spark_tui.core.export.files import write_files
 
         try:
             write_files([(Path(args.save), r.to_json() + "\n", 0o644)], force=args.force)

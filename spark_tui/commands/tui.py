@@ -21,7 +21,7 @@ PROBE_FILE_ENV = "SPARK_TUI_PROBE_FILE"
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.probe import ProbeResult
+    from spark_tui.core.hardware.probe import ProbeResult
     from spark_tui.ui.app import SparkApp
 
     probe = None

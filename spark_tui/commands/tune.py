@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from spark_tui.commands.bench import read_server_snapshot
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import supervisor as sv
-    from spark_tui.core import tune
-    from spark_tui.core.bench import BenchConfig, run_bench
+    from spark_tui.core.runtime import supervisor as sv
+    from spark_tui.core.observe import tune
+    from spark_tui.core.observe.bench import BenchConfig, run_bench
     from spark_tui.core.paths import config_dir
     from spark_tui.errors import ExitCode, UsageError
 

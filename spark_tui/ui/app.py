@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware.probe import ProbeResult
 from spark_tui.ui.messages import CheckpointChosen, OverridesChanged, ProbeUpdated, TargetDeviceChosen
 from spark_tui.ui.screens.base import STEPS
 
@@ -54,7 +54,7 @@ class SparkApp(App):
     target_device: var[str | None] = var(None)  # device profile id the plan is for
     checkpoint_id: var[str | None] = var(None)
     overrides: var[dict] = var(dict, always_update=True)
-    plan: var[Any] = var(None, always_update=True)  # spark_tui.core.plan.Plan
+    plan: var[Any] = var(None, always_update=True)  # spark_tui.core.planning.plan.Plan
     plan_error: var[str] = var("")
     server_url: var[str | None] = var(None)  # what the Dashboard scrapes
     server_state: var[str] = var("none")  # none | starting | ready | failed | stopped
@@ -66,11 +66,11 @@ class SparkApp(App):
         self.live_probe = probe is None if live_probe is None else live_probe
         self.probe_refresh_s = probe_refresh_s
         if url:  # as `monitor --url`: http(s) only, credentials refused (and never echoed): UsageError
-            from spark_tui.core.metrics import server_url
+            from spark_tui.core.observe.metrics import server_url
 
             url = server_url(url)
         self.set_reactive(SparkApp.server_url, url or None)
-        self.supervisor: Any = None  # spark_tui.core.supervisor.Supervisor while one is ours
+        self.supervisor: Any = None  # spark_tui.core.runtime.supervisor.Supervisor while one is ours
         self.kept_server: Any = None  # ServerRecord the user chose to keep running on quit
         self.first_paint_at: float | None = None
         self._plan_gen = 0  # bumped by each replan: only the newest plan is shown (and launched)
@@ -92,7 +92,7 @@ class SparkApp(App):
         """Take a probe now and every `probe_refresh_s` (live utilisation, power, temperature)."""
         from textual.worker import get_current_worker
 
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         w = get_current_worker()
         while not w.is_cancelled:

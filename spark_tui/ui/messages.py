@@ -12,7 +12,7 @@ from typing import Any
 
 from textual.message import Message
 
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware.probe import ProbeResult
 
 
 @dataclass
@@ -58,7 +58,7 @@ class CacheScanned(Message, bubble=False):
 class MetricsSample(Message, bubble=False):
     """One /metrics scrape folded into window statistics (metrics.Stats), plus the GPU line."""
 
-    stats: Any  # spark_tui.core.metrics.Stats | None (None until two scrapes exist)
+    stats: Any  # spark_tui.core.observe.metrics.Stats | None (None until two scrapes exist)
     error: str = ""
     gpu: str = ""
     note: str = ""  # metrics.Snapshot.scrape_note(): malformed lines skipped, body cut
@@ -69,12 +69,12 @@ class MetricsSample(Message, bubble=False):
 
 @dataclass
 class DownloadEvent(Message, bubble=False):
-    """One event of spark_tui.core.download (DownloadStarted, FileProgress, FileDone, ...)."""
+    """One event of spark_tui.core.runtime.download (DownloadStarted, FileProgress, FileDone, ...)."""
 
     event: Any
 
     def can_replace(self, message: Message) -> bool:  # only progress ticks of the same file collapse
-        from spark_tui.core.download import FileProgress
+        from spark_tui.core.runtime.download import FileProgress
 
         return (isinstance(message, DownloadEvent) and isinstance(self.event, FileProgress)
                 and isinstance(message.event, FileProgress) and message.event.path == self.event.path)

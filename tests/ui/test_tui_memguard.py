@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from spark_tui.core import memguard as mg
+from spark_tui.core.hardware import memguard as mg
 from spark_tui.ui.app import SparkApp
 from spark_tui.ui.messages import ServerEvent
 from spark_tui.ui.screens.run import start_guard

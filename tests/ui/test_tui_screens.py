@@ -172,7 +172,7 @@ async def test_plan_check_runs_in_a_worker_and_reports():
         await settle(app, pilot)
         await pilot.press("c")
         await settle(app, pilot)
-        from spark_tui.core.vllm_compat import check_argv
+        from spark_tui.core.catalog.vllm_compat import check_argv
 
         expected = check_argv(app.plan.argv())["message"]
         assert f"check: {expected}" in text(app, "#plan-notes")
@@ -184,7 +184,7 @@ async def test_export_preview_write_confirm_overwrite_and_copy(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("7")
         await settle(app, pilot)
-        from spark_tui.core.export import render, serve_argv
+        from spark_tui.core.export.formats import render, serve_argv
 
         assert render(app.plan, "bash")[0].content.splitlines()[0] in str(
             app.screen.query_one("#export-preview", Static).content.code)
@@ -346,7 +346,7 @@ def test_accuracy_summary_from_profile_rows():
 
 
 def test_phases_markup_shows_each_state():
-    from spark_tui.core.vllm_log import PhaseState
+    from spark_tui.core.runtime.vllm_log import PhaseState
     from spark_tui.ui.screens.run import phases_markup
 
     out = phases_markup([PhaseState("weights", "loading weights", "done", "20 GiB"),
@@ -357,7 +357,7 @@ def test_phases_markup_shows_each_state():
 
 
 def test_stats_lines_report_mtp_or_say_it_is_off():
-    from spark_tui.core.metrics import snapshots_from, window_stats
+    from spark_tui.core.observe.metrics import snapshots_from, window_stats
     from spark_tui.ui.screens.dashboard import stats_lines
 
     data = Path(__file__).resolve().parents[1] / "data"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from spark_tui.commands import bench as bench_cmd
-from spark_tui.core.bench import BenchConfig, run_bench
+from spark_tui.core.observe.bench import BenchConfig, run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "m"

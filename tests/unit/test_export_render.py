@@ -1,4 +1,4 @@
-"""Exact-string and structural tests of spark_tui.core.export on fixed Plans."""
+"""Exact-string and structural tests of spark_tui.core.export.formats on fixed Plans."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from spark_tui import __version__
-from spark_tui.core import export as ex
-from spark_tui.core.flags import Flag, Flags
-from spark_tui.core.plan import CheckpointRef, DeviceRef, EnvChoice, Plan
+from spark_tui.core.export import formats as ex
+from spark_tui.core.planning.flags import Flag, Flags
+from spark_tui.core.planning.plan import CheckpointRef, DeviceRef, EnvChoice, Plan
 from spark_tui.errors import ExitCode, UsageError
 
 SPEC = '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}'

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.export import write_files
+from spark_tui.core.export.files import write_files
 from spark_tui.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,9 +28,10 @@ UI_ONLY_COMMANDS = {"tui"}  # the TUI entry point may import textual
 def headless_modules() -> list[str]:
     mods = ["spark_tui", "spark_tui.cli", "spark_tui.errors", "spark_tui.__main__"]
     for sub, skip in (("core", set()), ("commands", UI_ONLY_COMMANDS)):
-        for info in pkgutil.iter_modules([str(PKG / sub)]):
-            if info.name not in skip:
-                mods.append(f"spark_tui.{sub}.{info.name}")
+        mods.append(f"spark_tui.{sub}")
+        for info in pkgutil.walk_packages([str(PKG / sub)], prefix=f"spark_tui.{sub}."):  # core's sub-packages too
+            if info.name.rsplit(".", 1)[1] not in skip:
+                mods.append(info.name)
     return [m for m in mods if m != "spark_tui.__main__"]  # __main__ runs the CLI: covered below
 
 
@@ -40,7 +41,8 @@ def _env() -> dict[str, str]:
 
 def test_discovery_finds_the_known_modules():
     mods = headless_modules()
-    for m in ("spark_tui.cli", "spark_tui.core.probe", "spark_tui.core.nvml", "spark_tui.commands.probe"):
+    for m in ("spark_tui.cli", "spark_tui.core.hardware.probe", "spark_tui.core.hardware.nvml", "spark_tui.commands.probe",
+              "spark_tui.core.planning.planner", "spark_tui.core.export.formats", "spark_tui.core.runtime.supervisor"):
         assert m in mods
     assert "spark_tui.commands.tui" not in mods
 

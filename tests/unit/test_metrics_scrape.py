@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.metrics import MetricsScraper, parse_metrics, window_stats
+from spark_tui.core.observe.metrics import MetricsScraper, parse_metrics, window_stats
 from spark_tui.errors import VllmError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from spark_tui.core import supervisor as sv
+from spark_tui.core.runtime import supervisor as sv
 from spark_tui.errors import VllmError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_log_rotation(tmp_path):
 # a parent process (standing in for spark-tui) that starts a supervised child and prints its pgid
 PARENT = textwrap.dedent("""
     import sys, time
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
     detach = sys.argv[1] == "detach"
     s = sv.Supervisor([sys.executable, "-c", sys.argv[2]], host="127.0.0.1", port=1, model="m",
                       detach=detach, grace_s=3)

@@ -1,5 +1,5 @@
 """Download: per-file and total progress, speed, ETA, disk space, pause / resume / cancel, over the runtime
-core's download event stream (spark_tui.core.download: fetch_listing -> plan_download -> check_disk ->
+core's download event stream (spark_tui.core.runtime.download: fetch_listing -> plan_download -> check_disk ->
 download). Pause stops the transfers; resume starts the same download again: finished files are kept (the
 hub client's cache), the rest is fetched again (see the runtime section of the README on partial files)."""
 
@@ -59,7 +59,7 @@ class DownloadScreen(StepScreen):
         if plan is not None:
             box.value = plan.checkpoint.repo_id
         else:
-            from spark_tui.core.download import DEFAULT_REPO
+            from spark_tui.core.runtime.download import DEFAULT_REPO
 
             box.value = DEFAULT_REPO
 
@@ -96,7 +96,7 @@ class DownloadScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
     def run_download(self, repo: str, folder: str | None, cancel: threading.Event) -> None:
-        from spark_tui.core import download as dl
+        from spark_tui.core.runtime import download as dl
         from spark_tui.errors import SparkError
 
         endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -114,7 +114,7 @@ class DownloadScreen(StepScreen):
             cancel.set()
 
     def on_download_event(self, msg: DownloadEvent) -> None:
-        from spark_tui.core import download as dl
+        from spark_tui.core.runtime import download as dl
 
         ev = msg.event
         table = self.query_one("#dl-files", DataTable)

@@ -1,6 +1,6 @@
 """Export: choose a format, preview it with syntax highlighting, write it (asking before overwriting), copy
-the serve command. Rendering is spark_tui.core.export.render (what `spark-tui export` prints); writing uses
-spark_tui.core.export.write_files, as `spark-tui export -o` does (mode 0755 for scripts, 0644 otherwise)."""
+the serve command. Rendering is spark_tui.core.export.formats.render (what `spark-tui export` prints); writing uses
+spark_tui.core.export.files.write_files, as `spark-tui export -o` does (mode 0755 for scripts, 0644 otherwise)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class ExportScreen(StepScreen):
     ]
 
     def compose_body(self) -> ComposeResult:
-        from spark_tui.core.export import FORMATS
+        from spark_tui.core.export.formats import FORMATS
 
         with Horizontal(id="export-bar"):
             yield Select([(f, f) for f in FORMATS], value="bash", allow_blank=False, id="export-format", compact=True)
@@ -51,7 +51,7 @@ class ExportScreen(StepScreen):
             self._show_plan(self.app.plan)
 
     def _show_plan(self, plan: Any) -> None:
-        from spark_tui.core.export import combined, render
+        from spark_tui.core.export.formats import combined, render
         from spark_tui.errors import SparkError
 
         status = self.query_one("#export-status", Static)
@@ -84,7 +84,7 @@ class ExportScreen(StepScreen):
         if plan is None:
             self.notify("No plan to copy yet.", title="Copy", severity="warning")
             return
-        from spark_tui.core.export import serve_argv
+        from spark_tui.core.export.formats import serve_argv
 
         cmd = shlex.join(serve_argv(plan))
         self.app.copy_to_clipboard(cmd)
@@ -120,7 +120,7 @@ class ExportScreen(StepScreen):
         self._write(targets, force=False)
 
     def _write(self, targets: list[Path], force: bool) -> None:
-        from spark_tui.core.export import write_files
+        from spark_tui.core.export.files import write_files
         from spark_tui.errors import SparkError
 
         try:  # all or nothing; never onto a device, FIFO, directory or symbolic link (as `spark-tui export -o`)

@@ -75,7 +75,7 @@ class ModelScreen(StepScreen):
     def scan_cache(self) -> None:
         from huggingface_hub import scan_cache_dir
 
-        from spark_tui.core.download import hf_cache_dir
+        from spark_tui.core.runtime.download import hf_cache_dir
 
         try:
             info = scan_cache_dir(hf_cache_dir())

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Select, Static
 
-from spark_tui.core.plan import comparison
+from spark_tui.core.planning.plan import comparison
 from spark_tui.ui.messages import OverridesChanged
 from spark_tui.ui.screens.base import StepScreen
 
@@ -180,7 +180,7 @@ class PlanScreen(StepScreen):
         if plan is None:
             self.notify("No plan yet.", title="Copy", severity="warning")
             return
-        from spark_tui.core.export import serve_argv
+        from spark_tui.core.export.formats import serve_argv
 
         self.app.copy_to_clipboard(shlex.join(serve_argv(plan)))
         self.notify("serve command copied (OSC 52)", title="Copy")
@@ -196,7 +196,7 @@ class PlanScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="plan-check", exit_on_error=False)
     def run_check(self, argv: list[str]) -> None:
-        from spark_tui.core.vllm_compat import check_argv
+        from spark_tui.core.catalog.vllm_compat import check_argv
 
         res = check_argv(argv)
         self.app.call_from_thread(self._checked, res)

@@ -1,7 +1,7 @@
 """Run: launch / stop / restart the planned server; startup phases as a checklist filled in from the log;
 the log itself (scrollable, searchable); a failure shown with its diagnosis and a one-key fix.
 
-The process belongs to spark_tui.core.supervisor.Supervisor, started keepable: its watchdog stops it if the
+The process belongs to spark_tui.core.runtime.supervisor.Supervisor, started keepable: its watchdog stops it if the
 app dies in any way (SIGKILL included), and a server the user keeps on quit is released to outlive the app.
 This screen subscribes to its events.
 """
@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Log, Static
 
-from spark_tui.core.memguard import GuardEvent
+from spark_tui.core.hardware.memguard import GuardEvent
 from spark_tui.ui.messages import ServerEvent
 from spark_tui.ui.screens.base import StepScreen
 
@@ -45,8 +45,8 @@ def fix_to_set(arg: dict) -> str:
 
 
 def start_guard(sup: Any, plan: Any, on_event: Any) -> Any:
-    """The memory guard next to the server on unified-memory plans (spark_tui.core.memguard defaults), else None."""
-    from spark_tui.core import memguard
+    """The memory guard next to the server on unified-memory plans (spark_tui.core.hardware.memguard defaults), else None."""
+    from spark_tui.core.hardware import memguard
 
     if not memguard.default_enabled(plan.device.unified_memory):
         return None
@@ -171,8 +171,8 @@ class RunScreen(StepScreen):
     # ------------------------------------------------------------------ workers (the supervisor blocks)
     @work(thread=True, exclusive=True, group="server", exit_on_error=False)
     def launch(self, plan: Any) -> None:
-        from spark_tui.core import supervisor as sv
-        from spark_tui.core.diagnose import diagnose_lines
+        from spark_tui.core.runtime import supervisor as sv
+        from spark_tui.core.runtime.diagnose import diagnose_lines
         from spark_tui.errors import SparkError
 
         events: list[Any] = []
@@ -214,7 +214,7 @@ class RunScreen(StepScreen):
 
     # ------------------------------------------------------------------ events from the supervisor
     def on_server_event(self, msg: ServerEvent) -> None:
-        from spark_tui.core import supervisor as sv
+        from spark_tui.core.runtime import supervisor as sv
 
         ev = msg.event
         if isinstance(ev, sv.LogLine):

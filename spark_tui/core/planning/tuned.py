@@ -1,7 +1,7 @@
 """Settings measured by `spark-tui tune` on this machine, read back by the planner.
 
 `spark-tui tune` writes one TOML file per device + checkpoint + goal under `<config dir>/tuned/` (see
-spark_tui.core.tune.winner_override_toml). Like every profile number, each value carries its source — here
+spark_tui.core.observe.tune.winner_override_toml). Like every profile number, each value carries its source — here
 "measured on this machine (spark-tui tune, goal …, date): N tok/s at concurrency C" — and a file whose
 numbers lack a source is rejected with its path named.
 """

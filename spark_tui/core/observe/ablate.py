@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from spark_tui.core.flags import Flag, Flags
+from spark_tui.core.planning.flags import Flag, Flags
 
 if TYPE_CHECKING:
-    from spark_tui.core.plan import Plan
+    from spark_tui.core.planning.plan import Plan
 
 SHARED_FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--enforce-eager")
 HARNESS_HOST = "127.0.0.1"
@@ -199,7 +199,7 @@ def ratios(st: AblationState, variants_order: Sequence[str]) -> list[dict[str, A
 def mtp_samples(st: AblationState) -> list[Any]:
     """MTP speed-model samples: the baseline (k = 0) and every MTP variant, at each concurrency and temperature,
     with the acceptance the server counted over that level."""
-    from spark_tui.core.mtp_model import Sample
+    from spark_tui.core.planning.mtp_model import Sample
 
     out = []
     for key, r in st.results.items():
@@ -257,7 +257,7 @@ def _bench(url: str, cfg: AblationConfig, temperature: float) -> Any:
     import asyncio
 
     from spark_tui.commands.bench import read_server_snapshot
-    from spark_tui.core.bench import BenchConfig, run_bench
+    from spark_tui.core.observe.bench import BenchConfig, run_bench
 
     bc = BenchConfig(url=url, concurrency=cfg.concurrency, prompt_tokens=cfg.prompt_tokens,
                      output_tokens=cfg.output_tokens, requests=cfg.requests, duration_s=None, temperature=temperature)
@@ -269,7 +269,7 @@ def run_ablation(plan: "Plan", vs: Sequence[Variant], st: AblationState, path: P
                  ports: Callable[[], int] | None = None) -> AblationState:
     """Start, wait, bench and stop each variant not measured yet (up to `cfg.parallel` servers at once, benchmarked
     one at a time). Every server started here is stopped before this returns or raises."""
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
     from spark_tui.errors import VllmError
 
     todo = [v for v in vs if v.key not in st.results]

@@ -41,7 +41,7 @@ def shipped_dir() -> Path:
             return Path(str(res))
     except (ModuleNotFoundError, TypeError, FileNotFoundError):  # pragma: no cover - defensive
         pass
-    here = Path(__file__).resolve().parents[2] / "profiles"
+    here = Path(__file__).resolve().parents[3] / "profiles"
     if here.is_dir():
         return here
     raise ProfileError(
@@ -138,7 +138,7 @@ class KernelFigure:
 @dataclass(frozen=True)
 class CheckpointProfile:
     """A checkpoint and its real quantization structure. Precisions use the names of
-    spark_tui/core/checkpoint.py (W4A4_NVFP4, W4A16_NVFP4, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK, BF16); None is
+    spark_tui/core/catalog/checkpoint.py (W4A4_NVFP4, W4A16_NVFP4, FP8_TENSOR, FP8_CHANNEL, FP8_BLOCK, BF16); None is
     "not verified"."""
 
     id: str
@@ -317,7 +317,7 @@ def _check_sources(path: str, data: dict[str, Any]) -> dict[str, str]:
     return sources
 
 
-# Device keys that vLLM's own per-release defaults replaced (spark_tui.core.vllm_defaults): key -> plan --set flag
+# Device keys that vLLM's own per-release defaults replaced (spark_tui.core.catalog.vllm_defaults): key -> plan --set flag
 _RETIRED_DEVICE_KEYS = {"gpu_memory_utilization": "gpu-memory-utilization", "vllm_default_max_num_seqs": "max-num-seqs",
                         "vllm_default_max_num_batched_tokens": "max-num-batched-tokens"}
 

@@ -6,8 +6,8 @@ measurements come from three places, each row with its source:
   differ only in MTP give MTP's measured effect there;
 - `profiles/measured.toml`: spark-tui's own GPU runs (bench/results/), per flag (`[[effect]]`: output tok/s with the
   flag over vLLM's baseline, same prompts, same server otherwise) and MTP decode steps (`[[mtp_step]]`, the MTP
-  speed model's input, spark_tui.core.mtp_model);
-- `spark-tui tune` on this machine (spark_tui.core.tuned), which the planner reads itself.
+  speed model's input, spark_tui.core.planning.mtp_model);
+- `spark-tui tune` on this machine (spark_tui.core.planning.tuned), which the planner reads itself.
 Effects apply to the device they were measured on and to devices of the same SM (an H200 figure stands for sm_90).
 """
 
@@ -95,7 +95,7 @@ def parse_measured(text: str, name: str = "measured.toml") -> Measured:
 
 @lru_cache(maxsize=1)
 def shipped_measured() -> Measured:
-    from spark_tui.core.profiles import shipped_dir
+    from spark_tui.core.catalog.profiles import shipped_dir
 
     p = shipped_dir() / "measured.toml"
     if not p.is_file():
@@ -134,7 +134,7 @@ class MtpChoice:
 
 def published_mtp_pairs(device: str, checkpoint: str | None) -> list[tuple[int, int, float, str]]:
     """(concurrency, k, ratio tok/s with MTP k / without, source) from published figures of this device."""
-    from spark_tui.core.published import load_figures
+    from spark_tui.core.catalog.published import load_figures
 
     figs = [f for f in load_figures() if f.device == device and (checkpoint is None or f.checkpoint == checkpoint)]
     out = []
@@ -151,7 +151,7 @@ def published_mtp_pairs(device: str, checkpoint: str | None) -> list[tuple[int, 
 def published_acceptance(checkpoint: str | None) -> tuple[float, str] | None:
     """The lowest published per-token MTP acceptance for this model (k = 1 rows: acceptance = accepted/drafted),
     preferring rows of this checkpoint: the conservative p for the MTP model."""
-    from spark_tui.core.published import load_figures
+    from spark_tui.core.catalog.published import load_figures
 
     rows = [(f.acceptance, f.checkpoint, f.source) for f in load_figures()
             if getattr(f, "acceptance", None) is not None and f.mtp == 1]
@@ -164,7 +164,7 @@ def published_acceptance(checkpoint: str | None) -> tuple[float, str] | None:
 
 
 def mtp_fit_for(device: str, sm: int | None, checkpoint: str, measured: Measured | None = None):  # -> Fit | None
-    from spark_tui.core import mtp_model
+    from spark_tui.core.planning import mtp_model
 
     m = measured or shipped_measured()
     rows = [s for s in m.mtp_steps if _same_device(s.device, s.sm, device, sm)]

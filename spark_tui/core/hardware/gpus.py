@@ -1,7 +1,7 @@
 """Several GPUs in one box: pin the server to one GPU (--gpu-index N), and for N identical GPUs compare tensor
 parallel, vLLM data parallel and independent replicas with the memory arithmetic of each.
 
-Pure functions over a ProbeResult and the memory model (spark_tui.core.memory); the planner calls them.
+Pure functions over a ProbeResult and the memory model (spark_tui.core.planning.memory); the planner calls them.
 
 Pinning. vLLM reads integers in CUDA_VISIBLE_DEVICES as NVML (PCI bus order) indices and resolves GPU UUIDs
 through NVML (vllm v0.32.0 vllm/platforms/cuda.py:749-754), while CUDA itself numbers GPUs fastest-first unless
@@ -20,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from spark_tui.core import memory as mem
+from spark_tui.core.planning import memory as mem
 
 GiB = 2**30
 BUSY_FRACTION = 0.08  # 1 - vLLM's default gpu_memory_utilization 0.92
@@ -166,14 +166,14 @@ def compare_parallel(arch: mem.Arch, *, gpus: int, gpu_total_bytes: int, util: f
     """N identical GPUs: independent replicas (one server per GPU), tensor parallel N, vLLM data parallel N.
 
     Per GPU: budget = util x total; KV pool = budget - weights on that GPU - overhead (the memory model's in-budget
-    overhead, kept per GPU). Tokens and concurrency follow vLLM's layout (spark_tui.core.memory): under TP each rank
+    overhead, kept per GPU). Tokens and concurrency follow vLLM's layout (spark_tui.core.planning.memory): under TP each rank
     stores its share of every token's KV and DeltaNet state, so one server's tokens come from one rank's pool."""
     if gpus < 2:
         raise ValueError("compare_parallel needs at least 2 GPUs")
     idx = gpu_indices or tuple(range(gpus))
     budget = int(gpu_total_bytes * util)
     ef = expert_weight_fraction(arch, scheme)
-    sources_common = (f"budget per GPU = {util:.2f} x {_gib(gpu_total_bytes)}", "spark_tui.core.memory (vLLM's KV layout)")
+    sources_common = (f"budget per GPU = {util:.2f} x {_gib(gpu_total_bytes)}", "spark_tui.core.planning.memory (vLLM's KV layout)")
 
     def cap(a: mem.Arch, pool: int) -> tuple[int, float]:
         lay = mem.kv_layout(a, kv_dtype_bytes, mtp_k, prefix_caching, initial_block, kernel_alignment,

@@ -2,8 +2,8 @@
 
 Pure functions, one per format (`to_bash(plan, opts)` ...), each returning the exact text of the files to
 write, so tests assert them as strings (posting's `RequestModel.to_curl()` pattern). Rendering reads
-neither the environment nor the disk; `write_files()` at the end is the one function that writes files
-(atomically, all or nothing, never onto a device node, FIFO, directory or symbolic link).
+neither the environment nor the disk; spark_tui.core.export.files writes them (atomically, all or nothing,
+never onto a device node, FIFO, directory or symbolic link).
 
 Quoting, per target:
 - bash: every word through `shlex.quote`.
@@ -22,15 +22,11 @@ the 0.32.0 CPU wheel), so the key never needs to be on a command line.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import secrets
 import shlex
-import stat
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-from spark_tui.core.plan import Plan
+from spark_tui.core.planning.plan import Plan
 from spark_tui.errors import UsageError
 
 FORMATS = ("bash", "docker", "compose", "systemd", "k8s", "ray")
@@ -172,7 +168,7 @@ def gpus_per_replica(plan: Plan) -> int:
 
 
 # A plan pinned to GPUs carries CUDA_VISIBLE_DEVICES (NVML indices, with CUDA_DEVICE_ORDER=PCI_BUS_ID:
-# spark_tui.core.gpus). A container given only those GPUs numbers them from 0, so there the pin becomes the
+# spark_tui.core.hardware.gpus). A container given only those GPUs numbers them from 0, so there the pin becomes the
 # device selection (docker --gpus "device=...", compose device_ids) and the variables are left out.
 PIN_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
@@ -858,11 +854,11 @@ def _ray_net_lines(opts: ExportOptions, role: str) -> list[str]:
 
 
 def ray_spark_note(plan: Plan) -> list[str]:
-    """Comment lines for a unified-memory (DGX Spark) plan that fits one node: spark_tui.core.cluster's advice."""
+    """Comment lines for a unified-memory (DGX Spark) plan that fits one node: spark_tui.core.planning.cluster's advice."""
     mem = plan.memory
     if not plan.device.unified_memory or mem is None or not mem.fits:
         return []
-    from spark_tui.core.cluster import second_spark_advice
+    from spark_tui.core.planning.cluster import second_spark_advice
 
     a = plan.second_spark or second_spark_advice(fits_one_spark=True, per_spark_concurrency=mem.max_concurrency,
                                                  max_model_len=mem.max_model_len)
@@ -954,78 +950,3 @@ def combined(files: list[ExportFile]) -> str:
     if len(files) == 1:
         return files[0].content
     return "".join(f"# ===== FILE: {f.name} =====\n{f.content}" for f in files)
-
-
-# --------------------------------------------------------------------------------------------------- writing
-# The one part of this module that touches the disk: `spark-tui export -o`, the TUI's Export step and
-# `spark-tui probe --save` write through it.
-def check_target(path: Path, force: bool) -> None:
-    """Refuse a target that exists (without force) or is not a regular file (always: a device node, a FIFO,
-    a socket, a directory or a symbolic link is never replaced, --force or not)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UsageError(f"cannot write {path} ({e.strerror or e})", "choose a writable -o path") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{path} is a directory", "give a file path")
-    if stat.S_ISLNK(st.st_mode):
-        raise UsageError(f"{path} is a symbolic link; refusing to replace it",
-                         "give the path of the file itself, or remove the link")
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{path} is not a regular file (a device, FIFO or socket); refusing to write to it",
-                         "choose a regular file path")
-    if not force:
-        raise UsageError(f"{path} already exists", "choose another path, or add --force to overwrite it")
-
-
-def write_files(files: list[tuple[Path, str, int]], force: bool = False) -> None:
-    """Write (path, text, mode) files all or nothing: each text goes to a temporary file beside its target
-    (created with `mode`, flushed to disk), and only when every one is complete are they moved into place
-    (os.replace with force, else a hard link that fails if the target appeared meanwhile). A full disk, a
-    read-only directory or a refused target leaves no partial or empty file behind. UsageError (exit 2)."""
-    for path, _, _ in files:
-        check_target(path, force)
-    temps: list[Path] = []
-    placed: list[Path] = []
-    current = files[0][0] if files else Path()
-    try:
-        for path, text, mode in files:
-            current = path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-            temps.append(tmp)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fchmod(f.fileno(), mode)  # the umask may have removed bits
-                os.fsync(f.fileno())
-        for (path, _, _), tmp in zip(files, temps, strict=True):
-            current = path
-            check_target(path, force)  # again: something may have appeared while we wrote
-            if force:
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)  # atomic, and never overwrites
-                except FileExistsError:
-                    raise UsageError(f"{path} already exists", "choose another path, or add --force") from None
-                except OSError:  # a file system without hard links (FAT, some FUSE): rename after the check
-                    os.replace(tmp, path)
-            placed.append(path)
-    except (OSError, UsageError) as e:
-        if not force:
-            for p in placed:  # all or nothing: remove what this call created
-                p.unlink(missing_ok=True)
-        if isinstance(e, UsageError):
-            raise
-        raise UsageError(f"cannot write {current} ({e.strerror or e}); nothing was written",
-                         "free some space, or choose a writable -o path") from None
-    finally:
-        for tmp in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -7,7 +7,7 @@ Prompts have exact token counts: the prompt is sent as token ids obtained from t
 is exact too (`max_tokens` with `ignore_eos`), and streaming uses vLLM's `continuous_usage_stats` so every
 chunk says how many tokens it carried (with MTP one chunk can carry several tokens).
 
-The server's own counters (/metrics, via spark_tui.core.metrics) are read before and after each level:
+The server's own counters (/metrics, via spark_tui.core.observe.metrics) are read before and after each level:
 generation tokens and speculative-decoding drafts/accepted tokens over exactly the same window. The
 self-check compares the client's aggregate tok/s with the server's generation-token rate (within 5%).
 """
@@ -165,7 +165,7 @@ def summarise_level(concurrency: int, results: Sequence[RequestResult], server: 
                     window_s: float | None = None) -> LevelResult:
     """Fold one level's request results into figures. Pure.
 
-    `server` is a spark_tui.core.metrics.Stats over two /metrics snapshots taken right before the first
+    `server` is a spark_tui.core.observe.metrics.Stats over two /metrics snapshots taken right before the first
     request and right after the last one (`window_s` apart): the client's tokens over that same window are
     compared with the server's generation-token rate (the self-check), and speculative-decoding acceptance
     comes from the same counters."""
@@ -401,7 +401,7 @@ async def run_level(
     after = await read_snapshot() if read_snapshot else None
     server = None
     if before is not None and after is not None:
-        from spark_tui.core.metrics import window_stats
+        from spark_tui.core.observe.metrics import window_stats
 
         server = window_stats([before, after])
     return summarise_level(concurrency, results, server, None if server is None else server.window_s)

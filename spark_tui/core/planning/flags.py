@@ -47,7 +47,7 @@ def render(value: Value) -> str | None:
 
 
 def _int(name: str, text: str) -> int:
-    from spark_tui.core.sizes import parse_size
+    from spark_tui.core.planning.sizes import parse_size
 
     try:
         return int(text)

@@ -6,7 +6,7 @@ only when the model does not fit one.
 
 Why, with the public evidence found (what could not be found is said so in `NOT_FOUND`):
 - Qwen3.6-35B-A3B NVFP4 fits one Spark with tens of GiB to spare for the KV cache (the unified-memory sizing,
-  spark_tui.core.unified); on one GB10 at TP1 it was measured at 97.7 decode tok/s (vllm-project/recipes PR #918,
+  spark_tui.core.hardware.unified); on one GB10 at TP1 it was measured at 97.7 decode tok/s (vllm-project/recipes PR #918,
   vLLM 0.28.0); Spark Arena's leaderboard listed it at 77.07 tok/s on vLLM (entry #6, quoted in
   Avarok-Cybersecurity/atlas-recipes PR #2).
 - Tensor parallel across two Sparks pays an all-reduce over the 200 GbE link in every layer of every decode step;

@@ -3,7 +3,7 @@
 The snapshot is a frozen value the UI and planner receive. `ProbeResult.to_dict()` is the
 `spark-tui probe --json` API (schema_version 1, documented in README "Probe JSON"): a field that
 NVML reports as NOT_SUPPORTED (or that could not be read) is `null` in JSON and `None` here, never 0.
-`take_probe()` below reads NVML through the one wrapper `spark_tui.core.nvml` and the host through psutil.
+`take_probe()` below reads NVML through the one wrapper `spark_tui.core.hardware.nvml` and the host through psutil.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def _now_iso() -> str:
 
 
 def _num(v: Any, scale: float = 1.0) -> float | None:
-    from spark_tui.core.nvml import is_na
+    from spark_tui.core.hardware.nvml import is_na
 
     if v is None or is_na(v):
         return None
@@ -262,8 +262,8 @@ def _int_or_none(v: Any) -> int | None:
 
 
 def _read_gpu(index: int) -> GpuInfo:
-    from spark_tui.core import nvml
-    from spark_tui.core.nvml import is_na, query, value_or_none
+    from spark_tui.core.hardware import nvml
+    from spark_tui.core.hardware.nvml import is_na, query, value_or_none
 
     m = nvml.lib()
     h = query("nvmlDeviceGetHandleByIndex", index)
@@ -393,8 +393,8 @@ def detect_vgpu(r: ProbeResult) -> dict[str, Any] | None:
 def take_probe(host: HostInfo | None = None) -> ProbeResult:
     """Snapshot this machine's GPUs (NVML) and host. Never raises for a missing driver or GPU: the
     result's `status` says no_nvml / no_driver / no_gpu / error, with a message and a hint."""
-    from spark_tui.core import nvml
-    from spark_tui.core.nvml import NvmlUnavailable, query, value_or_none
+    from spark_tui.core.hardware import nvml
+    from spark_tui.core.hardware.nvml import NvmlUnavailable, query, value_or_none
 
     host = read_host() if host is None else host
     taken = _now_iso()

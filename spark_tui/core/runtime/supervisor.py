@@ -15,7 +15,7 @@ The supervisor owns the vLLM process (the UI only subscribes). It:
 No orphans when spark-tui dies (attached mode, the default):
 1. SIGTERM / SIGHUP / SIGINT in spark-tui: `install_signal_handlers()` stops the group, then exits.
 2. SIGKILL of spark-tui (or a crash that skips handlers): a watchdog process (`python -m
-   spark_tui.core.supervisor --watchdog ...`, in its own session so a closing terminal's SIGHUP does not
+   spark_tui.core.runtime.supervisor --watchdog ...`, in its own session so a closing terminal's SIGHUP does not
    reach it) polls spark-tui's pid every 0.5 s; when it is gone it stops the server group (SIGTERM,
    then SIGKILL after the grace period) and exits. It also exits by itself once the group is gone.
 3. Belt and braces: the API server is started with PR_SET_PDEATHSIG=SIGTERM (Linux prctl through ctypes in
@@ -93,7 +93,7 @@ class Exited:
 
 @dataclass(frozen=True)
 class PhaseChanged:
-    """The startup checklist changed (spark_tui.core.vllm_log.StartupTracker phases)."""
+    """The startup checklist changed (spark_tui.core.runtime.vllm_log.StartupTracker phases)."""
 
     phases: tuple[Any, ...]  # vllm_log.PhaseState
 
@@ -367,7 +367,7 @@ def _with_port(plan: Any, port: int | None) -> Any:
 def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:
     """The export helper's `serve_argv` (plan.argv() + missing --host/--port/parallel flags), run by the
     resolved vLLM command (which may be several words: python -m vllm.entrypoints.cli.main)."""
-    from spark_tui.core.export import serve_argv
+    from spark_tui.core.export.formats import serve_argv
 
     return list(vllm_cmd) + serve_argv(_with_port(plan, port))[1:]
 
@@ -376,7 +376,7 @@ def docker_argv(plan: Any, port: int | None = None, image: str | None = None, na
                 secret_names: tuple[str, ...] = ()) -> list[str]:
     """`docker run` for the plan as an argv, from the export helper's pieces (the same container flags,
     image and port publishing as `spark-tui export --format docker`). Secrets are passed by name only."""
-    from spark_tui.core import export as ex
+    from spark_tui.core.export import formats as ex
 
     plan = _with_port(plan, port)
     host, p = ex.effective_host(plan), ex.effective_port(plan)
@@ -441,11 +441,11 @@ def mem_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
 def check_memory(plan: Any, available: int | None = None) -> str | None:
     """On unified memory (GB10) vLLM's own processes start first, then its startup check wants MemAvailable >=
     ceil(utilization x total) (vllm v0.32.0 vllm/v1/worker/utils.py:724-726, 761-770), and the server then holds the
-    plan's budget. So MemAvailable now must cover vLLM's process overhead (spark_tui.core.unified.vllm_overhead)
+    plan's budget. So MemAvailable now must cover vLLM's process overhead (spark_tui.core.hardware.unified.vllm_overhead)
     plus the larger of the two. Raises VllmError when short; returns a note otherwise (None when not applicable)."""
     import math
 
-    from spark_tui.core.unified import vllm_overhead
+    from spark_tui.core.hardware.unified import vllm_overhead
 
     mem = getattr(plan, "memory", None)
     dev = getattr(plan, "device", None)
@@ -482,13 +482,13 @@ def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
     cache snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) only for
     what vLLM cannot load (missing/truncated shards, a quantization config vLLM rejects, a `--quantization`
     that contradicts the checkpoint), naming the reason; another format than the plan's is a warning."""
-    from spark_tui.core import checkpoint as ck
+    from spark_tui.core.catalog import checkpoint as ck
 
     fmt = getattr(getattr(plan, "checkpoint", None), "format", None) or None
     model = str(plan.model)
     where = model if os.path.isdir(model) else None
     if where is None and model.count("/") == 1:
-        from spark_tui.core.download import find_cached_snapshot
+        from spark_tui.core.runtime.download import find_cached_snapshot
 
         snap = find_cached_snapshot(model, getattr(plan.checkpoint, "revision", None))
         if snap is None:
@@ -591,7 +591,7 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 def start_watchdog(parent_pid: int, pgid: int, grace_s: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "spark_tui.core.supervisor", "--watchdog", str(parent_pid), str(pgid), str(grace_s)],
+        [sys.executable, "-m", "spark_tui.core.runtime.supervisor", "--watchdog", str(parent_pid), str(pgid), str(grace_s)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
@@ -633,7 +633,7 @@ class Supervisor:
         self.cwd = cwd
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_path) if log_path else logs_dir() / f"vllm-{stamp}-{port}.log"
-        from spark_tui.core.vllm_log import StartupTracker, VllmLogParser
+        from spark_tui.core.runtime.vllm_log import StartupTracker, VllmLogParser
 
         self.parser = VllmLogParser(max_lines=5000)
         self.tracker = StartupTracker()
@@ -946,7 +946,7 @@ def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "n
     A non-loopback bind (0.0.0.0, ::, a LAN address) needs an API key: `api_key`, else $VLLM_API_KEY;
     UsageError (exit 2) without one, as `spark-tui export` refuses. The key goes into the server's
     environment as VLLM_API_KEY (docker: `-e VLLM_API_KEY`, by name), never onto a command line."""
-    from spark_tui.core import export as ex
+    from spark_tui.core.export import formats as ex
 
     port = port or plan.port
     host = ex.effective_host(plan)
@@ -1021,7 +1021,7 @@ def _main(argv: Iterable[str]) -> int:
     args = list(argv)
     if len(args) == 4 and args[0] == "--watchdog":
         return watchdog_main(int(args[1]), int(args[2]), float(args[3]))
-    print("usage: python -m spark_tui.core.supervisor --watchdog PARENT_PID PGID GRACE_S", file=sys.stderr)
+    print("usage: python -m spark_tui.core.runtime.supervisor --watchdog PARENT_PID PGID GRACE_S", file=sys.stderr)
     return 2
 
 

@@ -24,7 +24,7 @@ What is read, and where vLLM reads it (vLLM v0.26.0 `vllm/<path>:<line>`): confi
 Per part of the model it reports the precision vLLM will run (`experts`, `shared_expert`, `attention` =
 full-attention q/k/v/o, `deltanet` = Gated DeltaNet in_proj_qkv/in_proj_z/out_proj, `lm_head`, `mtp`):
 `W4A4_NVFP4`, `W4A16_NVFP4`, `FP8_TENSOR`, `FP8_CHANNEL`, `FP8_BLOCK`, `BF16`, ... The expert scheme
-is what picks the MoE kernel (`spark_tui/core/kernel_paths.py`).
+is what picks the MoE kernel (`spark_tui/core/catalog/kernel_paths.py`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spark_tui.core import vllm_compat as compat
+from spark_tui.core.catalog import vllm_compat as compat
 
 GiB = 2**30
 READ_RELEASES = ("0.26.0", "0.32.0", "0.33.0")

@@ -374,7 +374,7 @@ class GuardWatcher:
 def watch_supervisor(sup: Any, thresholds: GuardThresholds | None = None, *,
                      on_event: Callable[[GuardEvent], None] | None = None,
                      reader: ProcReader | None = None) -> GuardWatcher:
-    """Start a guard next to a started spark_tui.core.supervisor.Supervisor: it stops the server's process group
+    """Start a guard next to a started spark_tui.core.runtime.supervisor.Supervisor: it stops the server's process group
     (grace STOP_GRACE_S) when memory runs out, names the startup phase in the diagnosis, and ends with the server."""
 
     def phase() -> str | None:

@@ -12,7 +12,7 @@ Where the types come from:
   change (new kernels every release), so a choice is enforced only when the plan targets the table's
   release (or no release); for another release a value only has to look like a choice name.
 - optionally (`use_installed_vllm=True`) the installed vLLM's own argparse parser, imported lazily as
-  `plan --check` does (spark_tui.core.vllm_compat): its type functions and choices, plus the table's
+  `plan --check` does (spark_tui.core.catalog.vllm_compat): its type functions and choices, plus the table's
   ranges, which the parser does not check. Used only when the installed release is the one the plan
   targets. Importing vLLM takes seconds (it imports torch), so it is never the default.
 
@@ -193,7 +193,7 @@ def _in_range(ft: FlagType, x: float) -> bool:
 
 
 def _release(version: str | None) -> tuple[int, int] | None:
-    from spark_tui.core.vllm_compat import parse_version
+    from spark_tui.core.catalog.vllm_compat import parse_version
 
     v = parse_version(version)
     return None if v is None else (v[0], v[1])
@@ -376,7 +376,7 @@ def _installed_actions() -> tuple[str | None, dict[str, Any]] | None:
 
     if importlib.util.find_spec("vllm") is None:
         return None
-    from spark_tui.core.vllm_compat import _parser_api, installed_vllm_version
+    from spark_tui.core.catalog.vllm_compat import _parser_api, installed_vllm_version
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # vLLM logs to stdout while importing

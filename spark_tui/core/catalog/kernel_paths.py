@@ -8,7 +8,7 @@ from the oracle code read at vLLM tags **v0.26.0, v0.32.0 and v0.33.0** (the `vl
 wheel of each release; `source` names `vllm/<path>:<line>` at the tag), for a tensor-parallel,
 single-node deployment (standard activation format, no expert parallelism, no LoRA, `--moe-backend auto`).
 
-Expert schemes (what the checkpoint stores for the routed experts, see `spark_tui/core/checkpoint.py`):
+Expert schemes (what the checkpoint stores for the routed experts, see `spark_tui/core/catalog/checkpoint.py`):
 
 | scheme | weight / activation key vLLM passes | checkpoints |
 |---|---|---|

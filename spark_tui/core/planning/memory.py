@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from spark_tui.core.plan import MemoryEstimate
+from spark_tui.core.planning.plan import MemoryEstimate
 
 GiB = 2**30
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "auto": 2,

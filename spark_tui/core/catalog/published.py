@@ -36,7 +36,7 @@ class Figure:
 
 def load_figures(text: str | None = None, name: str = "published.toml") -> list[Figure]:
     if text is None:
-        from spark_tui.core.profiles import shipped_dir
+        from spark_tui.core.catalog.profiles import shipped_dir
 
         p = shipped_dir() / "published.toml"
         name = str(p)

@@ -49,39 +49,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-SCRAPE_TIMEOUT_S = 10.0  # one whole /metrics read (a real one takes milliseconds)
-SCRAPE_MAX_BYTES = 32 * 1024**2  # a real vLLM /metrics is well under 1 MiB
-
-
-async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
-    """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
-    load generator times requests with); None when /metrics cannot be read, within SCRAPE_TIMEOUT_S and
-    SCRAPE_MAX_BYTES (a server that drips or floods bytes cannot stall or exhaust the bench)."""
-    import asyncio
-    import time
-
-    from spark_tui.core.observe.metrics import parse_metrics
-
-    async def fetch() -> str | None:
-        async with client.stream("GET", f"{url}/metrics", headers=headers or {}) as r:
-            if r.status_code != 200:
-                return None
-            body = bytearray()
-            async for chunk in r.aiter_bytes():
-                body += chunk
-                if len(body) > SCRAPE_MAX_BYTES:
-                    return None
-            return body.decode("utf-8", "replace")
-
-    try:
-        text = await asyncio.wait_for(fetch(), SCRAPE_TIMEOUT_S)
-        if text is None:
-            return None
-        return parse_metrics(text, t=time.perf_counter(), wall=time.time(), histograms=())
-    except Exception:  # unreachable, slow, an HTTP error, or not Prometheus text: the level runs without server figures
-        return None
-
-
 def gather_context() -> dict:
     """GPU, host and versions to store beside the figures, so runs can be compared."""
     import platform
@@ -178,7 +145,8 @@ def reference_target(url: str, device: str | None, checkpoint: str | None,
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from spark_tui.core.observe.bench import BenchConfig, auth_headers, render_plot, render_table, run_bench
+    from spark_tui.core.observe.bench import (BenchConfig, auth_headers, read_server_snapshot, render_plot, render_table,
+                                              run_bench)
     from spark_tui.core.observe.metrics import server_url
     from spark_tui.errors import ExitCode
 

@@ -101,13 +101,6 @@ def _current_user() -> str:
         return "vllm"
 
 
-def _targets(files, output: str | None, fmt: str) -> list[Path]:
-    out = Path(output)
-    if len(files) > 1 or out.is_dir() or output.endswith(os.sep):
-        return [out / f.name for f in files]
-    return [out]
-
-
 def _check_free(paths: list[Path], force: bool) -> None:
     from spark_tui.core.export.files import check_target
 
@@ -117,8 +110,8 @@ def _check_free(paths: list[Path], force: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
+    from spark_tui.core.export.files import export_targets, write_files
     from spark_tui.core.export.formats import API_KEY_ENV, combined, render
-    from spark_tui.core.export.files import write_files
 
     plan = plan_from_args(args)
     opts = _options(args)
@@ -139,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--generate-api-key writes VLLM_API_KEY", f"drop --api-key-env or use {API_KEY_ENV}")
 
     files = render(plan, args.format, opts)  # raises before anything is written
-    targets = _targets(files, args.output, args.format) if args.output else []
+    targets = export_targets([f.name for f in files], args.output) if args.output else []
     _check_free(targets, args.force)
 
     # every file (the key file too) is written all or nothing: a full disk leaves nothing that blocks a re-run

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from spark_tui.commands.bench import read_server_snapshot
+    from spark_tui.core.observe.bench import read_server_snapshot
     from spark_tui.commands.plan import plan_from_args
     from spark_tui.core.runtime import supervisor as sv
     from spark_tui.core.observe import tune

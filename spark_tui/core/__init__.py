@@ -1,6 +1,6 @@
 """The pure domain of spark-tui (no textual, torch or vllm imports), one sub-package per concern.
 
-    hardware   what is here: the NVML probe, GPU grouping, unified memory, the memory guard
+    hardware   what is here: the NVML probe, live GPU state, GPU grouping, unified memory, the memory guard
     catalog    what is known: device/checkpoint/model profiles, published figures, sources, vLLM's defaults,
                compatibility and kernel choice per release, checkpoint verification, flag evidence
     planning   what to run: the request, the planner, the Plan and its flags, memory and MTP models, tuned values

@@ -214,6 +214,34 @@ async def test_export_preview_write_confirm_overwrite_and_copy(tmp_path):
         assert app.clipboard == shlex.join(serve_argv(app.plan))
 
 
+@pytest.mark.parametrize("where", ["name-too-long", "under-a-file", "a-link", "a-fifo", "nul-byte"])
+async def test_export_write_to_an_unwritable_path_is_an_error_not_a_crash(tmp_path, where):
+    import os
+
+    (tmp_path / "plain-file").write_text("x\n")
+    (tmp_path / "link").symlink_to(tmp_path / "plain-file")
+    os.mkfifo(tmp_path / "fifo")
+    path = {"name-too-long": str(tmp_path / ("x" * 300 + ".sh")),  # lstat: ENAMETOOLONG (no root bypass for this)
+            "under-a-file": str(tmp_path / "plain-file" / "serve.sh"),  # lstat: ENOTDIR
+            "a-link": str(tmp_path / "link"),  # never replaced, --force or not
+            "a-fifo": str(tmp_path / "fifo"),  # never opened: opening a FIFO to write would block the app
+            "nul-byte": str(tmp_path / "a\0b.sh")}[where]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    app = SparkApp(probe=load_probe("rtx-5090"), live_probe=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("7")
+        await settle(app, pilot)
+        app.screen.query_one("#export-path", Input).value = path
+        await pilot.press("w")
+        await pilot.pause()
+        assert app.is_running and type(app.screen).__name__ == "ExportScreen"  # no crash, no overwrite question
+        errors = [str(n.message) for n in app._notifications if n.severity == "error"]
+        assert errors and any(w in errors[-1] for w in ("cannot write", "symbolic link", "not a regular file")), errors
+        await pilot.press("y")  # the screen still works
+        assert app.clipboard
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, no temporary file left
+
+
 # ------------------------------------------------------------------------------------------------ Self-test
 async def test_selftest_lists_before_running_then_shows_real_results():
     app = SparkApp(probe=load_probe("gb10"), live_probe=False)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.commands.monitor import format_gpu, format_stats, metrics_url, report
+from spark_tui.commands.monitor import format_stats, metrics_url, report
+from spark_tui.core.hardware.live import format_gpu
 from spark_tui.core.observe.metrics import snapshots_from, window_stats
 from spark_tui.errors import UsageError
 from tests.support.vllm_server import free_port
@@ -194,7 +195,7 @@ def test_bench_snapshot_of_a_non_prometheus_reply_is_none(garbage_metrics_server
 
     import httpx
 
-    from spark_tui.commands.bench import read_server_snapshot
+    from spark_tui.core.observe.bench import read_server_snapshot
 
     async def go():
         async with httpx.AsyncClient(timeout=5) as c:

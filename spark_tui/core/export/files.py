@@ -7,9 +7,31 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from spark_tui.errors import UsageError
+
+
+def export_targets(names: Sequence[str], output: str) -> list[Path]:
+    """Where files with these names go for an output path: into it when it is a folder (an existing one, one that ends
+    with a slash, or any path given for several files, as the Ray export writes), else the path itself."""
+    out = Path(output)
+    if len(names) > 1 or os.path.isdir(output) or output.endswith(os.sep):
+        return [out / n for n in names]
+    return [out]
+
+
+def existing_targets(paths: Iterable[Path]) -> list[Path]:
+    """The paths that already exist (regular files: writing with force replaces them, so ask first). UsageError for a
+    path that can never be written: a directory, a symbolic link, a device, FIFO or socket, or one that cannot even be
+    looked at (a parent that is a file, a name too long, no permission)."""
+    out = []
+    for p in paths:
+        check_target(p, force=True)
+        if os.path.lexists(p):
+            out.append(p)
+    return out
 
 
 def check_target(path: Path, force: bool) -> None:
@@ -21,6 +43,8 @@ def check_target(path: Path, force: bool) -> None:
         return
     except OSError as e:
         raise UsageError(f"cannot write {path} ({e.strerror or e})", "choose a writable -o path") from None
+    except ValueError:  # a NUL byte (a pasted path in the TUI; argv cannot hold one)
+        raise UsageError(f"cannot write {str(path)!r}: the path contains a NUL byte", "give a path without it") from None
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is a directory", "give a file path")
     if stat.S_ISLNK(st.st_mode):

@@ -256,7 +256,7 @@ class AblationConfig:
 def _bench(url: str, cfg: AblationConfig, temperature: float) -> Any:
     import asyncio
 
-    from spark_tui.commands.bench import read_server_snapshot
+    from spark_tui.core.observe.bench import read_server_snapshot
     from spark_tui.core.observe.bench import BenchConfig, run_bench
 
     bc = BenchConfig(url=url, concurrency=cfg.concurrency, prompt_tokens=cfg.prompt_tokens,

@@ -462,6 +462,39 @@ async def run_bench(
         return res
 
 
+SCRAPE_TIMEOUT_S = 10.0  # one whole /metrics read (a real one takes milliseconds)
+SCRAPE_MAX_BYTES = 32 * 1024**2  # a real vLLM /metrics is well under 1 MiB
+
+
+async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
+    """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
+    load generator times requests with); None when /metrics cannot be read, within SCRAPE_TIMEOUT_S and
+    SCRAPE_MAX_BYTES (a server that drips or floods bytes cannot stall or exhaust the bench)."""
+    import asyncio
+    import time
+
+    from spark_tui.core.observe.metrics import parse_metrics
+
+    async def fetch() -> str | None:
+        async with client.stream("GET", f"{url}/metrics", headers=headers or {}) as r:
+            if r.status_code != 200:
+                return None
+            body = bytearray()
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > SCRAPE_MAX_BYTES:
+                    return None
+            return body.decode("utf-8", "replace")
+
+    try:
+        text = await asyncio.wait_for(fetch(), SCRAPE_TIMEOUT_S)
+        if text is None:
+            return None
+        return parse_metrics(text, t=time.perf_counter(), wall=time.time(), histograms=())
+    except Exception:  # unreachable, slow, an HTTP error, or not Prometheus text: the level runs without server figures
+        return None
+
+
 async def _bounded(coro: Any, what: str) -> Any:
     from spark_tui.errors import VllmError
 

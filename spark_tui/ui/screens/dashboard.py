@@ -137,7 +137,7 @@ class DashboardScreen(StepScreen):
         """Scrape every `interval` s; window statistics over WINDOW_S; GPU state every 2 s when live."""
         from textual.worker import get_current_worker
 
-        from spark_tui.commands.monitor import format_gpu, gpu_state
+        from spark_tui.core.hardware.live import format_gpu, gpu_state
         from spark_tui.core.observe.metrics import MetricsScraper, Window
         from spark_tui.errors import SparkError
 

@@ -1,12 +1,14 @@
 """Export: choose a format, preview it with syntax highlighting, write it (asking before overwriting), copy
 the serve command. Rendering is spark_tui.core.export.formats.render (what `spark-tui export` prints); writing uses
-spark_tui.core.export.files.write_files, as `spark-tui export -o` does (mode 0755 for scripts, 0644 otherwise)."""
+spark_tui.core.export.files (export_targets, existing_targets, write_files), as `spark-tui export -o` does (mode 0755
+for scripts, 0644 otherwise); a path that cannot be written is an error notification, never a crash."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.syntax import Syntax
 from rich.markup import escape
@@ -15,6 +17,9 @@ from textual.containers import Horizontal, ScrollableContainer
 from textual.widgets import Input, Select, Static
 
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.errors import SparkError
 
 LANG = {"bash": "bash", "docker": "bash", "ray": "bash", "compose": "yaml", "k8s": "yaml", "systemd": "ini"}
 
@@ -98,14 +103,15 @@ class ExportScreen(StepScreen):
         if not raw:
             self.notify("Give a path to write to.", title="Write", severity="error")
             return
-        from spark_tui.commands.export import _targets
+        from spark_tui.core.export.files import existing_targets, export_targets
+        from spark_tui.errors import SparkError
 
-        targets = _targets(self.files, str(Path(raw).expanduser()), self.fmt)
-        dirs = [t for t in targets if t.is_dir()]
-        if dirs:
-            self.notify(f"{dirs[0]} is a folder: give a file path", title="Write", severity="error", markup=False)
+        try:  # a folder, a link, a device, a path that cannot be looked at: said here, never a crash
+            targets = export_targets([f.name for f in self.files], os.path.expanduser(raw))
+            existing = existing_targets(targets)
+        except SparkError as e:
+            self._write_failed(e)
             return
-        existing = [t for t in targets if t.exists()]
         if existing:
             from spark_tui.ui.modals import ConfirmModal
 
@@ -127,9 +133,12 @@ class ExportScreen(StepScreen):
             write_files([(path, f.content, 0o755 if f.executable else 0o644)
                          for f, path in zip(self.files, targets, strict=True)], force)
         except SparkError as e:
-            self.notify(e.message + (f"\n{e.hint}" if e.hint else ""), title="Write", severity="error", markup=False)
+            self._write_failed(e)
             return
         self.notify("wrote " + ", ".join(str(p) for p in targets), title="Write", markup=False)
+
+    def _write_failed(self, e: SparkError) -> None:
+        self.notify(e.message + (f"\n{e.hint}" if e.hint else ""), title="Write", severity="error", markup=False)
 
 
 def _all_names() -> set[str]:

@@ -166,10 +166,12 @@ def run(args: argparse.Namespace) -> int:
 
     ablate.run_ablation(plan, vs, st, path, cfg, log=log, predict=predict)
     rep = report(plan, vs, st)
-    if args.out:
+    if args.out:  # replaced atomically; never written onto a FIFO (which would block), a device, a folder or a link
         from pathlib import Path
 
-        Path(args.out).write_text(json.dumps(rep, indent=2, default=str))
+        from spark_tui.core.export.files import write_files
+
+        write_files([(Path(args.out), json.dumps(rep, indent=2, default=str), 0o644)], force=True)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:

@@ -77,11 +77,12 @@ def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
         psi_stop=getattr(args, "mem_guard_psi_stop", None), interval_s=getattr(args, "mem_guard_interval", None))
 
 
-def _guard_stopped(watcher: Any) -> None:
-    """Raise the guard's diagnosis (exit 6) when it stopped the server."""
-    if watcher is not None and watcher.tripped is not None:
-        raise VllmError(watcher.tripped.text, "the memory guard stopped vLLM before the host ran out of memory; "
-                        "thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard") from None
+GUARD_OPTIONS = "; its thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard"
+
+
+def _guard_error(e: Any) -> Any:
+    """Core's GuardStopped with the options that tune the guard named in the hint (exit 6)."""
+    return VllmError(e.message, e.hint + GUARD_OPTIONS)
 
 
 class _StartupPrinter:
@@ -108,17 +109,6 @@ class _StartupPrinter:
             detail = f" ({ph.detail})" if ph.detail and ph.status != "active" else ""
             print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream or sys.stdout,
                   flush=True)
-
-
-def _diagnose(lines: list[str]) -> str | None:
-    """The logs helper's diagnosis (spark_tui.core.runtime.diagnose) of the server's log: cause and fix per problem."""
-    from spark_tui.core.runtime.diagnose import diagnose_text
-
-    _, diags, _ = diagnose_text("\n".join(lines) + "\n")
-    shown = [d for d in diags if d.severity in ("error", "warning")][:3]
-    if not shown:
-        return None
-    return "\n".join(f"{d.severity}: {d.cause}\n  fix: {d.fix}" for d in shown)
 
 
 class _Stats:
@@ -200,6 +190,7 @@ def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) ->
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
+    from spark_tui.core.runtime import launch as ls
     from spark_tui.core.runtime import supervisor as sv
 
     plan = plan_from_args(args)
@@ -211,42 +202,34 @@ def run(args: argparse.Namespace) -> int:
     # the API-key rule (a non-loopback bind needs one) is checked before anything else runs
     sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image,
                                  api_key=api_key)
-    if not args.no_preflight:
-        sv.check_port_free(sup.host, port)
-        note = sv.check_memory(plan)
-        if note:
-            print(f"memory: {note}")
-        rep, note = sv.check_checkpoint(plan)
-        if note:
-            print(f"checkpoint: {note}")
-        if rep is not None:
-            print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
-            for w in rep.warnings:
-                print(f"  warning: {w}")
-    printer = _StartupPrinter()
-    sup.subscribe(printer)
-    if not args.detach:
-        sv.install_signal_handlers(sup)
-    rec = sup.start()
-    print(f"vLLM starting: pid {rec.pid}, log {rec.log_path}", flush=True)
-    watcher = None
-    if guard is not None:
-        from spark_tui.core.hardware import memguard
+    sup.subscribe(_StartupPrinter())
 
-        for line in memguard.guard_description(True, guard, unified=plan.device.unified_memory):
-            print(line, flush=True)
-        if args.detach:
-            print("  (--detach: the guard watches the start only)", flush=True)
-        watcher = memguard.watch_supervisor(sup, guard, on_event=lambda ev: print(ev.text, file=sys.stderr, flush=True))
+    def step(ev: ls.LaunchStep) -> None:
+        if isinstance(ev, ls.PreflightDone):
+            for line in ev.preflight.lines():
+                print(line)
+        elif isinstance(ev, ls.Started):
+            if not args.detach:  # the server exists now: SIGTERM / SIGHUP / Ctrl-C stop it, then exit
+                sv.install_signal_handlers(sup)
+            print(f"vLLM starting: pid {ev.record.pid}, log {ev.record.log_path}", flush=True)
+        elif isinstance(ev, ls.GuardWatching):
+            from spark_tui.core.hardware import memguard
+
+            for line in memguard.guard_description(True, ev.thresholds, unified=plan.device.unified_memory):
+                print(line, flush=True)
+            if args.detach:
+                print("  (--detach: the guard watches the start only)", flush=True)
+
     try:
-        try:
-            ready = sup.wait_ready(args.startup_timeout, diagnose=_diagnose)
-        except VllmError:
-            _guard_stopped(watcher)
-            raise
+        started = ls.launch(plan, sup, startup_timeout_s=args.startup_timeout, checks=not args.no_preflight,
+                            guard=guard, on_guard=lambda ev: print(ev.text, file=sys.stderr, flush=True),
+                            on_step=step, diagnose=ls.diagnosis_summary)
+    except ls.GuardStopped as e:
+        raise _guard_error(e) from None
+    rec, ready = started.record, started.ready
+    try:
         print(f"ready in {ready.seconds:.1f}s at {ready.url} (models: {', '.join(ready.models)})", flush=True)
-        v = sv.verify_against_plan(plan, sup.summary())
-        for line in v.lines():
+        for line in started.verification.lines():
             print(line, flush=True)
         if args.detach:
             print(f"detached: pid {rec.pid} keeps running; stop it with `spark-tui stop {rec.pid}`")
@@ -261,9 +244,11 @@ def run(args: argparse.Namespace) -> int:
                 line = stats.line()
                 if line:
                     print(line, flush=True)
-        _guard_stopped(watcher)
+        err = ls.guard_stopped(started.watcher)
+        if err is not None:
+            raise _guard_error(err) from None
         rc = sup.proc.returncode if sup.proc else None
-        raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(_diagnose)}", f"full log: {rec.log_path}")
+        raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(ls.diagnosis_summary)}", f"full log: {rec.log_path}")
     except KeyboardInterrupt:
         print("\nstopping vLLM...", file=sys.stderr, flush=True)
         how = sup.stop()

@@ -8,11 +8,17 @@ download progress) are `bubble=False` and `can_replace` so a burst collapses to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from spark_tui.core.hardware.probe import ProbeResult
+
+if TYPE_CHECKING:  # lazy at run time (the app's first paint imports none of these); typed for the checker
+    from spark_tui.core.hardware.memguard import GuardEvent
+    from spark_tui.core.runtime.diagnose import Diagnosis
+    from spark_tui.core.runtime.launch import LaunchStep
+    from spark_tui.core.runtime.supervisor import Ready, SupervisorEvent, Verification
 
 
 @dataclass
@@ -82,9 +88,48 @@ class DownloadEvent(Message, bubble=False):
 
 @dataclass
 class ServerEvent(Message, bubble=False):
-    """One supervisor event (LogLine, PhaseChanged, LogEvent, Ready, Exited) or a launch failure."""
+    """One supervisor event: LogLine, PhaseChanged, LogEvent, Ready or Exited."""
 
-    event: Any
+    event: SupervisorEvent
+
+
+@dataclass
+class LaunchStepDone(Message, bubble=False):
+    """A step of the launch sequence (spark_tui.core.runtime.launch): PreflightDone (its notes), Started, GuardWatching."""
+
+    step: LaunchStep
+
+
+@dataclass
+class GuardAlert(Message, bubble=False):
+    """The memory guard's warning, stop (with its diagnosis) or why it cannot run."""
+
+    event: GuardEvent
+
+
+@dataclass
+class LaunchVerified(Message, bubble=False):
+    """The server is ready; what vLLM logged compared with the plan."""
+
+    ready: Ready
+    verification: Verification
+
+
+@dataclass
+class LaunchFailed(Message, bubble=False):
+    """The start failed before or during startup: the error, and the log's diagnoses (with fixes where known)."""
+
+    message: str
+    hint: str
+    diagnoses: list[Diagnosis]
+
+
+@dataclass
+class ServerStopped(Message, bubble=False):
+    """The server was stopped from the app (`how`: clean / killed / gone); relaunch after when `then_launch`."""
+
+    how: str
+    then_launch: bool = False
 
 
 @dataclass

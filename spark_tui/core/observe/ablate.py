@@ -270,6 +270,7 @@ def run_ablation(plan: "Plan", vs: Sequence[Variant], st: AblationState, path: P
     """Start, wait, bench and stop each variant not measured yet (up to `cfg.parallel` servers at once, benchmarked
     one at a time). Every server started here is stopped before this returns or raises."""
     from spark_tui.core.runtime import supervisor as sv
+    from spark_tui.core.runtime.launch import wait_ready
     from spark_tui.errors import VllmError
 
     todo = [v for v in vs if v.key not in st.results]
@@ -293,8 +294,8 @@ def run_ablation(plan: "Plan", vs: Sequence[Variant], st: AblationState, path: P
                 started.append((v, sup, VariantResult(v.key, v.label, list(argv), False, mtp_k=v.mtp_k,
                                                        log_path=str(sup.log_path))))
             for v, sup, res in started:  # ready: each one's startup time is measured from its own start
-                try:
-                    ready = sup.wait_ready(cfg.startup_timeout_s)
+                try:  # the launch sequence's wait: a server that fails is stopped at once, not after the wave
+                    ready = wait_ready(sup, cfg.startup_timeout_s)
                 except VllmError as e:
                     res.error = e.message.splitlines()[0]
                     log(f"   {v.key}: FAILED to start: {res.error}")

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
+
+if TYPE_CHECKING:
+    from spark_tui.core.observe.metrics import Snapshot
+    from spark_tui.core.runtime.supervisor import Supervisor
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -112,44 +116,51 @@ class _StartupPrinter:
 
 
 class _Stats:
-    """One line from /metrics: requests, tok/s (from counter deltas), KV-cache use."""
+    """One line from /metrics through core's bounded scraper (spark_tui.core.observe.metrics): requests, tok/s over the
+    last interval (counter increases between two scrapes), KV-cache use, tokens generated since the server started."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.prev: tuple[float, float, float] | None = None  # t, generation tokens, prompt tokens
+        from spark_tui.core.observe.metrics import MetricsScraper
+
+        self.scraper = MetricsScraper(url)
+        self.prev: Snapshot | None = None
 
     def line(self) -> str | None:
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
+        from spark_tui.core.observe.metrics import window_stats
+        from spark_tui.errors import SparkError
 
         try:
-            r = httpx.get(self.url + "/metrics", timeout=3)
-        except httpx.HTTPError:
+            snap = self.scraper.scrape()
+        except SparkError:  # unreachable, or not vLLM's metrics: no line this time
             return None
-        if r.status_code != 200:
-            return None
-        v: dict[str, float] = {}
-        try:
-            for fam in text_string_to_metric_families(r.text):
-                for s in fam.samples:
-                    if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                                  "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total",
-                                  "vllm:prompt_tokens_total"):
-                        v[s.name] = v.get(s.name, 0.0) + s.value
-        except ValueError:  # not the Prometheus text format
-            return None
-        if not v:
-            return None
-        now = time.monotonic()
-        gen, prompt = v.get("vllm:generation_tokens_total", 0.0), v.get("vllm:prompt_tokens_total", 0.0)
+        prev, self.prev = self.prev, snap
+        now = window_stats([snap])  # gauges, and counters since the server started
         rates = ""
-        if self.prev is not None and now > self.prev[0]:
-            dt = now - self.prev[0]
-            rates = f"  gen {(gen - self.prev[1]) / dt:.1f} tok/s  prompt {(prompt - self.prev[2]) / dt:.1f} tok/s"
-        self.prev = (now, gen, prompt)
-        return (f"running {v.get('vllm:num_requests_running', 0):.0f}  waiting "
-                f"{v.get('vllm:num_requests_waiting', 0):.0f}  KV cache {100 * v.get('vllm:kv_cache_usage_perc', 0):.1f}%"
-                f"{rates}  total generated {gen:.0f}")
+        if prev is not None and snap.t > prev.t:
+            w = window_stats([prev, snap])
+            rates = f"  gen {_n(w.generation_tok_s, '.1f')} tok/s  prompt {_n(w.prompt_tok_s, '.1f')} tok/s"
+        kv = None if now.kv_cache_usage is None else 100 * now.kv_cache_usage
+        return (f"running {_n(now.requests_running, '.0f')}  waiting {_n(now.requests_waiting, '.0f')}  "
+                f"KV cache {_n(kv, '.1f')}%{rates}  total generated {_n(now.generation_tokens, '.0f')}")
+
+    def close(self) -> None:
+        self.scraper.close()
+
+
+def _n(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _follow(sup: Supervisor, stats: _Stats, interval_s: float) -> None:
+    """A stats line every interval until vLLM exits."""
+    while sup.alive():
+        end = time.monotonic() + interval_s
+        while time.monotonic() < end and sup.alive():
+            time.sleep(0.2)
+        if sup.alive():
+            line = stats.line()
+            if line:
+                print(line, flush=True)
 
 
 def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None,
@@ -235,15 +246,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"detached: pid {rec.pid} keeps running; stop it with `spark-tui stop {rec.pid}`")
             return 0
         stats = _Stats(ready.url)
-        stats.line()
-        while sup.alive():
-            end = time.monotonic() + args.stats_interval
-            while time.monotonic() < end and sup.alive():
-                time.sleep(0.2)
-            if sup.alive():
-                line = stats.line()
-                if line:
-                    print(line, flush=True)
+        try:
+            stats.line()
+            _follow(sup, stats, args.stats_interval)
+        finally:
+            stats.close()
         err = ls.guard_stopped(started.watcher)
         if err is not None:
             raise _guard_error(err) from None

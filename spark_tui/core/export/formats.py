@@ -7,9 +7,9 @@ never onto a device node, FIFO, directory or symbolic link).
 
 Quoting, per target:
 - bash: every word through `shlex.quote`.
-- YAML (compose, k8s): a small emitter of our own; every string is a double-quoted scalar with explicit
-  escapes, so no value can change type or structure. Compose interpolates `$` in values and Kubernetes
-  expands `$(VAR)` in args; both take `$$` for a literal `$`, so literal `$` is doubled there.
+- YAML (compose, k8s): PyYAML's safe dumper (`to_yaml`), which quotes every string that would read as another
+  type and escapes control characters, so no value can change type or structure. Compose interpolates `$` in
+  values and Kubernetes expands `$(VAR)` in args; both take `$$` for a literal `$`, so literal `$` is doubled there.
 - systemd: every ExecStart word double-quoted with C escapes, `%` -> `%%` (specifiers), `$` -> `$$`
   (variable expansion) (systemd.syntax(7), systemd.service(5) "Command lines").
 
@@ -422,89 +422,37 @@ def to_docker(plan: Plan, opts: ExportOptions | None = None) -> str:
 # YAML
 
 
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ""}
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*\Z")
+# YAML 1.2 (what compose-go and kubectl read: Go yaml) reads these plain scalars as numbers where YAML 1.1 (PyYAML's
+# resolver) reads strings: 0o17 (octal) and an exponent without a dot (1e3). The dumper below resolves them as numbers
+# too, so strings that look like them are quoted and every reader sees the same string.
+_YAML12_INT = re.compile(r"^[-+]?0o[0-7]+$")
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 
 
-def _yaml_char(ch: str) -> str:
-    o = ord(ch)
-    if ch == "\\":
-        return "\\\\"
-    if ch == '"':
-        return '\\"'
-    if 0x20 <= o <= 0x7E:
-        return ch
-    if (0xA0 <= o <= 0xD7FF and o not in (0x2028, 0x2029)) or (0xE000 <= o <= 0xFFFD and o != 0xFEFF) or o >= 0x10000:
-        return ch
-    short = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
-    if ch in short:
-        return short[ch]
-    if o <= 0xFF:
-        return f"\\x{o:02x}"
-    if o <= 0xFFFF:
-        return f"\\u{o:04x}"
-    return f"\\U{o:08x}"
+def _dumper() -> type:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """safe_dump's dumper (safe representers only), quoting the strings YAML 1.1 and 1.2 resolve differently,
+        and writing a value used twice (the k8s probes) twice rather than as an anchor and alias."""
+
+        def ignore_aliases(self, data: object) -> bool:
+            return True
+
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:int", _YAML12_INT, list("-+0"))
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789"))
+    return Dumper
 
 
-def yaml_str(s: str) -> str:
-    """A YAML double-quoted scalar: printable characters kept, everything else escaped."""
-    return '"' + "".join(_yaml_char(c) for c in s) + '"'
+def to_yaml(obj: object) -> str:
+    """Block-style YAML through PyYAML's safe dumper, keys in the order given, one value a line. Quoting is the
+    library's: a string that would read as another type (true, null, 8000, 1e3, ...) is quoted, one with control or
+    non-ASCII characters is double-quoted with escapes (the file stays ASCII: line-break characters such as U+2028
+    cannot split a value for a YAML 1.2 reader), so no value can change type or structure."""
+    import yaml  # lazy: `spark-tui export --format bash` and the CLI's fast paths never import it
 
-
-def _yaml_key(k: str) -> str:
-    return k if _PLAIN_KEY.match(k) and k.lower() not in _YAML_WORDS else yaml_str(k)
-
-
-def _yaml_scalar(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return yaml_str(v)
-    raise TypeError(f"no YAML form for {type(v).__name__}")
-
-
-def to_yaml(obj: object, indent: int = 0) -> str:
-    """Block-style YAML for dicts, lists, str, int, bool, None; every string double-quoted."""
-    return "\n".join(_yaml_lines(obj, indent)) + "\n"
-
-
-def _yaml_lines(obj: object, indent: int) -> list[str]:
-    pad = " " * indent
-    out: list[str] = []
-    if isinstance(obj, dict):
-        if not obj:
-            return [pad + "{}"]
-        for k, v in obj.items():
-            if isinstance(v, (dict, list)) and v:
-                out.append(f"{pad}{_yaml_key(k)}:")
-                out += _yaml_lines(v, indent + 2)
-            else:
-                out.append(f"{pad}{_yaml_key(k)}: {_yaml_inline(v)}")
-        return out
-    if isinstance(obj, list):
-        if not obj:
-            return [pad + "[]"]
-        for item in obj:
-            if isinstance(item, (dict, list)) and item:
-                sub = _yaml_lines(item, indent + 2)
-                out.append(f"{pad}- {sub[0][indent + 2:]}")
-                out += sub[1:]
-            else:
-                out.append(f"{pad}- {_yaml_inline(item)}")
-        return out
-    return [pad + _yaml_scalar(obj)]
-
-
-def _yaml_inline(v: object) -> str:
-    if isinstance(v, dict):
-        return "{}"
-    if isinstance(v, list):
-        return "[]"
-    return _yaml_scalar(v)
+    return yaml.dump(obj, Dumper=_dumper(), sort_keys=False, default_flow_style=False, allow_unicode=False,
+                     width=1 << 30)
 
 
 def dollar_escape(s: str) -> str:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_tui.core.observe.ablate import AblationState, Variant
+    from spark_tui.core.planning.flags import Flag
+    from spark_tui.core.planning.plan import Plan
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -56,7 +61,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     a.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _harness(items: list[str]) -> list[Any]:
+def _harness(items: list[str]) -> list[Flag]:
     from spark_tui.core.planning.flags import Flag, coerce
     from spark_tui.core.planning.request import parse_set
     from spark_tui.errors import UsageError
@@ -70,7 +75,7 @@ def _harness(items: list[str]) -> list[Any]:
     return out
 
 
-def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
+def report(plan: Plan, vs: list[Variant], st: AblationState) -> dict[str, Any]:
     from spark_tui.core.observe import ablate
     from spark_tui.core.planning import mtp_model
 
@@ -98,7 +103,7 @@ def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
             "rows": rows, "kv_cache": kv, "mtp_model": mtp}
 
 
-def _preflight(plan: Any, vs: list[Any]) -> None:
+def _preflight(plan: Plan, vs: list[Variant]) -> None:
     """Refuse, before any server starts, a variant vLLM would refuse: a hybrid model's decode CUDA graphs need one
     KV-pool block per sequence (the first H200 ablation lost every server to it)."""
     from spark_tui.core.planning.flags import Flags
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     path = ablate.state_path(plan.argv(), conf)
     st = ablate.AblationState(plan.argv(), conf) if args.restart else ablate.load_state(path, plan.argv(), conf)
 
-    def predict(v: Any) -> int | None:
+    def predict(v: Variant) -> int | None:
         try:
             return memory_for_flags(dc_replace(plan), Flags(v.flags)).kv_cache_tokens
         except Exception:  # noqa: BLE001 - a prediction that cannot be made is reported as missing

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_tui.core.catalog.profiles import Catalog
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -25,7 +29,7 @@ def _version(args: argparse.Namespace) -> str:
     return v
 
 
-def rank(cat, device_id: str | None, vllm_version: str) -> tuple[list[tuple[object, object | None]], str]:  # type: ignore[no-untyped-def]
+def rank(cat: Catalog, device_id: str | None, vllm_version: str) -> tuple[list[tuple[object, object | None]], str]:
     """[(checkpoint, kernel_paths.Ranked or None)] best first, and a note on the device."""
     from spark_tui.core.catalog.kernel_paths import rank_checkpoints
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
 
 if TYPE_CHECKING:
+    from spark_tui.core.hardware.memguard import GuardThresholds
     from spark_tui.core.observe.metrics import Snapshot
-    from spark_tui.core.runtime.supervisor import Supervisor
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.launch import GuardStopped
+    from spark_tui.core.runtime.supervisor import Supervisor, SupervisorEvent
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -67,7 +70,7 @@ def add_guard_arguments(g) -> None:
     g.add_argument("--mem-guard-interval", type=float, metavar="S", help="seconds between samples (default 0.5)")
 
 
-def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
+def guard_thresholds(args: argparse.Namespace, plan: Plan) -> GuardThresholds | None:
     """GuardThresholds when the guard runs for this plan, else None (UsageError, exit 2, on bad values)."""
     from spark_tui.core.hardware import memguard
 
@@ -84,7 +87,7 @@ def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
 GUARD_OPTIONS = "; its thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard"
 
 
-def _guard_error(e: Any) -> Any:
+def _guard_error(e: GuardStopped) -> VllmError:
     """Core's GuardStopped with the options that tune the guard named in the hint (exit 6)."""
     return VllmError(e.message, e.hint + GUARD_OPTIONS)
 
@@ -97,7 +100,7 @@ class _StartupPrinter:
         self.t0 = time.monotonic()
         self.shown: dict[str, tuple[str, str]] = {}
 
-    def __call__(self, ev: Any) -> None:
+    def __call__(self, ev: SupervisorEvent) -> None:
         from spark_tui.core.runtime import supervisor as sv
 
         if not isinstance(ev, sv.PhaseChanged):
@@ -163,7 +166,7 @@ def _follow(sup: Supervisor, stats: _Stats, interval_s: float) -> None:
                 print(line, flush=True)
 
 
-def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None,
+def dry_run_command(plan: Plan, runtime: str = "native", image: str | None = None,
                     api_key: str | None = None) -> tuple[list[str], dict[str, str]]:
     """(argv, environment additions) `launch` would run for this plan: the same construction as a real start. The
     API key's value is never returned: the environment shows where it comes from instead."""
@@ -175,17 +178,18 @@ def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None
         if runtime == "docker":
             raise
         # vLLM not installed yet: show the command with the `vllm` program name
+        plan_env = sv.plan_env(plan)
+        if api_key or sv.API_KEY_ENV in plan_env:
+            plan_env[sv.API_KEY_ENV] = api_key or ""
         sup = sv.Supervisor(sv.native_argv(plan, ["vllm"]), host=plan.host, port=plan.port, model=plan.model,
-                            served_model_name=plan.served_model_name, env=sv.plan_env(plan))
-        if api_key or sv.API_KEY_ENV in (sup.env or {}):
-            sup.env[sv.API_KEY_ENV] = api_key or ""
+                            served_model_name=plan.served_model_name, env=plan_env)
     env = dict(sup.env or {})
     if env.get(sv.API_KEY_ENV):
         env[sv.API_KEY_ENV] = "<the API key, not shown>"
     return list(sup.argv), env
 
 
-def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) -> int:
+def _dry_run(plan: Plan, args: argparse.Namespace, api_key: str | None = None) -> int:
     import json
     import shlex
 

@@ -11,9 +11,12 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-from spark_tui.core.planning.plan import Plan
+from spark_tui.core.planning.plan import MemoryEstimate, Plan
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.probe import ProbeResult
 
 
 def vllm_version_arg(s: str) -> str:
@@ -85,9 +88,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="validate the argv with the installed vLLM's own argument parser (if vLLM is importable)")
 
 
-def _probe_here() -> Any:
+def _probe_here() -> ProbeResult:
     try:
-        from spark_tui.core.hardware.probe import take_probe  # type: ignore[attr-defined]
+        from spark_tui.core.hardware.probe import take_probe
     except ImportError:
         from spark_tui.errors import PlanError
 
@@ -131,7 +134,7 @@ def _gib(b: int) -> str:
     return f"{b / 2**30:.1f} GiB"
 
 
-def _memory_lines(m: Any) -> list[str]:
+def _memory_lines(m: MemoryEstimate) -> list[str]:
     out = ["memory (" + ("KV pool exact" if m.exact_kv_pool else "estimate") + "):"]
     for label, b in m.bar():
         out.append(f"  {label:<15} {_gib(b):>10}")

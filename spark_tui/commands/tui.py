@@ -83,7 +83,8 @@ def _hard_exit(app, code: int, tty) -> None:
         _stop_unkept(app)
     finally:
         try:
-            os.write(sys.__stdout__.fileno(), _RESET)
+            if sys.__stdout__ is not None:
+                os.write(sys.__stdout__.fileno(), _RESET)
             if tty is not None:
                 import termios
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import Plan
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -33,6 +37,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
+def _int_flag(plan: Plan, name: str) -> int | None:
+    """The plan's integer flag (None when absent or 0)."""
+    f = plan.flag(name)
+    return int(f.value) if f is not None and isinstance(f.value, (int, float, str)) and f.value else None
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -53,11 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.mtp is not None:
         raise UsageError("--mtp fixes what tune varies", "use --mtp-values to choose the MTP settings to try")
     base = plan_from_args(args)  # validates the device/checkpoint once, before anything is started
-    seqs = base.flag("--max-num-seqs")
-    mbt = base.flag("--max-num-batched-tokens")
-    concurrency = tune.goal_concurrency(goal, int(seqs.value) if seqs and seqs.value else None)
-    cands = tune.make_candidates(goal, args.mtp_values, int(seqs.value) if seqs and seqs.value else None,
-                                 int(mbt.value) if mbt and mbt.value else None)
+    seqs, mbt = _int_flag(base, "--max-num-seqs"), _int_flag(base, "--max-num-batched-tokens")
+    concurrency = tune.goal_concurrency(goal, seqs)
+    cands = tune.make_candidates(goal, args.mtp_values, seqs, mbt)
     path = tune.state_path(base.device.id, base.checkpoint.id, goal)
     st = tune.load_state(path, base.device.id, base.checkpoint.id, goal, concurrency)
     if args.restart:

@@ -14,6 +14,12 @@ from textual.message import Message
 
 from spark_tui.core.hardware.probe import ProbeResult
 
+if TYPE_CHECKING:
+    from kernels_check.model import CheckResult, Report
+    from kernels_check.runner import PlannedCheck
+    from spark_tui.core.observe.metrics import Stats
+    from spark_tui.core.runtime.download import Event as DownloadProgress
+
 if TYPE_CHECKING:  # lazy at run time (the app's first paint imports none of these); typed for the checker
     from spark_tui.core.hardware.memguard import GuardEvent
     from spark_tui.core.runtime.diagnose import Diagnosis
@@ -64,7 +70,7 @@ class CacheScanned(Message, bubble=False):
 class MetricsSample(Message, bubble=False):
     """One /metrics scrape folded into window statistics (metrics.Stats), plus the GPU line."""
 
-    stats: Any  # spark_tui.core.observe.metrics.Stats | None (None until two scrapes exist)
+    stats: Stats | None  # None until two scrapes exist
     error: str = ""
     gpu: str = ""
     note: str = ""  # metrics.Snapshot.scrape_note(): malformed lines skipped, body cut
@@ -77,13 +83,22 @@ class MetricsSample(Message, bubble=False):
 class DownloadEvent(Message, bubble=False):
     """One event of spark_tui.core.runtime.download (DownloadStarted, FileProgress, FileDone, ...)."""
 
-    event: Any
+    event: DownloadProgress
 
     def can_replace(self, message: Message) -> bool:  # only progress ticks of the same file collapse
         from spark_tui.core.runtime.download import FileProgress
 
         return (isinstance(message, DownloadEvent) and isinstance(self.event, FileProgress)
                 and isinstance(message.event, FileProgress) and message.event.path == self.event.path)
+
+
+@dataclass
+class DiskChecked(Message, bubble=False):
+    """Before a download: where it goes, how much is missing and how much room there is (download.check_disk)."""
+
+    target: str
+    free_bytes: int
+    missing_bytes: int
 
 
 @dataclass
@@ -136,7 +151,7 @@ class ServerStopped(Message, bubble=False):
 class SelftestResult(Message, bubble=False):
     """One kernels_check CheckResult as it finishes, or the final Report (`report`)."""
 
-    result: Any = None
-    report: Any = None
-    planned: Any = None  # list[PlannedCheck] from plan_selftest()
+    result: CheckResult | None = None
+    report: Report | None = None
+    planned: list[PlannedCheck] | None = None  # from plan_selftest()
 

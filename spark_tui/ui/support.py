@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_tui.core.hardware.probe import ProbeResult
+
+if TYPE_CHECKING:
+    from spark_tui.core.catalog.profiles import CheckpointProfile
 
 
 def device_for_probe(probe: ProbeResult | None) -> str | None:
@@ -39,7 +42,7 @@ def build_plan(device: str | None, checkpoint: str | None, overrides: dict[str, 
                      vllm_version=version, **kw)
 
 
-def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[Any, str, list[str]]], str]:
+def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list[tuple[CheckpointProfile, str, list[str]]], str]:
     """Every checkpoint profile for the target as (profile, why, warnings): the planner's own choice first
     (core.planner.choose_checkpoint with no --checkpoint), then the rest with the warnings the planner gives
     when that one is forced. Returns the rows and the target's name."""
@@ -51,7 +54,7 @@ def checkpoint_rows(device: str | None, probe: ProbeResult | None) -> tuple[list
         return [(c, "", []) for c in cat.checkpoints.values()], "no device chosen yet (Device step)"
     t = resolve_target(cat, device, None if device else probe)
     best, why, source, _ = choose_checkpoint(cat, t, None)
-    rows = [(best, f"{why} [{source}]", [])]
+    rows: list[tuple[CheckpointProfile, str, list[str]]] = [(best, f"{why} [{source}]", [])]
     for c in sorted(cat.checkpoints.values(), key=lambda c: c.id):
         if c.id == best.id:
             continue

@@ -262,7 +262,7 @@ async def test_selftest_lists_before_running_then_shows_real_results():
         statuses = {str(t.get_row_at(i)[0]): str(t.get_row_at(i)[1]) for i in range(t.row_count)}
         for c in rep.checks:
             assert c.status.symbol in statuses[c.name]
-        assert rep.recommendation.verdict.title in text(app, "#selftest-verdict")
+        assert rep.recommendation.verdict.label in text(app, "#selftest-verdict")
 
 
 # ------------------------------------------------------------------------------------------------ responsiveness

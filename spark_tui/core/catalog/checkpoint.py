@@ -274,7 +274,7 @@ def _kv_from(cfg_qc: dict[str, Any] | None, hq: dict[str, Any] | None) -> tuple[
     def algo_of(q: dict[str, Any] | None) -> str | None:
         if not isinstance(q, dict):
             return None
-        inner = q.get("quantization") if isinstance(q.get("quantization"), dict) else q
+        inner: dict[str, Any] = q["quantization"] if isinstance(q.get("quantization"), dict) else q
         v = inner.get("kv_cache_scheme") or q.get("kv_cache_scheme") or inner.get("kv_cache_quant_algo") \
             or q.get("kv_cache_quant_algo")
         if isinstance(v, dict):
@@ -299,13 +299,14 @@ def _kv_from(cfg_qc: dict[str, Any] | None, hq: dict[str, Any] | None) -> tuple[
 
 def _modelopt(qc: dict[str, Any], hq: dict[str, Any] | None, cfg: dict[str, Any], source: str,
               cfg_qc: dict[str, Any] | None) -> QuantInfo:
-    inner = qc.get("quantization") if isinstance(qc.get("quantization"), dict) else qc
+    inner: dict[str, Any] = qc["quantization"] if isinstance(qc.get("quantization"), dict) else qc
     algo = str(inner.get("quant_algo") or "").upper()
     kv, kv_auto, kv_note = _kv_from(cfg_qc, hq)
     excl = inner.get("exclude_modules") if "quantization" in qc else qc.get("ignore")
     excl = [x for x in (excl or []) if isinstance(x, str)]
     detail = f"ModelOpt quant_algo {algo or '?'}" + (f", kv_cache_quant_algo {kv}" if kv else "")
-    common = dict(kv_cache_quant_algo=kv, kv_cache_dtype_auto=kv_auto, kv_note=kv_note, ignore=tuple(excl))
+    common: dict[str, Any] = dict(kv_cache_quant_algo=kv, kv_cache_dtype_auto=kv_auto, kv_note=kv_note,
+                                  ignore=tuple(excl))
     if algo not in MODELOPT_ALGOS:
         return QuantInfo(f"modelopt-{algo.lower() or 'unknown'}", detail, source, quant_method="modelopt",
                          not_loadable=f"ModelOpt quant_algo {algo or '(missing)'} is not one vLLM loads ("
@@ -332,7 +333,7 @@ def _modelopt(qc: dict[str, Any], hq: dict[str, Any] | None, cfg: dict[str, Any]
             if part:
                 per_part[part].add(_MODELOPT_SCHEME.get(a, a))
         bad = sorted(a for a in counts if a not in MIXED_LAYER_ALGOS)
-        parts = {p: _one(per_part[p]) for p in PARTS}
+        parts: dict[str, Any] = {p: _one(per_part[p]) for p in PARTS}
         if any(_modelopt_excluded(n, excl) for n in reps["mtp"]) and not per_part["mtp"]:
             parts["mtp"] = "BF16"
         detail += ", per layer " + ", ".join(f"{a} x{n}" for a, n in sorted(counts.items()))
@@ -391,7 +392,7 @@ def _ct_matches(name: str, target: str) -> bool:
 
 def _compressed_tensors(qc: dict[str, Any], cfg: dict[str, Any], source: str) -> QuantInfo:
     fmt_global = str(qc.get("format") or "")
-    groups = qc.get("config_groups") if isinstance(qc.get("config_groups"), dict) else {}
+    groups: dict[str, Any] = qc["config_groups"] if isinstance(qc.get("config_groups"), dict) else {}
     ignore = [x for x in (qc.get("ignore") or []) if isinstance(x, str)]
     kv, kv_auto, kv_note = _kv_from(qc, None)
     kv_auto = "auto"  # the compressed-tensors KV scheme loads its scales, but "auto" stays the model dtype
@@ -426,7 +427,7 @@ def _compressed_tensors(qc: dict[str, Any], cfg: dict[str, Any], source: str) ->
                 return sch
         return "BF16"
 
-    parts = {p: scheme_of(names) for p, names in _representatives(cfg).items()}
+    parts: dict[str, Any] = {p: scheme_of(names) for p, names in _representatives(cfg).items()}
     detail = f"format {fmt_global or '?'}, groups: " + (", ".join(sorted(schemes)) or "none")
     gss = {g.get("weights", {}).get("group_size") for g in groups.values() if isinstance(g, dict)}
     gs = min((x for x in gss if isinstance(x, int)), default=None)
@@ -438,8 +439,8 @@ def _fp8(qc: dict[str, Any], cfg: dict[str, Any], source: str) -> QuantInfo:
     block = qc.get("weight_block_size")
     scheme = "FP8_BLOCK" if block else "FP8_TENSOR"
     skip = [x for x in (qc.get("modules_to_not_convert") or qc.get("ignored_layers") or []) if isinstance(x, str)]
-    parts = {p: ("BF16" if any(any(s in n for s in skip) for n in names) else scheme)
-             for p, names in _representatives(cfg).items()}
+    parts: dict[str, Any] = {p: ("BF16" if any(any(s in n for s in skip) for n in names) else scheme)
+                             for p, names in _representatives(cfg).items()}
     detail = f"fp8 {qc.get('fmt', '')} activation_scheme {qc.get('activation_scheme', '?')} block {block}"
     return QuantInfo("fp8", " ".join(detail.split()), source, quant_method="fp8",
                      group_size=block[0] if isinstance(block, list) and block else None, ignore=tuple(skip), **parts)
@@ -457,9 +458,9 @@ def detect_quantization(model_dir: str | os.PathLike[str]) -> QuantInfo:
     if cfg_qc is None and hq is not None and isinstance(hq.get("quantization"), dict):
         return _modelopt(hq, hq, cfg, "hf_quant_config.json quantization", None)
     if cfg_qc is None:
+        bf16: dict[str, Any] = dict.fromkeys(PARTS, "BF16")
         return QuantInfo("bf16", f"no quantization config (dtype {cfg.get('torch_dtype') or cfg.get('dtype') or '?'})",
-                         "config.json", quant_method="none",
-                         **{p: "BF16" for p in PARTS})
+                         "config.json", quant_method="none", **bf16)
     method = str(cfg_qc.get("quant_method") or "").lower()
     if method.startswith("modelopt"):
         return _modelopt(cfg_qc, hq, cfg, "config.json quantization_config", cfg_qc)

@@ -153,8 +153,7 @@ def published_acceptance(checkpoint: str | None) -> tuple[float, str] | None:
     preferring rows of this checkpoint: the conservative p for the MTP model."""
     from spark_tui.core.catalog.published import load_figures
 
-    rows = [(f.acceptance, f.checkpoint, f.source) for f in load_figures()
-            if getattr(f, "acceptance", None) is not None and f.mtp == 1]
+    rows = [(f.acceptance, f.checkpoint, f.source) for f in load_figures() if f.acceptance is not None and f.mtp == 1]
     own = [r for r in rows if r[1] == checkpoint]
     pick = own or rows
     if not pick:

@@ -29,6 +29,7 @@ on sm_90, first seen at v0.32.0.
 from __future__ import annotations
 
 import re
+from typing import Any
 from dataclasses import dataclass, field
 
 SCHEMES = ("W4A4_NVFP4", "W4A16_NVFP4", "FP8_BLOCK", "BF16")
@@ -365,7 +366,7 @@ def _tier(kp: KernelPath | None, sm: int) -> int:
     return 2 if fp8_first else 1  # 4-bit weights dequantized to 16-bit (Marlin / Humming)
 
 
-def rank_checkpoints(checkpoints, sm: int, vllm_version: str, memory_gib: float | None = None,  # type: ignore[no-untyped-def]
+def rank_checkpoints(checkpoints: Any, sm: int, vllm_version: str, memory_gib: float | None = None,
                      installed: frozenset[str] = frozenset()) -> list[Ranked]:
     """Order checkpoint profiles for one GPU by the MoE kernel vLLM will run for their routed experts:
     native W4A4 FP4 first; then FP8 and 4-bit weight-only (Marlin/Humming), FP8 first on sm_9x/sm_10x and

@@ -321,7 +321,7 @@ def _check_sources(path: str, data: dict[str, Any]) -> dict[str, str]:
 _RETIRED_DEVICE_KEYS = {"gpu_memory_utilization": "gpu-memory-utilization", "vllm_default_max_num_seqs": "max-num-seqs",
                         "vllm_default_max_num_batched_tokens": "max-num-batched-tokens"}
 
-_T = {"str": str, "int": int, "num": (int, float), "bool": bool, "list": list, "dict": dict}
+_T: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "num": (int, float), "bool": bool, "list": list, "dict": dict}
 
 
 def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = False, unknown_ok: bool = False,
@@ -343,7 +343,7 @@ def _get(path: str, data: dict[str, Any], key: str, typ: str, required: bool = F
             + f", got {v!r}",
             f"fix '{key}' in {path}",
         )
-    if lo is not None and typ in ("int", "num") and not v > lo:
+    if lo is not None and typ in ("int", "num") and isinstance(v, (int, float)) and not v > lo:
         what = "positive" if lo == 0 else f"greater than {lo:g}" if lo != -1 else "zero or more"
         raise ProfileError(f"{path}: key '{key}' must be {what}, got {v!r}", f"fix '{key}' in {path}")
     return v

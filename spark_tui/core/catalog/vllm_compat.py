@@ -123,11 +123,11 @@ def _parser_api() -> tuple[Any, Any]:
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser  # 0.2x-0.33
     except ImportError:
-        from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef,attr-defined]  # older
+        from vllm.utils import FlexibleArgumentParser  # older
     try:
         from vllm.entrypoints.launchers.cli_args import make_arg_parser  # 0.32-0.33
     except ImportError:
-        from vllm.entrypoints.openai.cli_args import make_arg_parser  # type: ignore[no-redef]  # up to ~0.31
+        from vllm.entrypoints.openai.cli_args import make_arg_parser  # up to ~0.31
     return FlexibleArgumentParser, make_arg_parser
 
 

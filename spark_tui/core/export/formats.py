@@ -487,16 +487,17 @@ def to_compose(plan: Plan, opts: ExportOptions | None = None) -> str:
             continue  # comes from env_file
         src = sec.api_key_source if (n == API_KEY_ENV and sec.api_key_source) else n
         env[n] = f"${{{src}:?set {src} (a secret read from the environment)}}"
+    volumes = [f"${{HOME}}/.cache/huggingface:{CONTAINER_HF_CACHE}"]
+    if mount := model_mount(plan):
+        volumes.append(dollar_escape(mount))
     service: dict[str, object] = {
         "image": dollar_escape(image_for(plan, opts)),
         "container_name": opts.name,
         "command": [dollar_escape(a) for a in container_args(plan)],
         "ports": [dollar_escape(_publish(host, port))],
         "ipc": "host",
-        "volumes": [f"${{HOME}}/.cache/huggingface:{CONTAINER_HF_CACHE}"],
+        "volumes": volumes,
     }
-    if mount := model_mount(plan):
-        service["volumes"].append(dollar_escape(mount))  # type: ignore[union-attr]
     if opts.env_file:
         service["env_file"] = [dollar_escape(opts.env_file)]
     service["environment"] = env

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_tui.core.planning import memory as mem
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.probe import ProbeResult
 
 GiB = 2**30
 BUSY_FRACTION = 0.08  # 1 - vLLM's default gpu_memory_utilization 0.92
@@ -48,7 +51,7 @@ def gpu_busy(g: Any) -> str | None:
     return None
 
 
-def idle_gpus(probe: Any) -> list[int]:
+def idle_gpus(probe: ProbeResult) -> list[int]:
     return [g.index for g in probe.gpus if gpu_busy(g) is None]
 
 
@@ -65,7 +68,7 @@ class GpuPin:
         return dict(self.env)
 
 
-def pin_gpu(probe: Any, gpu_index: int, *, allow_busy: bool = False) -> GpuPin:
+def pin_gpu(probe: ProbeResult, gpu_index: int, *, allow_busy: bool = False) -> GpuPin:
     """The environment that runs vLLM on probed GPU `gpu_index`. Refuses (PlanError, exit 5) a busy GPU and names
     the idle ones; an index the probe does not have is a UsageError (exit 2)."""
     from spark_tui.errors import PlanError, UsageError

@@ -27,7 +27,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_tui.core.runtime.supervisor import Supervisor
 
 GiB = 2**30
 MiB = 2**20
@@ -188,7 +191,7 @@ class MemoryGuard:
         critical: list[str] = []
         if s.mem_available < th.stop_available_bytes:
             critical.append(f"MemAvailable {_g(s.mem_available)} < stop {_g(th.stop_available_bytes)}")
-        elif proj is not None and proj < th.stop_available_bytes:
+        elif proj is not None and rate is not None and proj < th.stop_available_bytes:
             critical.append(f"MemAvailable {_g(s.mem_available)} falling {_g(-rate)}/s: {_g(max(proj, 0))} in "
                             f"{th.horizon_s:g} s < stop {_g(th.stop_available_bytes)}")
         if s.psi_full_avg10 is not None and s.psi_full_avg10 >= th.stop_psi_full:
@@ -299,7 +302,7 @@ class GuardWatcher:
     startup phase for the diagnosis. Events go to `on_event` (printing, or posting to the TUI)."""
 
     def __init__(self, thresholds: GuardThresholds, stop_action: Callable[[], Any], *,
-                 on_event: Callable[[GuardEvent], None] | None = None, reader: ProcReader | None = None,
+                 on_event: Callable[[GuardEvent], object] | None = None, reader: ProcReader | None = None,
                  alive: Callable[[], bool] | None = None, phase: Callable[[], str | None] | None = None) -> None:
         thresholds.check()
         self.th = thresholds
@@ -371,8 +374,8 @@ class GuardWatcher:
             self._halt.wait(self.th.interval_s)
 
 
-def watch_supervisor(sup: Any, thresholds: GuardThresholds | None = None, *,
-                     on_event: Callable[[GuardEvent], None] | None = None,
+def watch_supervisor(sup: Supervisor, thresholds: GuardThresholds | None = None, *,
+                     on_event: Callable[[GuardEvent], object] | None = None,
                      reader: ProcReader | None = None) -> GuardWatcher:
     """Start a guard next to a started spark_tui.core.runtime.supervisor.Supervisor: it stops the server's process group
     (grace STOP_GRACE_S) when memory runs out, names the startup phase in the diagnosis, and ends with the server."""

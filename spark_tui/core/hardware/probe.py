@@ -12,6 +12,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -193,7 +194,7 @@ _GPU_NUMBERS = {"index": int, "memory_total_bytes": int, "memory_free_bytes": in
 _HOST_NUMBERS = {"cpu_count": int, "ram_total_bytes": int, "mem_available_bytes": int}
 
 
-def _check_numbers(where: str, d: dict[str, Any], spec: dict[str, type]) -> None:
+def _check_numbers(where: str, d: dict[str, Any], spec: Mapping[str, type]) -> None:
     import math
 
     for key, typ in spec.items():

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.probe import ProbeResult
 
 GiB = 2**30
 MiB = 2**20
@@ -241,7 +244,7 @@ def size_unified(i: UnifiedInputs) -> UnifiedSizing:
                          warnings=tuple(warnings))
 
 
-def size_for_probe(probe: Any, *, weights_bytes: int, overhead_bytes: int = 0, gpu_index: int = 0,
+def size_for_probe(probe: ProbeResult, *, weights_bytes: int, overhead_bytes: int = 0, gpu_index: int = 0,
                    os_reserve_bytes: int = OS_RESERVE.bytes, sticky_cache_bytes: int = 0,
                    min_kv_bytes: int = 1) -> UnifiedSizing:
     """`size_unified` for a probed unified-memory GPU (a ProbeResult): total from the GPU (else the host RAM, as

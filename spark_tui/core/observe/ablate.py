@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from spark_tui.core.planning.flags import Flag, Flags
 
 if TYPE_CHECKING:
+    from spark_tui.core.observe.bench import BenchResult
+    from spark_tui.core.planning.mtp_model import Sample
     from spark_tui.core.planning.plan import Plan
 
 SHARED_FLAGS = ("--max-model-len", "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--enforce-eager")
@@ -196,7 +198,7 @@ def ratios(st: AblationState, variants_order: Sequence[str]) -> list[dict[str, A
     return rows
 
 
-def mtp_samples(st: AblationState) -> list[Any]:
+def mtp_samples(st: AblationState) -> list[Sample]:
     """MTP speed-model samples: the baseline (k = 0) and every MTP variant, at each concurrency and temperature,
     with the acceptance the server counted over that level."""
     from spark_tui.core.planning.mtp_model import Sample
@@ -228,9 +230,9 @@ def render_table(st: AblationState, order: Sequence[str]) -> str:
                    f"{f(r['ratio'], '.2f'):>7} {f(r['ttft_p50_s'], '.0f', 1000) + ' ms':>9} {f(r['ttft_ratio'], '.2f'):>7} "
                    f"{f(r['acceptance_rate'], '.0%'):>7} {f(r['startup_s'], '.0f'):>8}")
     for key in order:
-        r = st.results.get(key)
-        if r is not None and not r.ok:
-            out.append(f"{key}: FAILED: {r.error}")
+        res = st.results.get(key)
+        if res is not None and not res.ok:
+            out.append(f"{key}: FAILED: {res.error}")
     return "\n".join(out)
 
 
@@ -253,7 +255,7 @@ class AblationConfig:
         return self.temperatures
 
 
-def _bench(url: str, cfg: AblationConfig, temperature: float) -> Any:
+def _bench(url: str, cfg: AblationConfig, temperature: float) -> BenchResult:
     import asyncio
 
     from spark_tui.core.observe.bench import read_server_snapshot

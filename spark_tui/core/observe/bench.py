@@ -19,7 +19,10 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from spark_tui.core.observe.metrics import Stats
 
 SELF_CHECK_TOLERANCE = 0.05
 SETUP_TIMEOUT_S = 60.0  # /v1/models, /version, /tokenize: each must answer completely within this
@@ -161,7 +164,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def summarise_level(concurrency: int, results: Sequence[RequestResult], server: Any = None,
+def summarise_level(concurrency: int, results: Sequence[RequestResult], server: Stats | None = None,
                     window_s: float | None = None) -> LevelResult:
     """Fold one level's request results into figures. Pure.
 
@@ -280,8 +283,8 @@ async def one_request(client: Any, cfg: BenchConfig, model: str, prompt: list[in
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
     start = time.perf_counter()
-    first = None
-    last_t = None
+    first: float | None = None
+    last_t = start  # the time of the last token (read only once a first token came)
     tokens = 0
     prompt_tokens = 0
     gaps: list[float] = []

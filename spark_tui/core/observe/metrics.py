@@ -466,7 +466,6 @@ def window_stats(snaps: Sequence[Snapshot]) -> Stats:
         window = last.t - snaps[0].t
     gen = inc(GENERATION_TOKENS)
     prompt = inc(PROMPT_TOKENS)
-    rate_ok = window is not None and window > 0
     ttft = hinc(TTFT)
     itl = hinc(ITL)
     pq = inc(*PREFIX_QUERIES)
@@ -476,8 +475,8 @@ def window_stats(snaps: Sequence[Snapshot]) -> Stats:
         window_s=window,
         generation_tokens=gen,
         prompt_tokens=prompt,
-        generation_tok_s=gen / window if rate_ok and gen is not None else None,
-        prompt_tok_s=prompt / window if rate_ok and prompt is not None else None,
+        generation_tok_s=gen / window if window is not None and window > 0 and gen is not None else None,
+        prompt_tok_s=prompt / window if window is not None and window > 0 and prompt is not None else None,
         requests_completed=inc(REQUEST_SUCCESS),
         requests_running=last.gauge(RUNNING),
         requests_waiting=last.gauge(WAITING),

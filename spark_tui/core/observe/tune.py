@@ -104,7 +104,7 @@ def choose(results: Sequence[CandidateResult]) -> CandidateResult | None:
     ok = [r for r in results if r.ok and r.score is not None]
     if not ok:
         return None
-    return max(ok, key=lambda r: r.score)
+    return max(ok, key=lambda r: r.score if r.score is not None else float("-inf"))
 
 
 def warnings_for(results: Sequence[CandidateResult]) -> list[str]:

@@ -74,21 +74,21 @@ def coerce(name: str, text: str | None) -> Value:
         return v
     if name in FLOAT_FLAGS:
         try:
-            v = float(text)
+            frac = float(text)
         except ValueError:
             raise UsageError(f"{name} {text!r} is not a number", f"e.g. {name} 0.9") from None
-        if not math.isfinite(v) or not 0 < v <= 1:
+        if not math.isfinite(frac) or not 0 < frac <= 1:
             raise UsageError(f"{name} {text!r} is out of range", "a fraction in (0, 1], e.g. 0.9")
-        return v
+        return frac
     if name in JSON_FLAGS:
         try:
-            v = json.loads(text)
+            obj = json.loads(text)
         except ValueError:
             raise UsageError(f"{name} is not valid JSON: {text!r}",
                              f"e.g. {name} '{{\"method\":\"mtp\",\"num_speculative_tokens\":1}}'") from None
-        if not isinstance(v, dict):
+        if not isinstance(obj, dict):
             raise UsageError(f"{name} must be a JSON object, not {text!r}", "e.g. '{\"key\": value}'")
-        return v
+        return obj
     return text
 
 

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from spark_tui.core.planning import memory as mem
 from spark_tui.core.catalog import vllm_compat as compat
@@ -30,6 +30,11 @@ from spark_tui.core.planning.plan import Baseline, CheckpointRef, DeviceRef, Env
 from spark_tui.core.catalog.profiles import Catalog, CheckpointProfile, DeviceProfile, catalog as default_catalog, match_gpu
 from spark_tui.core.planning.sizes import GiB, format_size, parse_size
 from spark_tui.errors import PlanError, UsageError
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.gpus import ParallelComparison
+    from spark_tui.core.hardware.probe import ProbeResult
+    from spark_tui.core.hardware.unified import UnifiedSizing
 
 V = compat.DEFAULT_VERSION
 
@@ -58,7 +63,7 @@ class Target:
     source: str
     match: str = ""
     gpu_index: int = 0  # the probe's NVML index of the GPU planned for
-    probe: Any = None
+    probe: ProbeResult | None = None
 
 
 @dataclass
@@ -70,13 +75,13 @@ class Draft:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     omitted: list[Flag] = field(default_factory=list)
-    unified: Any = None  # spark_tui.core.hardware.unified.UnifiedSizing, when the device shares the host's memory
-    parallel: Any = None  # spark_tui.core.hardware.gpus.ParallelComparison, for two or more identical GPUs
+    unified: UnifiedSizing | None = None  # when the device shares the host's memory
+    parallel: ParallelComparison | None = None  # for two or more identical GPUs
     gpu_indices: tuple[int, ...] = ()  # the probed GPUs the server runs on (pinned), empty when not pinned
 
 
 # ------------------------------------------------------------------------------------------------ device
-def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_index: int = 0) -> Target:
+def resolve_target(cat: Catalog, device_id: str | None, probe: ProbeResult | None = None, gpu_index: int = 0) -> Target:
     if device_id:
         d = cat.device(device_id)
         return Target(d, d.memory_total_bytes, None, None, 1, d.name, d.sm, "profile", f"--device {d.id}")
@@ -113,7 +118,7 @@ def resolve_target(cat: Catalog, device_id: str | None, probe: Any = None, gpu_i
                   gpu_index, probe)
 
 
-def vgpu_warnings(probe: Any) -> list[str]:
+def vgpu_warnings(probe: ProbeResult | None) -> list[str]:
     """A vGPU guest, or a driver without CUDA, is planned for with a warning that says what to do (a vGPU host is
     refused in `resolve_target`)."""
     v = getattr(probe, "vgpu", None) if probe is not None else None
@@ -749,7 +754,8 @@ def stage_gpus(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: Checkp
                              f"or plan a single GPU"))
         d.gpu_indices = tuple(sorted(g.index for g in chosen))
         frees = [g.memory_free_bytes for g in chosen]
-        t = replace(t, free_bytes=None if None in frees else min(frees))  # type: ignore[type-var]
+        known = [f for f in frees if f is not None]
+        t = replace(t, free_bytes=min(known) if len(known) == len(frees) else None)
         ids = ",".join(map(str, d.gpu_indices))
         for name, value in (("CUDA_DEVICE_ORDER", "PCI_BUS_ID"), ("CUDA_VISIBLE_DEVICES", ids)):
             d.env.append(EnvChoice(name, value, f"run on GPUs {ids} ({t.name}) only; PCI bus order so CUDA, NVML and "
@@ -892,7 +898,7 @@ def stage_recipe(d: Draft, dev: DeviceProfile, cat: Catalog, c: CheckpointProfil
 
 
 # ------------------------------------------------------------------------------------------------ main API
-def make_plan(*, device: str | None = None, probe: Any = None, checkpoint: str | None = None,
+def make_plan(*, device: str | None = None, probe: ProbeResult | None = None, checkpoint: str | None = None,
               model_path: str | None = None, context: int | None = None, concurrency: int | None = None,
               goal: str = "balanced", mtp: int | None = None, set_flags: Iterable[str] = (), host: str = "127.0.0.1",
               port: int = 8000, vllm_version: str | None = None, served_model_name: str | None = None,
@@ -1143,7 +1149,10 @@ def memory_for_flags(plan: Plan, flags: Flags, catalog: Catalog | None = None) -
                plan.device.source)
     arch = _arch_from_path(plan.checkpoint.local_path)
     if dev.cpu:
-        mi = ModelInputs(arch, 0, "tiny test model", arch.max_position_embeddings or 4096)  # type: ignore[union-attr]
+        if arch is None:  # a cpu-test plan serves a local tiny model: its config.json is the architecture
+            raise PlanError(f"no config.json to size {plan.checkpoint.local_path or plan.model} from",
+                            "plan cpu-test with --model-path pointing at a model folder")
+        mi = ModelInputs(arch, 0, "tiny test model", arch.max_position_embeddings or 4096)
         return memory_for(flags, t, mi, plan.vllm_version or V, None, cpu=True)
     c = cat.checkpoint(plan.checkpoint.id)
     if arch is None:

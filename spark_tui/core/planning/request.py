@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from spark_tui.core.catalog import vllm_compat as compat
 from spark_tui.core.planning.flags import is_flag_name
 from spark_tui.errors import UsageError
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.probe import ProbeResult
 
 GOALS = ("latency", "throughput", "context", "balanced")
 PARALLEL = ("tp", "dp", "replicas")  # --parallel: spark_tui.core.hardware.gpus.compare_parallel's options
@@ -25,7 +28,7 @@ class PlanRequest:
     """What the user asked for, validated."""
 
     device: str | None = None
-    probe: Any = None
+    probe: ProbeResult | None = None
     checkpoint: str | None = None
     model_path: str | None = None
     context: int | None = None
@@ -51,7 +54,7 @@ class PlanRequest:
 def parse_set(items: Iterable[str]) -> list[tuple[str, str | None, bool]]:
     """`--set` items -> (name, value, remove). FLAG=VALUE sets, FLAG a switch, FLAG= removes.
     A name in UPPER_CASE without dashes is an environment variable."""
-    out = []
+    out: list[tuple[str, str | None, bool]] = []
     for raw in items:
         name, eq, value = raw.partition("=")
         name = name.strip()

@@ -21,7 +21,7 @@ import bisect
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from spark_tui.core.runtime.vllm_log import (
     AppStartupComplete,
@@ -197,7 +197,7 @@ def _is_multimodal(s: StartupSummary) -> bool:
 def _oom(m: re.Match, ll: LogLine, ctx: _Ctx, stage: str = "profiling") -> Diagnosis:
     tried = re.search(r"Tried to allocate ([\d.]+ [MG]iB)", ll.message)
     what = f" (an allocation of {tried.group(1)} failed)" if tried else ""
-    data = {"tried": tried.group(1) if tried else None, "stage": stage}
+    data: dict[str, Any] = {"tried": tried.group(1) if tried else None, "stage": stage}
     s = ctx.summary
     if stage == "weights":
         return _d("out_of_memory", f"The GPU ran out of memory while loading the weights{what}: the model does "
@@ -562,8 +562,9 @@ def _spec_warning(s: StartupSummary) -> Diagnosis | None:
     acc, k, drafted = s.spec_acceptance_pct, s.spec_k, s.spec_drafted_tokens
     if acc is None or not drafted or drafted < SPEC_MIN_DRAFTED:
         return None
-    data = {"k": k, "acceptance_pct": round(acc, 2), "mean_acceptance_length": s.spec_mean_acceptance_length,
-            "per_position": [round(p, 3) for p in s.spec_per_position], "drafted_tokens": drafted}
+    data: dict[str, Any] = {"k": k, "acceptance_pct": round(acc, 2),
+                            "mean_acceptance_length": s.spec_mean_acceptance_length,
+                            "per_position": [round(p, 3) for p in s.spec_per_position], "drafted_tokens": drafted}
     if acc < SPEC_NEAR_ZERO_PCT:
         return _d("spec_decode_low_acceptance",
                   f"Speculative decoding drafts are almost never accepted ({acc:.1f}% of {drafted:,} drafted tokens"
@@ -672,9 +673,9 @@ class _Diagnoser:
             elif kind is SpecDecodeStats:
                 self._ready = True
                 self.spec_lines = (self.spec_lines + [ll])[-2:]
-            elif kind is NonDefaultArgs and not self.args:
+            elif type(ev) is NonDefaultArgs and not self.args:  # type(ev), not kind: narrows ev for the checker
                 self.args = ev.args
-            elif kind is ShutdownRequested and self.shutdown is None:
+            elif type(ev) is ShutdownRequested and self.shutdown is None:
                 self.shutdown = (ev, ll)
                 return
         text = ll.message

@@ -99,7 +99,7 @@ class DownloadFailed:
 
 
 Event = DownloadStarted | FileProgress | FileDone | DownloadFinished | DownloadFailed
-Subscriber = Callable[[Event], None]
+Subscriber = Callable[[Event], object]  # what it returns is ignored
 
 
 class EventQueue:

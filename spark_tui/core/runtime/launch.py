@@ -129,8 +129,8 @@ def wait_ready(sup: Supervisor, timeout_s: float, *, watcher: GuardWatcher | Non
 
 # ------------------------------------------------------------------------------------------------ the sequence
 def launch(plan: Plan, sup: Supervisor, *, startup_timeout_s: float, checks: bool = True,
-           guard: GuardThresholds | None = None, on_guard: Callable[[GuardEvent], None] | None = None,
-           on_step: Callable[[LaunchStep], None] | None = None,
+           guard: GuardThresholds | None = None, on_guard: Callable[[GuardEvent], object] | None = None,
+           on_step: Callable[[LaunchStep], object] | None = None,
            diagnose: Callable[[list[str]], str | None] | None = None) -> Launched:
     """Start `sup` (a Supervisor for `plan`, not started: supervisor_for_plan) and return once it serves the plan's
     model, checked against the plan: preflight (unless `checks` is False) -> start -> the memory guard (when `guard`

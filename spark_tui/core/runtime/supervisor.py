@@ -59,9 +59,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_tui.errors import DownloadError, UsageError, VllmError
+
+if TYPE_CHECKING:
+    import psutil
+
+    from spark_tui.core.catalog.checkpoint import CheckpointReport
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.vllm_log import Event, PhaseState, StartupSummary
 
 LOG_MAX_BYTES = 20 * 1024**2  # rotate the server log at 20 MiB...
 LOG_BACKUPS = 3  # ...keeping 3 old files
@@ -95,18 +102,18 @@ class Exited:
 class PhaseChanged:
     """The startup checklist changed (spark_tui.core.runtime.vllm_log.StartupTracker phases)."""
 
-    phases: tuple[Any, ...]  # vllm_log.PhaseState
+    phases: tuple[PhaseState, ...]
 
 
 @dataclass(frozen=True)
 class LogEvent:
     """A typed event parsed from the log (vllm_log.Event: KvCacheSize, MoeBackend, EngineStats, ...)."""
 
-    event: Any
+    event: Event
 
 
 SupervisorEvent = LogLine | PhaseChanged | LogEvent | Ready | Exited
-Subscriber = Callable[[SupervisorEvent], None]
+Subscriber = Callable[[SupervisorEvent], object]  # what it returns is ignored
 
 
 # ---------------------------------------------------------------------------------------------- state files
@@ -199,7 +206,7 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _pgid(p: Any) -> int | None:
+def _pgid(p: psutil.Process) -> int | None:
     try:
         return os.getpgid(p.pid)
     except (ProcessLookupError, PermissionError, OSError):
@@ -230,7 +237,7 @@ def _cmdline_matches(cmdline: list[str], argv: tuple[str, ...]) -> bool:
     return cmd == want or (bool(want) and cmd[1:] == want) or bool(cmd and cmd[0].startswith("VLLM::"))
 
 
-def _has_instance(p: Any, instance: str) -> bool:
+def _has_instance(p: psutil.Process, instance: str) -> bool:
     import psutil
 
     try:
@@ -279,7 +286,7 @@ def identity_problem(r: ServerRecord) -> str | None:
 def list_servers(prune: bool = True) -> list[ServerRecord]:
     """Recorded servers whose process group is still alive and still theirs (stale files, also those whose
     pid was reused by another program, are removed when prune)."""
-    out = []
+    out: list[ServerRecord] = []
     d = servers_dir()
     if not d.is_dir():
         return out
@@ -356,7 +363,7 @@ def resolve_vllm() -> list[str]:
                     "or use --runtime docker")
 
 
-def _with_port(plan: Any, port: int | None) -> Any:
+def _with_port(plan: Plan, port: int | None) -> Plan:
     """The plan serving on another port (tune's candidates, a caller's explicit port): the --port flag changes,
     so argv, exports and the supervisor keep agreeing."""
     if port is None or port == plan.port:
@@ -364,7 +371,7 @@ def _with_port(plan: Any, port: int | None) -> Any:
     return plan.with_flag("--port", port, "port chosen by the caller", "spark-tui")
 
 
-def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list[str]:
+def native_argv(plan: Plan, vllm_cmd: list[str], port: int | None = None) -> list[str]:
     """The export helper's `serve_argv` (plan.argv() + missing --host/--port/parallel flags), run by the
     resolved vLLM command (which may be several words: python -m vllm.entrypoints.cli.main)."""
     from spark_tui.core.export.formats import serve_argv
@@ -372,7 +379,7 @@ def native_argv(plan: Any, vllm_cmd: list[str], port: int | None = None) -> list
     return list(vllm_cmd) + serve_argv(_with_port(plan, port))[1:]
 
 
-def docker_argv(plan: Any, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm",
+def docker_argv(plan: Plan, port: int | None = None, image: str | None = None, name: str = "spark-tui-vllm",
                 secret_names: tuple[str, ...] = ()) -> list[str]:
     """`docker run` for the plan as an argv, from the export helper's pieces (the same container flags,
     image and port publishing as `spark-tui export --format docker`). Secrets are passed by name only."""
@@ -438,7 +445,7 @@ def mem_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
         return None
 
 
-def check_memory(plan: Any, available: int | None = None) -> str | None:
+def check_memory(plan: Plan, available: int | None = None) -> str | None:
     """On unified memory (GB10) vLLM's own processes start first, then its startup check wants MemAvailable >=
     ceil(utilization x total) (vllm v0.32.0 vllm/v1/worker/utils.py:724-726, 761-770), and the server then holds the
     plan's budget. So MemAvailable now must cover vLLM's process overhead (spark_tui.core.hardware.unified.vllm_overhead)
@@ -456,11 +463,12 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
         return "MemAvailable unknown: memory check skipped"
     gib = 1024**3
     flags = getattr(plan, "flags", None)
-    util = flags.value("--gpu-memory-utilization") if flags is not None else None
-    requested = math.ceil(mem.device_total_bytes * float(util)) if util is not None else 0
+    util_value = flags.value("--gpu-memory-utilization") if flags is not None else None
+    util = float(util_value) if util_value is not None else None
+    requested = math.ceil(mem.device_total_bytes * util) if util is not None else 0
     need_vllm = max(mem.budget_bytes, requested)
-    what = (f"ceil({float(util):g} x {mem.device_total_bytes / gib:.1f} GiB) for vLLM's startup check"
-            if requested >= mem.budget_bytes else
+    what = (f"ceil({util:g} x {mem.device_total_bytes / gib:.1f} GiB) for vLLM's startup check"
+            if util is not None and requested >= mem.budget_bytes else
             f"its budget (gpu-memory-utilization x {mem.device_total_bytes / gib:.1f} GiB, or the KV pool + weights + "
             "overhead)")
     proc = vllm_overhead().bytes
@@ -477,7 +485,7 @@ def check_memory(plan: Any, available: int | None = None) -> str | None:
             f"{proc / gib:.1f} GiB)")
 
 
-def check_checkpoint(plan: Any) -> tuple[Any | None, str | None]:
+def check_checkpoint(plan: Plan) -> tuple[CheckpointReport | None, str | None]:
     """Completeness + quantization of the checkpoint vLLM will load (part 1): a local directory, or the HF
     cache snapshot of a repo id. Returns (report or None, note); raises DownloadError (exit 7) only for
     what vLLM cannot load (missing/truncated shards, a quantization config vLLM rejects, a `--quantization`
@@ -530,7 +538,7 @@ def _norm_backend(s: str | None) -> str | None:
     return None if s is None else s.strip().lower().replace("-", "_")
 
 
-def verify_against_plan(plan: Any, summary: Any, kv_tolerance_pct: float = 10.0) -> Verification:
+def verify_against_plan(plan: Plan, summary: StartupSummary, kv_tolerance_pct: float = 10.0) -> Verification:
     """Compare what vLLM logged (a vllm_log.StartupSummary: kv_cache_tokens, moe_backend) with the plan."""
     mem = getattr(plan, "memory", None)
     pred = getattr(mem, "kv_cache_tokens", None) if mem is not None else None
@@ -732,7 +740,7 @@ class Supervisor:
             self._phase_sig = sig
             self._emit(PhaseChanged(tuple(self.tracker.phases())))
 
-    def summary(self) -> Any:
+    def summary(self) -> StartupSummary:
         """What the log said so far (vllm_log.StartupSummary)."""
         return self.tracker.summary()
 
@@ -879,7 +887,7 @@ class Supervisor:
         return how
 
 
-def plan_summary(plan: Any) -> dict[str, Any]:
+def plan_summary(plan: Plan) -> dict[str, Any]:
     """What the state file and the plan check keep of a plan."""
     mem = plan.memory
     fc = plan.flag("--moe-backend")
@@ -889,7 +897,7 @@ def plan_summary(plan: Any) -> dict[str, Any]:
             "moe_backend": fc.text if fc else (base.moe_backend if base is not None else None)}
 
 
-def plan_env(plan: Any) -> dict[str, str]:
+def plan_env(plan: Plan) -> dict[str, str]:
     """The environment a plan's server gets on top of ours: the plan's env, and loopback internals."""
     env = dict(plan.env_dict())
     if plan.host in ("127.0.0.1", "localhost") and "VLLM_HOST_IP" not in os.environ:
@@ -932,13 +940,13 @@ def resolve_api_key(env_name: str | None = API_KEY_ENV, key_file: str | None = N
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
         raise UsageError("--api-key-env takes the name of an environment variable, not the key itself",
                          f"e.g. --api-key-env {API_KEY_ENV}, with the key in that variable")
-    key = os.environ.get(env_name)
-    if key is None and env_name != API_KEY_ENV:
+    from_env = os.environ.get(env_name)
+    if from_env is None and env_name != API_KEY_ENV:
         raise UsageError("the variable given to --api-key-env is not set", "export it with the API key first")
-    return key or None
+    return from_env or None
 
 
-def supervisor_for_plan(plan: Any, *, port: int | None = None, runtime: str = "native", detach: bool = False,
+def supervisor_for_plan(plan: Plan, *, port: int | None = None, runtime: str = "native", detach: bool = False,
                         image: str | None = None, keepable: bool = False, api_key: str | None = None) -> "Supervisor":
     """A Supervisor (not started) for a plan: the argv for the runtime, the plan's env, loopback internals.
     `spark-tui launch`, `spark-tui tune` and the TUI's Run screen all start servers through this.

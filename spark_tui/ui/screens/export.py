@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.syntax import Syntax
 from rich.markup import escape
@@ -19,6 +19,8 @@ from textual.widgets import Input, Select, Static
 from spark_tui.ui.screens.base import StepScreen
 
 if TYPE_CHECKING:
+    from spark_tui.core.export.formats import ExportFile
+    from spark_tui.core.planning.plan import Plan
     from spark_tui.errors import SparkError
 
 LANG = {"bash": "bash", "docker": "bash", "ray": "bash", "compose": "yaml", "k8s": "yaml", "systemd": "ini"}
@@ -43,7 +45,7 @@ class ExportScreen(StepScreen):
             yield Static("", id="export-preview")
 
     def on_mount(self) -> None:
-        self.files: list[Any] = []
+        self.files: list[ExportFile] = []
         self.watch(self.app, "plan", self._show_plan, init=True)
 
     @property
@@ -55,7 +57,7 @@ class ExportScreen(StepScreen):
         if event.select.id == "export-format":
             self._show_plan(self.app.plan)
 
-    def _show_plan(self, plan: Any) -> None:
+    def _show_plan(self, plan: Plan | None) -> None:
         from spark_tui.core.export.formats import combined, render
         from spark_tui.errors import SparkError
 

@@ -23,7 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from spark_tui.core.diagnose import diagnose_text  # noqa: E402
+from spark_tui.core.runtime.diagnose import diagnose_text  # noqa: E402
 
 LOGS = os.path.join(ROOT, "tests", "data", "logs")
 TARGET_LINES_S = 200_000

@@ -8,7 +8,7 @@ Writes, from what the visit measured (nothing else):
   vLLM's baseline), the KV-cache predictions against the logged values, the MTP model's fit and errors;
 - OUT/h200-summary.json: the headline figures (plan vs baseline, TTFT ratio, KV prediction errors, MTP model error,
   vLLM version, checkpoint layout);
-- with --measured: the `[[effect]]` and `[[mtp_step]]` rows the planner reads (spark_tui.core.evidence).
+- with --measured: the `[[effect]]` and `[[mtp_step]]` rows the planner reads (spark_tui.core.catalog.evidence).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spark_tui.core.mtp_model import Sample, fit  # noqa: E402
+from spark_tui.core.planning.mtp_model import Sample, fit  # noqa: E402
 
 KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import sys
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware.probe import ProbeResult
 from spark_tui.ui.app import SparkApp
 
 probe = None if sys.argv[1] == "live" else ProbeResult.load(sys.argv[1])

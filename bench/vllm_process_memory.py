@@ -9,8 +9,8 @@ almost everything measured is process overhead: Python, torch, vLLM, tokenizer, 
 to just after ready. On a DGX Spark these processes live in the same unified memory as the GPU, and the
 API server and the engine core are already running when the engine's startup check reads MemAvailable
 (vllm v0.32.0 vllm/v1/worker/gpu_worker.py:535, vllm/v1/worker/utils.py:761-770); that is why the figure
-feeds spark_tui.core.unified. The CPU build has no CUDA context: on a GPU the engine core also carries
-the CUDA context and the CUDA libraries (published Spark figures in spark_tui/core/unified.py).
+feeds spark_tui.core.hardware.unified. The CPU build has no CUDA context: on a GPU the engine core also carries
+the CUDA context and the CUDA libraries (published Spark figures in spark_tui/core/hardware/unified.py).
 """
 
 from __future__ import annotations

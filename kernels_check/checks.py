@@ -245,7 +245,7 @@ def _probe_environment() -> dict[str, Any]:
     """Driver and GPU facts through spark_tui's probe when present, else NVML directly."""
     out: dict[str, Any] = {}
     try:
-        from spark_tui.core import probe as probe_mod
+        from spark_tui.core.hardware import probe as probe_mod
 
         take = getattr(probe_mod, "take_probe", None)
         if take is not None:
@@ -257,7 +257,7 @@ def _probe_environment() -> dict[str, Any]:
                 {"index": g.index, "name": g.name, "sm": g.sm_name, "memory_total_bytes": g.memory_total_bytes}
                 for g in p.gpus
             ]
-            out["probe_source"] = "spark_tui.core.probe.take_probe"
+            out["probe_source"] = "spark_tui.core.hardware.probe.take_probe"
             return out
     except Exception as e:
         out["probe_error"] = _err(e)
@@ -313,6 +313,8 @@ def check_environment(ctx: Context, c: CheckSpec) -> CheckResult:
 @check("torch_arch", "torch build carries kernels for this SM", needs="gpu")
 def check_torch_arch(ctx: Context, c: CheckSpec) -> CheckResult:
     arch = list(ctx.torch.cuda.get_arch_list())
+    if ctx.sm is None:  # a GPU without a compute capability read: nothing to match the arch list against
+        return c.result(Status.SKIPPED, reason=ctx.cuda_reason or "the GPU's compute capability was not read")
     kind, entry = arch_support(ctx.sm, arch)
     d = {"sm": f"sm_{ctx.sm}", "arch_list": arch, "match": kind, "entry": entry}
     if kind in ("native", "family"):
@@ -593,7 +595,7 @@ def check_nvfp4_marlin(ctx: Context, c: CheckSpec) -> CheckResult:
     if d.get("vllm_is_fp4_marlin_supported") is False:
         return c.result(Status.FAIL, details=d, reason=f"vLLM says FP4 Marlin is not supported on sm_{ctx.sm}")
     g = ctx.gen()
-    results = []
+    results: list[dict[str, Any]] = []
     for m, n, k in ((16, 4096, 4096), (o.check_size, o.check_size, o.check_size)):
         w = t.randn(n, k, device=ctx.dev, generator=g).to(t.bfloat16)
         x = t.randn(m, k, device=ctx.dev, generator=g).to(t.bfloat16)

@@ -91,6 +91,21 @@ def _out_writable(out: str) -> bool:
 
 
 def _write_out(out: str, text: str) -> bool:
+    """Write --out, but only to a regular file or a new path: opening a FIFO to write blocks until a reader comes, and
+    a device or a link is not a report file. (kernels_check runs without spark_tui too, so it does not use its writer.)"""
+    import stat
+
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as e:
+        print(f"kernels_check: error: cannot write --out {out}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return False
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        print(f"kernels_check: error: cannot write --out {out}: not a regular file (a directory, link, device or FIFO)",
+              file=sys.stderr)
+        return False
     try:
         Path(out).write_text(text)
     except OSError as e:

@@ -36,7 +36,7 @@ class Verdict(str, Enum):
     NO_GPU = "no_gpu"
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:  # not `title`: that would shadow str.title() of this str enum
         return {
             "native_nvfp4": "native NVFP4",
             "nvfp4_weight_only_fallback": "NVFP4 via weight-only fallback",
@@ -128,7 +128,7 @@ class Report:
             "environment": self.environment,
             "verdict": {
                 "id": r.verdict.value,
-                "title": r.verdict.title,
+                "title": r.verdict.label,
                 "exit_code": r.exit_code,
                 "summary": r.summary,
                 "recommended_checkpoint": r.checkpoint,

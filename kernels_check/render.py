@@ -75,7 +75,7 @@ def render_text(report: Report) -> str:
     for s, n, t, det in rows:
         lines.append(f"{s:<{w0}}  {n:<{w1}}  {t:>6}  {det}")
     r = report.recommendation
-    lines += ["", f"Verdict: {r.verdict.title} (exit {r.exit_code})", f"  {r.summary}"]
+    lines += ["", f"Verdict: {r.verdict.label} (exit {r.exit_code})", f"  {r.summary}"]
     if r.checkpoint:
         lines.append(f"  checkpoint: {r.checkpoint}")
     if r.moe_backend:
@@ -93,14 +93,14 @@ def _md_cell(s: str) -> str:
 def render_markdown(report: Report) -> str:
     e = report.environment
     r = report.recommendation
-    out = [f"### spark-tui self-test: {r.verdict.title}", ""]
+    out = [f"### spark-tui self-test: {r.verdict.label}", ""]
     out.append("| " + " | ".join(label for _, label in KEY_FIELDS) + " |")
     out.append("|" + "---|" * len(KEY_FIELDS))
     out.append("| " + " | ".join(_md_cell(_fmt(e.get(k))) for k, _ in KEY_FIELDS) + " |")
     out += ["", "| check | status | time | details |", "|---|---|---|---|"]
     for c in report.checks:
         out.append(f"| `{c.name}` | {c.status.symbol} | {c.seconds:.1f}s | {_md_cell(summary_line(c))} |")
-    out += ["", f"**Verdict:** {r.verdict.title} (exit {r.exit_code}). {r.summary}"]
+    out += ["", f"**Verdict:** {r.verdict.label} (exit {r.exit_code}). {r.summary}"]
     if r.checkpoint or r.moe_backend:
         out.append(f"Recommended: `{r.checkpoint or '-'}` with `--moe-backend {r.moe_backend or 'auto'}`.")
     for n in r.notes:

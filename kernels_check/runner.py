@@ -107,7 +107,7 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
         return Recommendation(Verdict.UNSUPPORTED,
                               f"sm_{sm} has no native NVFP4 GEMM and vLLM's Marlin weight-only fallback failed here.",
                               notes=notes)
-    fallback = "humming" if sm // 10 == 9 else "marlin"
+    fallback: str | None = "humming" if sm // 10 == 9 else "marlin"
     if moe is not None:
         by = {r["backend"]: r for r in moe.details.get("backends", [])}
         pick16 = moe.details.get("auto_pick_w4a16")
@@ -157,7 +157,7 @@ def _avoid_wrong_backend(backend: str | None, agree: CheckResult | None, scheme:
 
 
 def run_selftest(options: Options | None = None,
-                 on_result: Callable[[CheckResult], None] | None = None,
+                 on_result: Callable[[CheckResult], object] | None = None,
                  only: list[str] | None = None) -> Report:
     """Run every check (or those named in `only`) and return the Report. Never raises for a failing kernel."""
     t0 = time.perf_counter()

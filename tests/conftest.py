@@ -27,6 +27,23 @@ if str(_ROOT) not in sys.path:  # `tests.support` importable with plain `pytest`
 from tests.support import vllm_server  # noqa: E402
 from tests.support.vllm_server import ServerHandle, mtp_config  # noqa: E402,F401
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """SPARK_TUI_HOME for the whole session (module- and session-scoped fixtures run before the per-test one below):
+    no test, and no fixture, reads or writes the user's real config, state or data (a tune result in the user's config
+    dir changes the plans)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARK_TUI_HOME", str(tmp_path_factory.mktemp("spark-tui-home")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_home(_session_home, tmp_path_factory, monkeypatch):
+    """A fresh SPARK_TUI_HOME per test (config, state, data and cache dirs: spark_tui.core.paths). A test that sets
+    its own with monkeypatch.setenv overrides this one; tmp_path itself stays empty."""
+    monkeypatch.setenv("SPARK_TUI_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 VLLM_FIXTURES = {"vllm_env", "tiny_models_dir", "tiny_qwen3_moe", "tiny_qwen35_mtp", "tiny_qwen35_mtp_accept",
                  "vllm_server_factory"}
 

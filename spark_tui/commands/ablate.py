@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_tui.core.observe.ablate import AblationState, Variant
+    from spark_tui.core.planning.flags import Flag
+    from spark_tui.core.planning.plan import Plan
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -56,9 +61,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     a.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _harness(items: list[str]) -> list[Any]:
-    from spark_tui.core.flags import Flag, coerce
-    from spark_tui.core.planner import parse_set
+def _harness(items: list[str]) -> list[Flag]:
+    from spark_tui.core.planning.flags import Flag, coerce
+    from spark_tui.core.planning.request import parse_set
     from spark_tui.errors import UsageError
 
     out = []
@@ -70,8 +75,9 @@ def _harness(items: list[str]) -> list[Any]:
     return out
 
 
-def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
-    from spark_tui.core import ablate, mtp_model
+def report(plan: Plan, vs: list[Variant], st: AblationState) -> dict[str, Any]:
+    from spark_tui.core.observe import ablate
+    from spark_tui.core.planning import mtp_model
 
     order = [v.key for v in vs]
     rows = ablate.ratios(st, order)
@@ -97,11 +103,11 @@ def report(plan: Any, vs: list[Any], st: Any) -> dict[str, Any]:
             "rows": rows, "kv_cache": kv, "mtp_model": mtp}
 
 
-def _preflight(plan: Any, vs: list[Any]) -> None:
+def _preflight(plan: Plan, vs: list[Variant]) -> None:
     """Refuse, before any server starts, a variant vLLM would refuse: a hybrid model's decode CUDA graphs need one
     KV-pool block per sequence (the first H200 ablation lost every server to it)."""
-    from spark_tui.core.flags import Flags
-    from spark_tui.core.planner import graph_seqs_problem, memory_for_flags
+    from spark_tui.core.planning.flags import Flags
+    from spark_tui.core.planning.planner import graph_seqs_problem, memory_for_flags
     from spark_tui.errors import UsageError
 
     bad = []
@@ -125,9 +131,9 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import ablate
-    from spark_tui.core.flags import Flags
-    from spark_tui.core.planner import memory_for_flags
+    from spark_tui.core.observe import ablate
+    from spark_tui.core.planning.flags import Flags
+    from spark_tui.core.planning.planner import memory_for_flags
     from spark_tui.errors import UsageError
 
     if args.servers < 1 or args.requests < 1:
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     path = ablate.state_path(plan.argv(), conf)
     st = ablate.AblationState(plan.argv(), conf) if args.restart else ablate.load_state(path, plan.argv(), conf)
 
-    def predict(v: Any) -> int | None:
+    def predict(v: Variant) -> int | None:
         try:
             return memory_for_flags(dc_replace(plan), Flags(v.flags)).kv_cache_tokens
         except Exception:  # noqa: BLE001 - a prediction that cannot be made is reported as missing
@@ -165,10 +171,12 @@ def run(args: argparse.Namespace) -> int:
 
     ablate.run_ablation(plan, vs, st, path, cfg, log=log, predict=predict)
     rep = report(plan, vs, st)
-    if args.out:
+    if args.out:  # replaced atomically; never written onto a FIFO (which would block), a device, a folder or a link
         from pathlib import Path
 
-        Path(args.out).write_text(json.dumps(rep, indent=2, default=str))
+        from spark_tui.core.export.files import write_files
+
+        write_files([(Path(args.out), json.dumps(rep, indent=2, default=str), 0o644)], force=True)
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:

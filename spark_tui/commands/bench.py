@@ -49,39 +49,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-SCRAPE_TIMEOUT_S = 10.0  # one whole /metrics read (a real one takes milliseconds)
-SCRAPE_MAX_BYTES = 32 * 1024**2  # a real vLLM /metrics is well under 1 MiB
-
-
-async def read_server_snapshot(client, url: str, headers: dict[str, str] | None = None):
-    """One /metrics scrape through the project's metrics parser, clocked with perf_counter (the clock the
-    load generator times requests with); None when /metrics cannot be read, within SCRAPE_TIMEOUT_S and
-    SCRAPE_MAX_BYTES (a server that drips or floods bytes cannot stall or exhaust the bench)."""
-    import asyncio
-    import time
-
-    from spark_tui.core.metrics import parse_metrics
-
-    async def fetch() -> str | None:
-        async with client.stream("GET", f"{url}/metrics", headers=headers or {}) as r:
-            if r.status_code != 200:
-                return None
-            body = bytearray()
-            async for chunk in r.aiter_bytes():
-                body += chunk
-                if len(body) > SCRAPE_MAX_BYTES:
-                    return None
-            return body.decode("utf-8", "replace")
-
-    try:
-        text = await asyncio.wait_for(fetch(), SCRAPE_TIMEOUT_S)
-        if text is None:
-            return None
-        return parse_metrics(text, t=time.perf_counter(), wall=time.time(), histograms=())
-    except Exception:  # unreachable, slow, an HTTP error, or not Prometheus text: the level runs without server figures
-        return None
-
-
 def gather_context() -> dict:
     """GPU, host and versions to store beside the figures, so runs can be compared."""
     import platform
@@ -90,7 +57,7 @@ def gather_context() -> dict:
 
     ctx: dict = {"spark_tui": __version__, "python": platform.python_version()}
     try:
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         pr = take_probe()
         ctx["probe"] = {
@@ -145,12 +112,12 @@ def reference_target(url: str, device: str | None, checkpoint: str | None,
     recorded for a server on this port, else the probed GPU's device profile (checkpoint then unknown)."""
     from urllib.parse import urlparse
 
-    from spark_tui.core.profiles import catalog
+    from spark_tui.core.catalog.profiles import catalog
 
     cat = catalog()
     if device is None or checkpoint is None:
         try:
-            from spark_tui.core.supervisor import list_servers
+            from spark_tui.core.runtime.supervisor import list_servers
 
             port = urlparse(url).port
             rec = next((r for r in list_servers() if r.port == port), None)
@@ -160,7 +127,7 @@ def reference_target(url: str, device: str | None, checkpoint: str | None,
             device = device or rec.plan_summary.get("device")
             checkpoint = checkpoint or rec.plan_summary.get("checkpoint")
     if device is None and probe and probe.get("gpus"):
-        from spark_tui.core.profiles import match_gpu
+        from spark_tui.core.catalog.profiles import match_gpu
 
         g = probe["gpus"][0]
         sm = g.get("sm")
@@ -178,8 +145,9 @@ def reference_target(url: str, device: str | None, checkpoint: str | None,
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from spark_tui.core.bench import BenchConfig, auth_headers, render_plot, render_table, run_bench
-    from spark_tui.core.metrics import server_url
+    from spark_tui.core.observe.bench import (BenchConfig, auth_headers, read_server_snapshot, render_plot, render_table,
+                                              run_bench)
+    from spark_tui.core.observe.metrics import server_url
     from spark_tui.errors import ExitCode
 
     api_key = _api_key(args.api_key_env)
@@ -203,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = asyncio.run(run_bench(cfg, lambda c: read_server_snapshot(c, cfg.url, headers), on_level))
     res.context = gather_context()
-    from spark_tui.core.published import figures_for, plot_reference
+    from spark_tui.core.catalog.published import figures_for, plot_reference
 
     dev, ck = reference_target(cfg.url, args.device, args.checkpoint, res.context.get("probe"))
     figs = figures_for(dev, ck) if dev else []

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_tui.core.catalog.profiles import Catalog
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -16,7 +20,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _version(args: argparse.Namespace) -> str:
-    from spark_tui.core.vllm_compat import DEFAULT_VERSION, installed_release, parse_version
+    from spark_tui.core.catalog.vllm_compat import DEFAULT_VERSION, installed_release, parse_version
     from spark_tui.errors import UsageError
 
     v = args.vllm_version or installed_release() or DEFAULT_VERSION
@@ -25,9 +29,9 @@ def _version(args: argparse.Namespace) -> str:
     return v
 
 
-def rank(cat, device_id: str | None, vllm_version: str) -> tuple[list[tuple[object, object | None]], str]:  # type: ignore[no-untyped-def]
+def rank(cat: Catalog, device_id: str | None, vllm_version: str) -> tuple[list[tuple[object, object | None]], str]:
     """[(checkpoint, kernel_paths.Ranked or None)] best first, and a note on the device."""
-    from spark_tui.core.kernel_paths import rank_checkpoints
+    from spark_tui.core.catalog.kernel_paths import rank_checkpoints
 
     cks = sorted(cat.checkpoints.values(), key=lambda c: c.id)
     if not device_id:
@@ -45,7 +49,7 @@ def rank(cat, device_id: str | None, vllm_version: str) -> tuple[list[tuple[obje
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.profiles import catalog
+    from spark_tui.core.catalog.profiles import catalog
 
     cat = catalog()
     version = _version(args)

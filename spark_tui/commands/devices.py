@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spark_tui.core.catalog.profiles import DeviceProfile
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print as JSON")
 
 
-def device_dict(d) -> dict:  # type: ignore[no-untyped-def]
+def device_dict(d: DeviceProfile) -> dict[str, Any]:
     return {
         "id": d.id, "name": d.name, "sm": d.sm, "family": d.family, "memory_gb": d.memory_gb,
         "memory_total_bytes": d.memory_total_bytes, "unified_memory": d.unified_memory,
@@ -27,7 +31,7 @@ def device_dict(d) -> dict:  # type: ignore[no-untyped-def]
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.profiles import catalog, nvfp4_verdict
+    from spark_tui.core.catalog.profiles import catalog, nvfp4_verdict
 
     cat = catalog()
     devs = sorted(cat.devices.values(), key=lambda d: (d.generic, d.cpu, -(d.sm or 0), d.id))

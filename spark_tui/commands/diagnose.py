@@ -116,7 +116,7 @@ def _text(summary, phases, diags) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.diagnose import diagnose_text, has_failure
+    from spark_tui.core.runtime.diagnose import diagnose_text, has_failure
 
     text = _read(args.logfile)
     summary, diags, tracker = diagnose_text(text)

@@ -25,7 +25,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _print_report(rep, as_json: bool) -> None:
-    from spark_tui.core.download import fmt_bytes
+    from spark_tui.core.runtime.download import fmt_bytes
 
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2))
@@ -56,7 +56,7 @@ class _Printer:
     """Progress line on stderr: redrawn in place on a terminal, every 5 s otherwise."""
 
     def __init__(self, stream=sys.stderr) -> None:
-        from spark_tui.core.download import ProgressState
+        from spark_tui.core.runtime.download import ProgressState
 
         self.state = ProgressState()
         self.stream = stream
@@ -64,7 +64,7 @@ class _Printer:
         self.last = 0.0
 
     def __call__(self, ev) -> None:
-        from spark_tui.core import download as dl
+        from spark_tui.core.runtime import download as dl
 
         self.state.apply(ev)
         now = time.monotonic()
@@ -89,7 +89,7 @@ class _Printer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core import checkpoint as ck
+    from spark_tui.core.catalog import checkpoint as ck
 
     if args.verify_only or (args.model_path and not args.checkpoint):
         if not args.model_path:
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         ck.require_complete(rep)
         return 0
 
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
 
     repo = args.checkpoint or dl.DEFAULT_REPO
     if repo.count("/") != 1:

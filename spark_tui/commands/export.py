@@ -1,8 +1,8 @@
 """`spark-tui export --format bash|docker|compose|systemd|k8s|ray [-o FILE|DIR] [plan options]`.
 
-Renders the same Plan `spark-tui plan` prints (spark_tui.core.export does the rendering). Writes to
+Renders the same Plan `spark-tui plan` prints (spark_tui.core.export.formats does the rendering). Writes to
 stdout unless -o is given; never overwrites a file without --force, never writes onto a device node, FIFO,
-directory or symbolic link, and writes all files or none (spark_tui.core.export.write_files). `--generate-api-key` writes a new
+directory or symbolic link, and writes all files or none (spark_tui.core.export.files.write_files). `--generate-api-key` writes a new
 key to a separate 0600 env file and only says where it went.
 """
 
@@ -30,7 +30,7 @@ def _add(p, *names: str, **kw) -> bool:
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     from spark_tui.commands.plan import add_plan_arguments
-    from spark_tui.core.export import FORMATS
+    from spark_tui.core.export.formats import FORMATS
 
     add_plan_arguments(p)
     g = p.add_argument_group("export")
@@ -66,7 +66,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from spark_tui.core.export import ExportOptions
+    from spark_tui.core.export.formats import ExportOptions
 
     def get(name: str, default=None):
         return getattr(args, name, default)
@@ -101,15 +101,8 @@ def _current_user() -> str:
         return "vllm"
 
 
-def _targets(files, output: str | None, fmt: str) -> list[Path]:
-    out = Path(output)
-    if len(files) > 1 or out.is_dir() or output.endswith(os.sep):
-        return [out / f.name for f in files]
-    return [out]
-
-
 def _check_free(paths: list[Path], force: bool) -> None:
-    from spark_tui.core.export import check_target
+    from spark_tui.core.export.files import check_target
 
     for p in paths:
         check_target(p, force)
@@ -117,7 +110,8 @@ def _check_free(paths: list[Path], force: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core.export import API_KEY_ENV, combined, render, write_files
+    from spark_tui.core.export.files import export_targets, write_files
+    from spark_tui.core.export.formats import API_KEY_ENV, combined, render
 
     plan = plan_from_args(args)
     opts = _options(args)
@@ -138,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--generate-api-key writes VLLM_API_KEY", f"drop --api-key-env or use {API_KEY_ENV}")
 
     files = render(plan, args.format, opts)  # raises before anything is written
-    targets = _targets(files, args.output, args.format) if args.output else []
+    targets = export_targets([f.name for f in files], args.output) if args.output else []
     _check_free(targets, args.force)
 
     # every file (the key file too) is written all or nothing: a full disk leaves nothing that blocks a re-run

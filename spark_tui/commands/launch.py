@@ -13,10 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.memguard import GuardThresholds
+    from spark_tui.core.observe.metrics import Snapshot
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.launch import GuardStopped
+    from spark_tui.core.runtime.supervisor import Supervisor, SupervisorEvent
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -50,7 +57,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def add_guard_arguments(g) -> None:
-    """The memory guard's options (spark_tui.core.memguard): on by default on unified memory (GB10)."""
+    """The memory guard's options (spark_tui.core.hardware.memguard): on by default on unified memory (GB10)."""
     onoff = g.add_mutually_exclusive_group()
     onoff.add_argument("--mem-guard", dest="mem_guard", action="store_true", default=None,
                        help="watch MemAvailable, swap and memory pressure and stop vLLM before the host stalls "
@@ -63,9 +70,9 @@ def add_guard_arguments(g) -> None:
     g.add_argument("--mem-guard-interval", type=float, metavar="S", help="seconds between samples (default 0.5)")
 
 
-def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
+def guard_thresholds(args: argparse.Namespace, plan: Plan) -> GuardThresholds | None:
     """GuardThresholds when the guard runs for this plan, else None (UsageError, exit 2, on bad values)."""
-    from spark_tui.core import memguard
+    from spark_tui.core.hardware import memguard
 
     on = getattr(args, "mem_guard", None)
     if on is None:
@@ -77,11 +84,12 @@ def guard_thresholds(args: argparse.Namespace, plan: Any) -> Any:
         psi_stop=getattr(args, "mem_guard_psi_stop", None), interval_s=getattr(args, "mem_guard_interval", None))
 
 
-def _guard_stopped(watcher: Any) -> None:
-    """Raise the guard's diagnosis (exit 6) when it stopped the server."""
-    if watcher is not None and watcher.tripped is not None:
-        raise VllmError(watcher.tripped.text, "the memory guard stopped vLLM before the host ran out of memory; "
-                        "thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard") from None
+GUARD_OPTIONS = "; its thresholds: --mem-guard-warn/--mem-guard-stop/--mem-guard-psi-stop, or --no-mem-guard"
+
+
+def _guard_error(e: GuardStopped) -> VllmError:
+    """Core's GuardStopped with the options that tune the guard named in the hint (exit 6)."""
+    return VllmError(e.message, e.hint + GUARD_OPTIONS)
 
 
 class _StartupPrinter:
@@ -92,8 +100,8 @@ class _StartupPrinter:
         self.t0 = time.monotonic()
         self.shown: dict[str, tuple[str, str]] = {}
 
-    def __call__(self, ev: Any) -> None:
-        from spark_tui.core import supervisor as sv
+    def __call__(self, ev: SupervisorEvent) -> None:
+        from spark_tui.core.runtime import supervisor as sv
 
         if not isinstance(ev, sv.PhaseChanged):
             return
@@ -110,63 +118,59 @@ class _StartupPrinter:
                   flush=True)
 
 
-def _diagnose(lines: list[str]) -> str | None:
-    """The logs helper's diagnosis (spark_tui.core.diagnose) of the server's log: cause and fix per problem."""
-    from spark_tui.core.diagnose import diagnose_text
-
-    _, diags, _ = diagnose_text("\n".join(lines) + "\n")
-    shown = [d for d in diags if d.severity in ("error", "warning")][:3]
-    if not shown:
-        return None
-    return "\n".join(f"{d.severity}: {d.cause}\n  fix: {d.fix}" for d in shown)
-
-
 class _Stats:
-    """One line from /metrics: requests, tok/s (from counter deltas), KV-cache use."""
+    """One line from /metrics through core's bounded scraper (spark_tui.core.observe.metrics): requests, tok/s over the
+    last interval (counter increases between two scrapes), KV-cache use, tokens generated since the server started."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.prev: tuple[float, float, float] | None = None  # t, generation tokens, prompt tokens
+        from spark_tui.core.observe.metrics import MetricsScraper
+
+        self.scraper = MetricsScraper(url)
+        self.prev: Snapshot | None = None
 
     def line(self) -> str | None:
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
+        from spark_tui.core.observe.metrics import window_stats
+        from spark_tui.errors import SparkError
 
         try:
-            r = httpx.get(self.url + "/metrics", timeout=3)
-        except httpx.HTTPError:
+            snap = self.scraper.scrape()
+        except SparkError:  # unreachable, or not vLLM's metrics: no line this time
             return None
-        if r.status_code != 200:
-            return None
-        v: dict[str, float] = {}
-        try:
-            for fam in text_string_to_metric_families(r.text):
-                for s in fam.samples:
-                    if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                                  "vllm:kv_cache_usage_perc", "vllm:generation_tokens_total",
-                                  "vllm:prompt_tokens_total"):
-                        v[s.name] = v.get(s.name, 0.0) + s.value
-        except ValueError:  # not the Prometheus text format
-            return None
-        if not v:
-            return None
-        now = time.monotonic()
-        gen, prompt = v.get("vllm:generation_tokens_total", 0.0), v.get("vllm:prompt_tokens_total", 0.0)
+        prev, self.prev = self.prev, snap
+        now = window_stats([snap])  # gauges, and counters since the server started
         rates = ""
-        if self.prev is not None and now > self.prev[0]:
-            dt = now - self.prev[0]
-            rates = f"  gen {(gen - self.prev[1]) / dt:.1f} tok/s  prompt {(prompt - self.prev[2]) / dt:.1f} tok/s"
-        self.prev = (now, gen, prompt)
-        return (f"running {v.get('vllm:num_requests_running', 0):.0f}  waiting "
-                f"{v.get('vllm:num_requests_waiting', 0):.0f}  KV cache {100 * v.get('vllm:kv_cache_usage_perc', 0):.1f}%"
-                f"{rates}  total generated {gen:.0f}")
+        if prev is not None and snap.t > prev.t:
+            w = window_stats([prev, snap])
+            rates = f"  gen {_n(w.generation_tok_s, '.1f')} tok/s  prompt {_n(w.prompt_tok_s, '.1f')} tok/s"
+        kv = None if now.kv_cache_usage is None else 100 * now.kv_cache_usage
+        return (f"running {_n(now.requests_running, '.0f')}  waiting {_n(now.requests_waiting, '.0f')}  "
+                f"KV cache {_n(kv, '.1f')}%{rates}  total generated {_n(now.generation_tokens, '.0f')}")
+
+    def close(self) -> None:
+        self.scraper.close()
 
 
-def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None,
+def _n(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _follow(sup: Supervisor, stats: _Stats, interval_s: float) -> None:
+    """A stats line every interval until vLLM exits."""
+    while sup.alive():
+        end = time.monotonic() + interval_s
+        while time.monotonic() < end and sup.alive():
+            time.sleep(0.2)
+        if sup.alive():
+            line = stats.line()
+            if line:
+                print(line, flush=True)
+
+
+def dry_run_command(plan: Plan, runtime: str = "native", image: str | None = None,
                     api_key: str | None = None) -> tuple[list[str], dict[str, str]]:
     """(argv, environment additions) `launch` would run for this plan: the same construction as a real start. The
     API key's value is never returned: the environment shows where it comes from instead."""
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
 
     try:
         sup = sv.supervisor_for_plan(plan, runtime=runtime, image=image, api_key=api_key)
@@ -174,17 +178,18 @@ def dry_run_command(plan: Any, runtime: str = "native", image: str | None = None
         if runtime == "docker":
             raise
         # vLLM not installed yet: show the command with the `vllm` program name
+        plan_env = sv.plan_env(plan)
+        if api_key or sv.API_KEY_ENV in plan_env:
+            plan_env[sv.API_KEY_ENV] = api_key or ""
         sup = sv.Supervisor(sv.native_argv(plan, ["vllm"]), host=plan.host, port=plan.port, model=plan.model,
-                            served_model_name=plan.served_model_name, env=sv.plan_env(plan))
-        if api_key or sv.API_KEY_ENV in (sup.env or {}):
-            sup.env[sv.API_KEY_ENV] = api_key or ""
+                            served_model_name=plan.served_model_name, env=plan_env)
     env = dict(sup.env or {})
     if env.get(sv.API_KEY_ENV):
         env[sv.API_KEY_ENV] = "<the API key, not shown>"
     return list(sup.argv), env
 
 
-def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) -> int:
+def _dry_run(plan: Plan, args: argparse.Namespace, api_key: str | None = None) -> int:
     import json
     import shlex
 
@@ -200,7 +205,8 @@ def _dry_run(plan: Any, args: argparse.Namespace, api_key: str | None = None) ->
 
 def run(args: argparse.Namespace) -> int:
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import launch as ls
+    from spark_tui.core.runtime import supervisor as sv
 
     plan = plan_from_args(args)
     port = plan.port  # one flag model: the plan's --port (from --port or --set port=N) is the port served on
@@ -211,59 +217,49 @@ def run(args: argparse.Namespace) -> int:
     # the API-key rule (a non-loopback bind needs one) is checked before anything else runs
     sup = sv.supervisor_for_plan(plan, port=port, runtime=args.runtime, detach=args.detach, image=args.image,
                                  api_key=api_key)
-    if not args.no_preflight:
-        sv.check_port_free(sup.host, port)
-        note = sv.check_memory(plan)
-        if note:
-            print(f"memory: {note}")
-        rep, note = sv.check_checkpoint(plan)
-        if note:
-            print(f"checkpoint: {note}")
-        if rep is not None:
-            print(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
-            for w in rep.warnings:
-                print(f"  warning: {w}")
-    printer = _StartupPrinter()
-    sup.subscribe(printer)
-    if not args.detach:
-        sv.install_signal_handlers(sup)
-    rec = sup.start()
-    print(f"vLLM starting: pid {rec.pid}, log {rec.log_path}", flush=True)
-    watcher = None
-    if guard is not None:
-        from spark_tui.core import memguard
+    sup.subscribe(_StartupPrinter())
 
-        for line in memguard.guard_description(True, guard, unified=plan.device.unified_memory):
-            print(line, flush=True)
-        if args.detach:
-            print("  (--detach: the guard watches the start only)", flush=True)
-        watcher = memguard.watch_supervisor(sup, guard, on_event=lambda ev: print(ev.text, file=sys.stderr, flush=True))
+    def step(ev: ls.LaunchStep) -> None:
+        if isinstance(ev, ls.PreflightDone):
+            for line in ev.preflight.lines():
+                print(line)
+        elif isinstance(ev, ls.Started):
+            if not args.detach:  # the server exists now: SIGTERM / SIGHUP / Ctrl-C stop it, then exit
+                sv.install_signal_handlers(sup)
+            print(f"vLLM starting: pid {ev.record.pid}, log {ev.record.log_path}", flush=True)
+        elif isinstance(ev, ls.GuardWatching):
+            from spark_tui.core.hardware import memguard
+
+            for line in memguard.guard_description(True, ev.thresholds, unified=plan.device.unified_memory):
+                print(line, flush=True)
+            if args.detach:
+                print("  (--detach: the guard watches the start only)", flush=True)
+
     try:
-        try:
-            ready = sup.wait_ready(args.startup_timeout, diagnose=_diagnose)
-        except VllmError:
-            _guard_stopped(watcher)
-            raise
+        started = ls.launch(plan, sup, startup_timeout_s=args.startup_timeout, checks=not args.no_preflight,
+                            guard=guard, on_guard=lambda ev: print(ev.text, file=sys.stderr, flush=True),
+                            on_step=step, diagnose=ls.diagnosis_summary)
+    except ls.GuardStopped as e:
+        raise _guard_error(e) from None
+    rec, ready = started.record, started.ready
+    try:
         print(f"ready in {ready.seconds:.1f}s at {ready.url} (models: {', '.join(ready.models)})", flush=True)
-        v = sv.verify_against_plan(plan, sup.summary())
-        for line in v.lines():
+        for line in started.verification.lines():
             print(line, flush=True)
         if args.detach:
             print(f"detached: pid {rec.pid} keeps running; stop it with `spark-tui stop {rec.pid}`")
             return 0
         stats = _Stats(ready.url)
-        stats.line()
-        while sup.alive():
-            end = time.monotonic() + args.stats_interval
-            while time.monotonic() < end and sup.alive():
-                time.sleep(0.2)
-            if sup.alive():
-                line = stats.line()
-                if line:
-                    print(line, flush=True)
-        _guard_stopped(watcher)
+        try:
+            stats.line()
+            _follow(sup, stats, args.stats_interval)
+        finally:
+            stats.close()
+        err = ls.guard_stopped(started.watcher)
+        if err is not None:
+            raise _guard_error(err) from None
         rc = sup.proc.returncode if sup.proc else None
-        raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(_diagnose)}", f"full log: {rec.log_path}")
+        raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(ls.diagnosis_summary)}", f"full log: {rec.log_path}")
     except KeyboardInterrupt:
         print("\nstopping vLLM...", file=sys.stderr, flush=True)
         how = sup.stop()

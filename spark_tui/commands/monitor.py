@@ -4,7 +4,7 @@
 
 `--once`: one scrape, cumulative figures since server start. Otherwise: one line (or one JSON object per
 line with --json) every interval, rates over the last `--window` seconds. GPU state comes from
-`spark_tui.core.probe.take_probe()` at most every 2 s; where there is no GPU it says so.
+`spark_tui.core.hardware.live.gpu_state()` at most every 2 s; where there is no GPU it says so.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from spark_tui.core.metrics import MetricsScraper, Snapshot, Stats, Window, server_url, window_stats
-from spark_tui.commands.probe import format_gib
+from spark_tui.core.observe.metrics import MetricsScraper, Snapshot, Stats, Window, server_url, window_stats
+from spark_tui.core.hardware.live import format_gpu, gpu_state
 from spark_tui.errors import UsageError, VllmError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -41,50 +41,6 @@ def metrics_url(url: str) -> str:
 
 # The bounded scraper lives in core (the TUI dashboard uses it too); `Scraper` is its name here.
 Scraper = MetricsScraper
-
-
-# ---- GPU state (the probe helper's take_probe; optional) ------------------------------------------------
-
-
-def gpu_state() -> dict[str, Any]:
-    """{"status": ..., "gpus": [...], "mem_available_bytes": ...}; status "unavailable" if the probe code
-    is missing, otherwise the probe's status ("ok", "no_nvml", "no_driver", "no_gpu", "error")."""
-    try:
-        from spark_tui.core.probe import take_probe
-
-        pr = take_probe()
-    except (ImportError, AttributeError):
-        return {"status": "unavailable", "message": "GPU probe not available in this build", "gpus": []}
-    except Exception as e:  # NVML can fail in many ways; the monitor keeps going without GPU state
-        return {"status": "error", "message": f"{e.__class__.__name__}: {e}", "gpus": []}
-    gpus = []
-    for g in pr.gpus:
-        gpus.append({
-            "index": g.index, "name": g.name, "utilization_pct": g.utilization_pct,
-            "memory_used_bytes": g.memory_used_bytes, "memory_total_bytes": g.memory_total_bytes,
-            "unified_memory": g.unified_memory, "temperature_c": g.temperature_c, "power_draw_w": g.power_draw_w,
-        })
-    return {"status": pr.status, "message": pr.message, "gpus": gpus,
-            "mem_available_bytes": pr.host.mem_available_bytes}
-
-
-def format_gpu(g: dict[str, Any] | None) -> str:
-    if g is None:
-        return ""
-    if g["status"] != "ok" or not g["gpus"]:
-        return f"GPU: no GPU ({g['status']})" if g["status"] in ("no_nvml", "no_driver", "no_gpu") \
-            else f"GPU: n/a ({g.get('message') or g['status']})"
-    parts = []
-    for d in g["gpus"]:
-        util = "n/a" if d["utilization_pct"] is None else f"{d['utilization_pct']:.0f}%"
-        if d["unified_memory"]:
-            mem = f"unified, MemAvailable {format_gib(g.get('mem_available_bytes'))}"
-        else:
-            mem = f"{format_gib(d['memory_used_bytes'])}/{format_gib(d['memory_total_bytes'])}"
-        temp = "" if d["temperature_c"] is None else f" {d['temperature_c']:.0f}C"
-        power = "" if d["power_draw_w"] is None else f" {d['power_draw_w']:.0f}W"
-        parts.append(f"GPU{d['index']} {util} {mem}{temp}{power}")
-    return " | ".join(parts)
 
 
 # ---- human output ---------------------------------------------------------------------------------

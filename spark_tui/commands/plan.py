@@ -11,9 +11,12 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-from spark_tui.core.plan import Plan
+from spark_tui.core.planning.plan import MemoryEstimate, Plan
+
+if TYPE_CHECKING:
+    from spark_tui.core.hardware.probe import ProbeResult
 
 
 def vllm_version_arg(s: str) -> str:
@@ -85,9 +88,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="validate the argv with the installed vLLM's own argument parser (if vLLM is importable)")
 
 
-def _probe_here() -> Any:
+def _probe_here() -> ProbeResult:
     try:
-        from spark_tui.core.probe import take_probe  # type: ignore[attr-defined]
+        from spark_tui.core.hardware.probe import take_probe
     except ImportError:
         from spark_tui.errors import PlanError
 
@@ -96,9 +99,9 @@ def _probe_here() -> Any:
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
-    from spark_tui.core.planner import make_plan
-    from spark_tui.core.probe import ProbeResult
-    from spark_tui.core.vllm_compat import installed_release  # the flags follow the vLLM that will run them
+    from spark_tui.core.planning.planner import make_plan
+    from spark_tui.core.hardware.probe import ProbeResult
+    from spark_tui.core.catalog.vllm_compat import installed_release  # the flags follow the vLLM that will run them
 
     version = getattr(args, "vllm_version", None) or installed_release()
 
@@ -131,7 +134,7 @@ def _gib(b: int) -> str:
     return f"{b / 2**30:.1f} GiB"
 
 
-def _memory_lines(m: Any) -> list[str]:
+def _memory_lines(m: MemoryEstimate) -> list[str]:
     out = ["memory (" + ("KV pool exact" if m.exact_kv_pool else "estimate") + "):"]
     for label, b in m.bar():
         out.append(f"  {label:<15} {_gib(b):>10}")
@@ -163,7 +166,7 @@ def _topology_lines(plan: Plan) -> list[str]:
 
 
 def render(plan: Plan, explain: bool = False) -> str:
-    from spark_tui.core.plan import comparison
+    from spark_tui.core.planning.plan import comparison
 
     out = [f"# {plan.device.name} ({plan.device.id}{', sm_' + str(plan.device.sm) if plan.device.sm else ''}; "
            f"{plan.match or plan.device.source}) -> {plan.checkpoint.repo_id}",
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_from_args(args)
     check = None
     if getattr(args, "check", False):
-        from spark_tui.core.vllm_compat import check_argv
+        from spark_tui.core.catalog.vllm_compat import check_argv
 
         check = check_argv(plan.argv())
     if args.json:

@@ -9,22 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spark_tui.core.probe import GpuInfo, HostInfo, ProbeResult
+from spark_tui.core.hardware.live import format_gib
+from spark_tui.core.hardware.probe import GpuInfo, HostInfo, ProbeResult
 from spark_tui.errors import ExitCode, UsageError
-
-_GIB = 1024**3
-
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the probe as JSON (schema: README 'Probe JSON')")
     p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE (replay it with `plan --probe-file FILE`)")
     p.add_argument("--force", action="store_true", help="let --save overwrite an existing file")
     p.add_argument("--probe-file", metavar="FILE", help="show a saved probe instead of reading this machine")
-
-
-def format_gib(b: float | None) -> str:
-    """Bytes as `12.3 GiB`, or `n/a` when not available (never 0): probe and monitor print memory this way."""
-    return "n/a" if b is None else f"{b / _GIB:.1f} GiB"
 
 
 def _opt(v: object, unit: str = "", fmt: str = "{:g}") -> str:
@@ -91,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if args.probe_file:
         r = ProbeResult.load(args.probe_file)
     else:
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         r = take_probe()
     if args.save:  # atomically, never over an existing file without --force, never onto a device or FIFO
         from pathlib import Path
 
-        from spark_tui.core.export import write_files
+        from spark_tui.core.export.files import write_files
 
         try:
             write_files([(Path(args.save), r.to_json() + "\n", 0o644)], force=args.force)

@@ -1,7 +1,7 @@
 """`spark-tui stop [--all | PID]`: stop vLLM servers that spark-tui launched (state files in state_dir()).
 
 A record whose pid now belongs to another process (pid reuse: other start time, command line or no
-spark-tui marker in its environment) is dropped without a signal (spark_tui.core.supervisor.identity_problem)."""
+spark-tui marker in its environment) is dropped without a signal (spark_tui.core.runtime.supervisor.identity_problem)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
 
     recs = sv.find_servers(args.pid)
     if args.list or (not recs and not args.pid):

@@ -21,7 +21,7 @@ PROBE_FILE_ENV = "SPARK_TUI_PROBE_FILE"
 
 
 def run(args: argparse.Namespace) -> int:
-    from spark_tui.core.probe import ProbeResult
+    from spark_tui.core.hardware.probe import ProbeResult
     from spark_tui.ui.app import SparkApp
 
     probe = None
@@ -83,7 +83,8 @@ def _hard_exit(app, code: int, tty) -> None:
         _stop_unkept(app)
     finally:
         try:
-            os.write(sys.__stdout__.fileno(), _RESET)
+            if sys.__stdout__ is not None:
+                os.write(sys.__stdout__.fileno(), _RESET)
             if tty is not None:
                 import termios
 

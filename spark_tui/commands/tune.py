@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import Plan
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -27,19 +31,28 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--output-tokens", type=positive_int, default=256, help="output length in tokens (default 256)")
     t.add_argument("--startup-timeout", type=positive_seconds, default=900.0, help="seconds to wait for each server (default 900)")
     t.add_argument("--restart", action="store_true", help="forget earlier results of this tune and measure all again")
+    t.add_argument("--no-preflight", action="store_true",
+                   help="skip the port / memory / checkpoint checks before each candidate (as `launch --no-preflight`)")
     t.add_argument("--no-save", action="store_true", help="do not write the winner as a user override")
     t.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _int_flag(plan: Plan, name: str) -> int | None:
+    """The plan's integer flag (None when absent or 0)."""
+    f = plan.flag(name)
+    return int(f.value) if f is not None and isinstance(f.value, (int, float, str)) and f.value else None
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from spark_tui.commands.bench import read_server_snapshot
+    from spark_tui.core.observe.bench import read_server_snapshot
     from spark_tui.commands.plan import plan_from_args
-    from spark_tui.core import supervisor as sv
-    from spark_tui.core import tune
-    from spark_tui.core.bench import BenchConfig, run_bench
+    from spark_tui.core.runtime import supervisor as sv
+    from spark_tui.core.runtime.launch import launch
+    from spark_tui.core.observe import tune
+    from spark_tui.core.observe.bench import BenchConfig, run_bench
     from spark_tui.core.paths import config_dir
     from spark_tui.errors import ExitCode, UsageError
 
@@ -50,11 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.mtp is not None:
         raise UsageError("--mtp fixes what tune varies", "use --mtp-values to choose the MTP settings to try")
     base = plan_from_args(args)  # validates the device/checkpoint once, before anything is started
-    seqs = base.flag("--max-num-seqs")
-    mbt = base.flag("--max-num-batched-tokens")
-    concurrency = tune.goal_concurrency(goal, int(seqs.value) if seqs and seqs.value else None)
-    cands = tune.make_candidates(goal, args.mtp_values, int(seqs.value) if seqs and seqs.value else None,
-                                 int(mbt.value) if mbt and mbt.value else None)
+    seqs, mbt = _int_flag(base, "--max-num-seqs"), _int_flag(base, "--max-num-batched-tokens")
+    concurrency = tune.goal_concurrency(goal, seqs)
+    cands = tune.make_candidates(goal, args.mtp_values, seqs, mbt)
     path = tune.state_path(base.device.id, base.checkpoint.id, goal)
     st = tune.load_state(path, base.device.id, base.checkpoint.id, goal, concurrency)
     if args.restart:
@@ -69,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_from_args(ns)
         print(f"\n== {c.label()}: starting vLLM", file=sys.stderr, flush=True)
         sup = sv.supervisor_for_plan(plan)
-        try:
-            sup.start()
-            ready = sup.wait_ready(args.startup_timeout)
+        try:  # the launch sequence of `spark-tui launch`: preflight, start, ready, checked against the plan
+            up = launch(plan, sup, startup_timeout_s=args.startup_timeout, checks=not args.no_preflight)
+            ready = up.ready
             print(f"   ready in {ready.seconds:.0f} s; benchmarking at concurrency {concurrency}", file=sys.stderr,
                   flush=True)
+            for line in up.verification.lines():
+                print(f"   {line}", file=sys.stderr, flush=True)
             cfg = BenchConfig(url=ready.url, concurrency=(concurrency,), prompt_tokens=args.prompt_tokens,
                               output_tokens=args.output_tokens, requests=args.requests, duration_s=None)
             res = asyncio.run(run_bench(cfg, lambda cl: read_server_snapshot(cl, cfg.url)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App
@@ -18,9 +18,14 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware.probe import ProbeResult
 from spark_tui.ui.messages import CheckpointChosen, OverridesChanged, ProbeUpdated, TargetDeviceChosen
 from spark_tui.ui.screens.base import STEPS
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.supervisor import ServerRecord, Supervisor
+    from spark_tui.errors import SparkError
 
 PROBE_REFRESH_S = 2.0
 
@@ -54,7 +59,7 @@ class SparkApp(App):
     target_device: var[str | None] = var(None)  # device profile id the plan is for
     checkpoint_id: var[str | None] = var(None)
     overrides: var[dict] = var(dict, always_update=True)
-    plan: var[Any] = var(None, always_update=True)  # spark_tui.core.plan.Plan
+    plan: var[Plan | None] = var(None, always_update=True)
     plan_error: var[str] = var("")
     server_url: var[str | None] = var(None)  # what the Dashboard scrapes
     server_state: var[str] = var("none")  # none | starting | ready | failed | stopped
@@ -66,12 +71,12 @@ class SparkApp(App):
         self.live_probe = probe is None if live_probe is None else live_probe
         self.probe_refresh_s = probe_refresh_s
         if url:  # as `monitor --url`: http(s) only, credentials refused (and never echoed): UsageError
-            from spark_tui.core.metrics import server_url
+            from spark_tui.core.observe.metrics import server_url
 
             url = server_url(url)
         self.set_reactive(SparkApp.server_url, url or None)
-        self.supervisor: Any = None  # spark_tui.core.supervisor.Supervisor while one is ours
-        self.kept_server: Any = None  # ServerRecord the user chose to keep running on quit
+        self.supervisor: Supervisor | None = None  # while one is ours
+        self.kept_server: ServerRecord | None = None  # the server the user chose to keep running on quit
         self.first_paint_at: float | None = None
         self._plan_gen = 0  # bumped by each replan: only the newest plan is shown (and launched)
 
@@ -92,7 +97,7 @@ class SparkApp(App):
         """Take a probe now and every `probe_refresh_s` (live utilisation, power, temperature)."""
         from textual.worker import get_current_worker
 
-        from spark_tui.core.probe import take_probe
+        from spark_tui.core.hardware.probe import take_probe
 
         w = get_current_worker()
         while not w.is_cancelled:
@@ -150,13 +155,13 @@ class SparkApp(App):
         newer one must not replace it (the Run step would launch the wrong plan)."""
         return gen == self._plan_gen
 
-    def _plan_ready(self, plan: Any, gen: int = 0) -> None:
+    def _plan_ready(self, plan: Plan, gen: int = 0) -> None:
         if not self._current(gen):
             return
         self.plan_error = ""
         self.plan = plan
 
-    def _plan_failed(self, e: Any, gen: int = 0) -> None:
+    def _plan_failed(self, e: SparkError, gen: int = 0) -> None:
         if not self._current(gen):
             return
         self.plan_error = f"{e.message}" + (f"\nfix: {e.hint}" if e.hint else "")
@@ -184,22 +189,23 @@ class SparkApp(App):
         return sup is not None and sup.alive()
 
     def action_request_quit(self) -> None:
-        if not self.server_alive():
+        sup = self.supervisor
+        if sup is None or not sup.alive():
             self.exit()
             return
         from spark_tui.ui.modals import QuitModal
 
         def decided(choice: str | None) -> None:
             if choice == "stop":
-                self.stop_server_then_exit()
+                self.stop_server_then_exit(sup)
             elif choice == "keep":
-                self.kept_server = self.supervisor.release()  # the watchdog stands down; stop it later
+                self.kept_server = sup.release()  # the watchdog stands down; stop it later
                 self.exit()
 
-        self.push_screen(QuitModal(self.supervisor.record), decided)
+        self.push_screen(QuitModal(sup.record), decided)
 
     @work(thread=True, exclusive=True, group="server", exit_on_error=False)
-    def stop_server_then_exit(self) -> None:
+    def stop_server_then_exit(self, sup: Supervisor) -> None:
         self.call_from_thread(self.notify, "stopping vLLM…", timeout=30)
-        self.supervisor.stop()
+        sup.stop()
         self.call_from_thread(self.exit)

@@ -8,11 +8,23 @@ download progress) are `bubble=False` and `can_replace` so a burst collapses to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware.probe import ProbeResult
+
+if TYPE_CHECKING:
+    from kernels_check.model import CheckResult, Report
+    from kernels_check.runner import PlannedCheck
+    from spark_tui.core.observe.metrics import Stats
+    from spark_tui.core.runtime.download import Event as DownloadProgress
+
+if TYPE_CHECKING:  # lazy at run time (the app's first paint imports none of these); typed for the checker
+    from spark_tui.core.hardware.memguard import GuardEvent
+    from spark_tui.core.runtime.diagnose import Diagnosis
+    from spark_tui.core.runtime.launch import LaunchStep
+    from spark_tui.core.runtime.supervisor import Ready, SupervisorEvent, Verification
 
 
 @dataclass
@@ -58,7 +70,7 @@ class CacheScanned(Message, bubble=False):
 class MetricsSample(Message, bubble=False):
     """One /metrics scrape folded into window statistics (metrics.Stats), plus the GPU line."""
 
-    stats: Any  # spark_tui.core.metrics.Stats | None (None until two scrapes exist)
+    stats: Stats | None  # None until two scrapes exist
     error: str = ""
     gpu: str = ""
     note: str = ""  # metrics.Snapshot.scrape_note(): malformed lines skipped, body cut
@@ -69,29 +81,77 @@ class MetricsSample(Message, bubble=False):
 
 @dataclass
 class DownloadEvent(Message, bubble=False):
-    """One event of spark_tui.core.download (DownloadStarted, FileProgress, FileDone, ...)."""
+    """One event of spark_tui.core.runtime.download (DownloadStarted, FileProgress, FileDone, ...)."""
 
-    event: Any
+    event: DownloadProgress
 
     def can_replace(self, message: Message) -> bool:  # only progress ticks of the same file collapse
-        from spark_tui.core.download import FileProgress
+        from spark_tui.core.runtime.download import FileProgress
 
         return (isinstance(message, DownloadEvent) and isinstance(self.event, FileProgress)
                 and isinstance(message.event, FileProgress) and message.event.path == self.event.path)
 
 
 @dataclass
-class ServerEvent(Message, bubble=False):
-    """One supervisor event (LogLine, PhaseChanged, LogEvent, Ready, Exited) or a launch failure."""
+class DiskChecked(Message, bubble=False):
+    """Before a download: where it goes, how much is missing and how much room there is (download.check_disk)."""
 
-    event: Any
+    target: str
+    free_bytes: int
+    missing_bytes: int
+
+
+@dataclass
+class ServerEvent(Message, bubble=False):
+    """One supervisor event: LogLine, PhaseChanged, LogEvent, Ready or Exited."""
+
+    event: SupervisorEvent
+
+
+@dataclass
+class LaunchStepDone(Message, bubble=False):
+    """A step of the launch sequence (spark_tui.core.runtime.launch): PreflightDone (its notes), Started, GuardWatching."""
+
+    step: LaunchStep
+
+
+@dataclass
+class GuardAlert(Message, bubble=False):
+    """The memory guard's warning, stop (with its diagnosis) or why it cannot run."""
+
+    event: GuardEvent
+
+
+@dataclass
+class LaunchVerified(Message, bubble=False):
+    """The server is ready; what vLLM logged compared with the plan."""
+
+    ready: Ready
+    verification: Verification
+
+
+@dataclass
+class LaunchFailed(Message, bubble=False):
+    """The start failed before or during startup: the error, and the log's diagnoses (with fixes where known)."""
+
+    message: str
+    hint: str
+    diagnoses: list[Diagnosis]
+
+
+@dataclass
+class ServerStopped(Message, bubble=False):
+    """The server was stopped from the app (`how`: clean / killed / gone); relaunch after when `then_launch`."""
+
+    how: str
+    then_launch: bool = False
 
 
 @dataclass
 class SelftestResult(Message, bubble=False):
     """One kernels_check CheckResult as it finishes, or the final Report (`report`)."""
 
-    result: Any = None
-    report: Any = None
-    planned: Any = None  # list[PlannedCheck] from plan_selftest()
+    result: CheckResult | None = None
+    report: Report | None = None
+    planned: list[PlannedCheck] | None = None  # from plan_selftest()
 

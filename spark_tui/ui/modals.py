@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+if TYPE_CHECKING:
+    from spark_tui.core.runtime.supervisor import ServerRecord
 
 
 class QuitModal(ModalScreen[str | None]):
@@ -20,7 +23,7 @@ class QuitModal(ModalScreen[str | None]):
         Binding("escape", "choose(None)", "Cancel"),
     ]
 
-    def __init__(self, record: Any) -> None:
+    def __init__(self, record: ServerRecord | None) -> None:
         super().__init__()
         self.record = record
 

@@ -1,4 +1,4 @@
-"""The shipped flag table (spark_tui.core.flagtypes) against the real vLLM 0.32.0 parser it was read from, and
+"""The shipped flag table (spark_tui.core.planning.flagtypes) against the real vLLM 0.32.0 parser it was read from, and
 the optional path that validates `--set` values with the installed vLLM's own parser."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.vllm
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    from spark_tui.core import flagtypes as ft
+    from spark_tui.core.planning import flagtypes as ft
     from spark_tui.errors import UsageError
     version, actions = ft._installed_actions()
     out = {"version": version, "entries": {}, "checks": {}}
@@ -51,7 +51,7 @@ def test_the_table_matches_the_real_parser_and_the_parser_path_validates(tmp_pat
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT"))
     d = json.loads(line[len("RESULT"):])
     assert d["version"].startswith("0.32.0")
-    from spark_tui.core import flagtypes as ft
+    from spark_tui.core.planning import flagtypes as ft
 
     for t in ft.FLAG_TYPES:
         for n in t.names:

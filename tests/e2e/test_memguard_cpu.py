@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from spark_tui.core import memguard as mg
-from spark_tui.core import supervisor as sv
+from spark_tui.core.hardware import memguard as mg
+from spark_tui.core.runtime import supervisor as sv
 
 pytestmark = pytest.mark.vllm
 GiB = 2**30
@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 
 def test_guard_stops_real_vllm_when_memory_runs_out(tiny_qwen3_moe, vllm_env, tmp_path, monkeypatch):
-    from spark_tui.core.planner import make_plan
+    from spark_tui.core.planning.planner import make_plan
     from tests.support.vllm_env import vllm_bin
 
     for k, v in {"SPARK_TUI_HOME": str(tmp_path / "home"), "SPARK_TUI_VLLM": str(vllm_bin()), "HF_HUB_OFFLINE": "1",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spark_tui.commands.monitor import Scraper
-from spark_tui.core.metrics import parse_metrics, window_stats
+from spark_tui.core.observe.metrics import parse_metrics, window_stats
 from tests.support.vllm_server import mtp_config
 
 pytestmark = pytest.mark.vllm

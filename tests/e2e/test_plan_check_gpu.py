@@ -7,7 +7,7 @@ On a CUDA machine with vLLM importable (e.g. the H100 with vLLM 0.26.0, /work/sh
 It generates the tiny models (tests/support/gen_tiny_models.py, with this python), starts `vllm serve` for
 three memory configurations (FP8 and BF16 KV, MTP k=1/3, prefix caching on/off), reads vLLM's own
 "KV cache size" / "Maximum concurrency" / "Setting attention block size" lines and compares them with
-spark_tui.core.memory's prediction for the GPU block alignment (FLASH_ATTN / FLASHINFER: 16). Each log is
+spark_tui.core.planning.memory's prediction for the GPU block alignment (FLASH_ATTN / FLASHINFER: 16). Each log is
 copied to $OUT (or /tmp) so the figures can be kept.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core import memory as mem
-from spark_tui.core import vllm_compat as compat
+from spark_tui.core.planning import memory as mem
+from spark_tui.core.catalog import vllm_compat as compat
 
 ROOT = Path(__file__).resolve().parents[2]
 KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")

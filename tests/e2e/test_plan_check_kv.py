@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.flags import split_args
-from spark_tui.core.planner import make_plan
+from spark_tui.core.planning.flags import split_args
+from spark_tui.core.planning.planner import make_plan
 
 pytestmark = pytest.mark.vllm
 

@@ -1,5 +1,5 @@
 """The real vLLM 0.32.0 (CPU build) parser accepts the topology plans: one pinned GPU of several, tensor parallel and
-data parallel over two identical GPUs, and the sized DGX Spark plan (spark_tui.core.vllm_compat.check_argv)."""
+data parallel over two identical GPUs, and the sized DGX Spark plan (spark_tui.core.catalog.vllm_compat.check_argv)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.vllm
 
 SCRIPT = r"""
 import dataclasses, json, sys
-from spark_tui.core.planner import make_plan
-from spark_tui.core.probe import ProbeResult
-from spark_tui.core.vllm_compat import check_argv
+from spark_tui.core.planning.planner import make_plan
+from spark_tui.core.hardware.probe import ProbeResult
+from spark_tui.core.catalog.vllm_compat import check_argv
 
 probes = sys.argv[1]
 box = ProbeResult.load(probes + "/2x-rtx-5090/probe.json")

@@ -100,7 +100,7 @@ def main() -> int:
     ap.add_argument("--id", required=True, help="fixture id, e.g. h100-real")
     ap.add_argument("--out", default=str(ROOT / "tests" / "data" / "probes"))
     a = ap.parse_args()
-    from spark_tui.core.probe import read_host, take_probe
+    from spark_tui.core.hardware.probe import read_host, take_probe
 
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     host = read_host()

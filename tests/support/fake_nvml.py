@@ -184,14 +184,14 @@ def make_module(data: dict[str, Any]) -> types.ModuleType:
 
 def fixture_host(data: dict[str, Any]):
     """The HostInfo the recorded output shows (fields it does not show stay None)."""
-    from spark_tui.core.probe import HostInfo
+    from spark_tui.core.hardware.probe import HostInfo
 
     return HostInfo(**data.get("host", {}))
 
 
 def install(monkeypatch: Any, data: dict[str, Any] | str) -> types.ModuleType:
     """Put the replay in place of `pynvml` and reset spark_tui's NVML wrapper."""
-    from spark_tui.core import nvml
+    from spark_tui.core.hardware import nvml
 
     if isinstance(data, str):
         data = load_fixture(data)
@@ -206,8 +206,8 @@ def probe_from_fixture(fixture_id: str):
     """ProbeResult that take_probe() gives on the recorded machine (taken_at pinned to the source date)."""
     import dataclasses
 
-    from spark_tui.core import nvml
-    from spark_tui.core.probe import take_probe
+    from spark_tui.core.hardware import nvml
+    from spark_tui.core.hardware.probe import take_probe
 
     data = load_fixture(fixture_id)
     saved = sys.modules.get("pynvml")

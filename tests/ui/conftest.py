@@ -14,7 +14,7 @@ def load_probe(name: str):
     same in every checkout."""
     import dataclasses
 
-    from spark_tui.core.probe import ProbeResult
+    from spark_tui.core.hardware.probe import ProbeResult
 
     p = ProbeResult.load(PROBES / name / "probe.json")
     return dataclasses.replace(p, source=f"file:tests/data/probes/{name}/probe.json")
@@ -30,7 +30,7 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    from spark_tui.core import profiles
+    from spark_tui.core.catalog import profiles
 
     profiles._cached.cache_clear()
     yield tmp_path

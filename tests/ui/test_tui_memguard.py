@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from spark_tui.core import memguard as mg
+from spark_tui.core.hardware import memguard as mg
 from spark_tui.ui.app import SparkApp
-from spark_tui.ui.messages import ServerEvent
-from spark_tui.ui.screens.run import start_guard
+from spark_tui.core.runtime.launch import default_guard
+from spark_tui.ui.messages import GuardAlert
 from tests.ui.conftest import load_probe, plain
 
 GiB = 2**30
@@ -30,11 +30,11 @@ async def test_guard_stop_shows_the_diagnosis_on_the_run_screen():
         scr = app.screen
         assert type(scr).__name__ == "RunScreen"
         warn = _verdict("warn", 3.5, "MemAvailable 3.5 GiB < warn 4.0 GiB")
-        scr.post_message(ServerEvent(mg.GuardEvent("warn", warn, "memory guard warning: " + warn.reasons[0])))
+        scr.post_message(GuardAlert(mg.GuardEvent("warn", warn, "memory guard warning: " + warn.reasons[0])))
         await pilot.pause()
         stop = _verdict("stop", 1.7, "MemAvailable 1.7 GiB < stop 2.0 GiB")
         text = mg.diagnosis(stop, phase="loading weights")
-        scr.post_message(ServerEvent(mg.GuardEvent("stop", stop, text)))
+        scr.post_message(GuardAlert(mg.GuardEvent("stop", stop, text)))
         await pilot.pause()
         status = plain(scr.query_one("#run-status", Static))
         diag = plain(scr.query_one("#run-diagnosis", Static))
@@ -43,9 +43,11 @@ async def test_guard_stop_shows_the_diagnosis_on_the_run_screen():
         assert app.server_state == "failed"
 
 
-def test_run_screen_guards_unified_plans_only():
+def test_the_launch_guards_unified_plans_only():
     class Plan:
         class device:
             unified_memory = False
 
-    assert start_guard(object(), Plan, lambda ev: None) is None
+    assert default_guard(Plan) is None
+    Plan.device.unified_memory = True
+    assert default_guard(Plan) == mg.GuardThresholds()

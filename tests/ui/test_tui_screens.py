@@ -172,7 +172,7 @@ async def test_plan_check_runs_in_a_worker_and_reports():
         await settle(app, pilot)
         await pilot.press("c")
         await settle(app, pilot)
-        from spark_tui.core.vllm_compat import check_argv
+        from spark_tui.core.catalog.vllm_compat import check_argv
 
         expected = check_argv(app.plan.argv())["message"]
         assert f"check: {expected}" in text(app, "#plan-notes")
@@ -184,7 +184,7 @@ async def test_export_preview_write_confirm_overwrite_and_copy(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("7")
         await settle(app, pilot)
-        from spark_tui.core.export import render, serve_argv
+        from spark_tui.core.export.formats import render, serve_argv
 
         assert render(app.plan, "bash")[0].content.splitlines()[0] in str(
             app.screen.query_one("#export-preview", Static).content.code)
@@ -214,6 +214,34 @@ async def test_export_preview_write_confirm_overwrite_and_copy(tmp_path):
         assert app.clipboard == shlex.join(serve_argv(app.plan))
 
 
+@pytest.mark.parametrize("where", ["name-too-long", "under-a-file", "a-link", "a-fifo", "nul-byte"])
+async def test_export_write_to_an_unwritable_path_is_an_error_not_a_crash(tmp_path, where):
+    import os
+
+    (tmp_path / "plain-file").write_text("x\n")
+    (tmp_path / "link").symlink_to(tmp_path / "plain-file")
+    os.mkfifo(tmp_path / "fifo")
+    path = {"name-too-long": str(tmp_path / ("x" * 300 + ".sh")),  # lstat: ENAMETOOLONG (no root bypass for this)
+            "under-a-file": str(tmp_path / "plain-file" / "serve.sh"),  # lstat: ENOTDIR
+            "a-link": str(tmp_path / "link"),  # never replaced, --force or not
+            "a-fifo": str(tmp_path / "fifo"),  # never opened: opening a FIFO to write would block the app
+            "nul-byte": str(tmp_path / "a\0b.sh")}[where]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    app = SparkApp(probe=load_probe("rtx-5090"), live_probe=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("7")
+        await settle(app, pilot)
+        app.screen.query_one("#export-path", Input).value = path
+        await pilot.press("w")
+        await pilot.pause()
+        assert app.is_running and type(app.screen).__name__ == "ExportScreen"  # no crash, no overwrite question
+        errors = [str(n.message) for n in app._notifications if n.severity == "error"]
+        assert errors and any(w in errors[-1] for w in ("cannot write", "symbolic link", "not a regular file")), errors
+        await pilot.press("y")  # the screen still works
+        assert app.clipboard
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written, no temporary file left
+
+
 # ------------------------------------------------------------------------------------------------ Self-test
 async def test_selftest_lists_before_running_then_shows_real_results():
     app = SparkApp(probe=load_probe("gb10"), live_probe=False)
@@ -234,7 +262,7 @@ async def test_selftest_lists_before_running_then_shows_real_results():
         statuses = {str(t.get_row_at(i)[0]): str(t.get_row_at(i)[1]) for i in range(t.row_count)}
         for c in rep.checks:
             assert c.status.symbol in statuses[c.name]
-        assert rep.recommendation.verdict.title in text(app, "#selftest-verdict")
+        assert rep.recommendation.verdict.label in text(app, "#selftest-verdict")
 
 
 # ------------------------------------------------------------------------------------------------ responsiveness
@@ -346,7 +374,7 @@ def test_accuracy_summary_from_profile_rows():
 
 
 def test_phases_markup_shows_each_state():
-    from spark_tui.core.vllm_log import PhaseState
+    from spark_tui.core.runtime.vllm_log import PhaseState
     from spark_tui.ui.screens.run import phases_markup
 
     out = phases_markup([PhaseState("weights", "loading weights", "done", "20 GiB"),
@@ -357,7 +385,7 @@ def test_phases_markup_shows_each_state():
 
 
 def test_stats_lines_report_mtp_or_say_it_is_off():
-    from spark_tui.core.metrics import snapshots_from, window_stats
+    from spark_tui.core.observe.metrics import snapshots_from, window_stats
     from spark_tui.ui.screens.dashboard import stats_lines
 
     data = Path(__file__).resolve().parents[1] / "data"

@@ -126,7 +126,7 @@ def test_keep_on_quit_releases_the_server_and_stop_ends_it(tmp_path):
         p.wait(timeout=20)
         time.sleep(1.5)  # longer than the watchdog's poll: a watchdog still on duty would have stopped it
         assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        from spark_tui.core.supervisor import ServerRecord
+        from spark_tui.core.runtime.supervisor import ServerRecord
 
         rec = ServerRecord.load(tmp_path / "home" / "state" / "servers" / f"{pid}.json")
         assert rec.detached and rec.watchdog_pid is None

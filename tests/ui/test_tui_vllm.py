@@ -116,7 +116,7 @@ async def test_run_fail_diagnose_fix_relaunch_then_keep_on_quit(vllm_for_tui, ti
             await pilot.press("f")
             assert await _until(pilot, lambda: app.server_state == "ready", 300), \
                 plain(scr.query_one("#run-status", Static))
-            assert app.plan.flag("--max-model-len").text == "2048"
+            assert app.plan.flag("--max-model-len").value == 2048  # typed: the flag model holds an int
             assert app.server_url == f"http://127.0.0.1:{port}"
             phases = plain(scr.query_one("#run-phases", Static))
             assert "✓" in phases and "server ready" in phases

@@ -102,7 +102,7 @@ def test_an_unwritable_data_dir_warns_and_keeps_the_figures(tmp_path):
     code = (
         "import sys, argparse\n"
         "from spark_tui.commands import bench\n"
-        "import spark_tui.core.bench as cb\n"
+        "import spark_tui.core.observe.bench as cb\n"
         "async def empty_run(cfg, read_snapshot, on_level):\n"
         "    return cb.BenchResult(url=cfg.url, model='m', config={})\n"
         "cb.run_bench = empty_run\n"

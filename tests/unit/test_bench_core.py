@@ -3,7 +3,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from spark_tui.core.bench import (
+from spark_tui.core.observe.bench import (
     BenchConfig,
     BenchResult,
     RequestResult,
@@ -12,7 +12,7 @@ from spark_tui.core.bench import (
     render_table,
     summarise_level,
 )
-from spark_tui.core.metrics import Snapshot, window_stats
+from spark_tui.core.observe.metrics import Snapshot, window_stats
 from spark_tui.errors import UsageError
 
 
@@ -112,7 +112,7 @@ def test_render_table_and_plot():
 
 
 def test_api_key_is_not_in_the_config_repr():
-    from spark_tui.core.bench import BenchConfig
+    from spark_tui.core.observe.bench import BenchConfig
 
     cfg = BenchConfig(url="http://127.0.0.1:8000", api_key="sk-live-0123456789")
     assert "sk-live-0123456789" not in repr(cfg)
@@ -120,7 +120,7 @@ def test_api_key_is_not_in_the_config_repr():
 
 @pytest.mark.parametrize("duration", [0.0, -1.0, float("nan"), float("inf")])
 def test_duration_must_be_positive_and_finite(duration):
-    from spark_tui.core.bench import BenchConfig
+    from spark_tui.core.observe.bench import BenchConfig
     from spark_tui.errors import UsageError
 
     with pytest.raises(UsageError, match="--duration"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.commands import bench as bench_cmd
-from spark_tui.core.bench import BenchConfig, run_bench
+from spark_tui.core.observe import bench as core_bench
+from spark_tui.core.observe.bench import BenchConfig, run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "m"
@@ -146,12 +146,12 @@ def test_a_dripping_server_cannot_hold_a_request_or_a_level(bad_server):
 def test_a_dripping_metrics_scrape_gives_up_at_its_deadline(bad_server, monkeypatch):
     import httpx
 
-    monkeypatch.setattr(bench_cmd, "SCRAPE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(core_bench, "SCRAPE_TIMEOUT_S", 1.0)
     url = bad_server("drip-metrics")
 
     async def scrape():
         async with httpx.AsyncClient(timeout=300) as c:
-            return await bench_cmd.read_server_snapshot(c, url)
+            return await core_bench.read_server_snapshot(c, url)
 
     t = time.monotonic()
     assert asyncio.run(asyncio.wait_for(scrape(), 20)) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spark_tui.core import checkpoint as ck
+from spark_tui.core.catalog import checkpoint as ck
 from spark_tui.errors import DownloadError, ExitCode
 from tests.support.runtime_ckpt import write_safetensors, write_tiny_checkpoint, tensor
 

@@ -100,7 +100,7 @@ def write_paths(sb: Sandbox) -> list[str]:
 
 def values_for(opt: str, sb: Sandbox) -> st.SearchStrategy[str]:
     """Good values of a documented option (so runs get deep) mixed with the hostile alphabet."""
-    from spark_tui.core.profiles import catalog
+    from spark_tui.core.catalog.profiles import catalog
 
     cat = catalog()
     good: dict[str, list[str]] = {
@@ -238,7 +238,7 @@ def sandbox(tmp_path_factory):
 
         mp.setattr(constants, "HF_HUB_OFFLINE", True)
         mp.setattr(constants, "HF_HUB_CACHE", str(sb.base / "hf" / "hub"))
-        from spark_tui.core import profiles
+        from spark_tui.core.catalog import profiles
 
         profiles._cached.cache_clear()
         yield sb
@@ -247,7 +247,7 @@ def sandbox(tmp_path_factory):
 
 
 def _stop_servers() -> None:
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
 
     for r in sv.list_servers():
         sv.stop_server(r, 2.0)

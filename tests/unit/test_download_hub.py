@@ -41,13 +41,13 @@ def tiny_files(tmp_path):
 
 
 def _listing(hub, repo=REPO, revision=None):
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
 
     return dl.fetch_listing(repo, revision, endpoint=hub.url)
 
 
 def test_listing_of_the_recorded_gpt2_response_and_disk_refusal(hub_env, tmp_path):
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
     from spark_tui.errors import DownloadError, ExitCode
 
     with FakeHub() as hub:
@@ -69,8 +69,8 @@ def test_listing_of_the_recorded_gpt2_response_and_disk_refusal(hub_env, tmp_pat
 
 
 def test_download_selects_vllm_files_emits_events_and_verifies(hub_env, tiny_files, tmp_path):
-    from spark_tui.core import checkpoint as ck
-    from spark_tui.core import download as dl
+    from spark_tui.core.catalog import checkpoint as ck
+    from spark_tui.core.runtime import download as dl
 
     events = []
     with FakeHub(repos={REPO: Repo(tiny_files)}) as hub:
@@ -103,7 +103,7 @@ def test_resume_keeps_finished_files_and_continues_a_partial_one(hub_env, tiny_f
     resume is the file: finished files are kept, an unfinished one starts over."""
     from huggingface_hub import constants
 
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
 
     # the hub client writes in DOWNLOAD_CHUNK_SIZE (10 MB) chunks: make them small for a 53 kB shard
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256)
@@ -144,7 +144,7 @@ def test_resume_keeps_finished_files_and_continues_a_partial_one(hub_env, tiny_f
 
 
 def test_gated_repo_without_token_explains_hf_token(hub_env, tiny_files):
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
     from spark_tui.errors import DownloadError
 
     with FakeHub(repos={REPO: Repo(tiny_files, gated=True)}) as hub:
@@ -230,7 +230,7 @@ def test_cancel_from_a_subscriber_stops_and_reports(hub_env, tiny_files, monkeyp
 
     from huggingface_hub import constants
 
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
     from spark_tui.errors import DownloadError
 
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256)
@@ -257,7 +257,7 @@ def test_file_bar_works_with_the_hub_xet_progress_reporter():
 
     from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
 
-    from spark_tui.core import download as dl
+    from spark_tui.core.runtime import download as dl
 
     got = []
     bar = dl.file_bar_class("model.safetensors", lambda p, n, total, force: got.append((p, n, total)))

@@ -17,7 +17,7 @@ SECRET_KEY = "sk-TESTKEY-must-never-be-written-9876543210"
 
 def test_import_hygiene():
     code = (
-        "import sys, spark_tui.core.export, spark_tui.commands.export; "
+        "import sys, spark_tui.core.export.formats, spark_tui.commands.export; "
         "print(sorted(m for m in ('textual', 'torch', 'vllm', 'httpx', 'yaml') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
@@ -27,7 +27,7 @@ def test_import_hygiene():
 
 
 def test_no_secret_value_in_any_format_even_with_secrets_in_env(monkeypatch):
-    from spark_tui.core import export as ex
+    from spark_tui.core.export import formats as ex
     from tests.unit.test_export_render import spark_plan
 
     monkeypatch.setenv("HF_TOKEN", SECRET_HF)

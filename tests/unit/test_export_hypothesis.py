@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spark_tui.core import export as ex
-from spark_tui.core.flags import Flag
-from spark_tui.core.plan import EnvChoice, Plan
+from spark_tui.core.export import formats as ex
+from spark_tui.core.planning.flags import Flag
+from spark_tui.core.planning.plan import EnvChoice, Plan
 from spark_tui.errors import UsageError
 from tests.unit.test_export_support import run_with_stubs, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import spark_plan

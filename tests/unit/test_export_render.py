@@ -1,4 +1,4 @@
-"""Exact-string and structural tests of spark_tui.core.export on fixed Plans."""
+"""Exact-string and structural tests of spark_tui.core.export.formats on fixed Plans."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from spark_tui import __version__
-from spark_tui.core import export as ex
-from spark_tui.core.flags import Flag, Flags
-from spark_tui.core.plan import CheckpointRef, DeviceRef, EnvChoice, Plan
+from spark_tui.core.export import formats as ex
+from spark_tui.core.planning.flags import Flag, Flags
+from spark_tui.core.planning.plan import CheckpointRef, DeviceRef, EnvChoice, Plan
 from spark_tui.errors import ExitCode, UsageError
 
 SPEC = '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}'
@@ -100,50 +100,50 @@ def test_loopback_needs_no_api_key(host):
 
 EXPECTED_COMPOSE = HEADER.format(fmt="compose") + """services:
   vllm:
-    image: "vllm/vllm-openai:v0.33.0"
-    container_name: "spark-tui-vllm"
+    image: vllm/vllm-openai:v0.33.0
+    container_name: spark-tui-vllm
     command:
-      - "nvidia/Qwen3.6-35B-A3B-NVFP4"
-      - "--host"
-      - "0.0.0.0"
-      - "--port"
-      - "8000"
-      - "--kv-cache-dtype"
-      - "fp8"
-      - "--moe-backend"
-      - "marlin"
-      - "--gpu-memory-utilization"
-      - "0.5"
-      - "--speculative-config"
-      - "{\\"method\\":\\"mtp\\",\\"num_speculative_tokens\\":3,\\"moe_backend\\":\\"triton\\"}"
-      - "--enable-auto-tool-choice"
+    - nvidia/Qwen3.6-35B-A3B-NVFP4
+    - --host
+    - 0.0.0.0
+    - --port
+    - '8000'
+    - --kv-cache-dtype
+    - fp8
+    - --moe-backend
+    - marlin
+    - --gpu-memory-utilization
+    - '0.5'
+    - --speculative-config
+    - '{"method":"mtp","num_speculative_tokens":3,"moe_backend":"triton"}'
+    - --enable-auto-tool-choice
     ports:
-      - "127.0.0.1:8000:8000"
-    ipc: "host"
+    - 127.0.0.1:8000:8000
+    ipc: host
     volumes:
-      - "${HOME}/.cache/huggingface:/root/.cache/huggingface"
+    - ${HOME}/.cache/huggingface:/root/.cache/huggingface
     environment:
-      VLLM_USE_DEEP_GEMM: "0"
-      HF_TOKEN: "${HF_TOKEN:-}"
+      VLLM_USE_DEEP_GEMM: '0'
+      HF_TOKEN: ${HF_TOKEN:-}
     deploy:
       resources:
         reservations:
           devices:
-            - driver: "nvidia"
-              count: 1
-              capabilities:
-                - "gpu"
+          - driver: nvidia
+            count: 1
+            capabilities:
+            - gpu
     healthcheck:
       test:
-        - "CMD"
-        - "curl"
-        - "-fsS"
-        - "http://127.0.0.1:8000/health"
-      interval: "30s"
-      timeout: "5s"
+      - CMD
+      - curl
+      - -fsS
+      - http://127.0.0.1:8000/health
+      interval: 30s
+      timeout: 5s
       retries: 5
-      start_period: "30m"
-    restart: "unless-stopped"
+      start_period: 30m
+    restart: unless-stopped
 """
 
 
@@ -311,6 +311,20 @@ def test_nul_is_refused():
         ex.to_bash(spark_plan(model="a\0b"))
 
 
-def test_yaml_str_escapes():
-    for s in ["plain", "a\"b", "back\\slash", "new\nline", "tab\t", "\x7f\x85\u2028\ufeff", "é😀", "", "yes", "null", "1.0"]:
-        assert yaml.safe_load("k: " + ex.yaml_str(s))["k"] == s
+def test_yaml_strings_round_trip_and_the_file_stays_ascii():
+    for v in ["plain", "a\"b", "back\\slash", "new\nline", "tab\t", "\x7f\x85\u2028\ufeff", "é😀", "", "yes", "null",
+              "1.0", "8000", "- a", "x: y", "#c", "&a", "*a", "!tag", "{}", "[1]", "~", "0x1F", "1:20"]:
+        text = ex.to_yaml({"k": v, v: "as a key"})
+        assert yaml.safe_load(text) == {"k": v, v: "as a key"}, text
+        assert text.isascii(), text  # escaped: U+2028 or NEL cannot break a line for any YAML reader
+
+
+@pytest.mark.parametrize("v", ["0o17", "1e3", "-2E+5", ".5", "+0o7"])
+def test_strings_yaml_1_2_reads_as_numbers_are_quoted(v):
+    # YAML 1.1 (PyYAML) reads these plain scalars as strings; YAML 1.2 (compose-go, kubectl) as numbers
+    assert ex.to_yaml([v]) in (f"- '{v}'\n", f'- "{v}"\n')
+
+
+def test_a_value_used_twice_is_written_twice_not_aliased():
+    text = ex.to_k8s(spark_plan())
+    assert "&id" not in text and "*id" not in text and text.count("path: /health") == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_tui.core import export as ex
+from spark_tui.core.export import formats as ex
 from tests.unit.test_export_support import run_with_stubs, shellcheck, unit_environment, unit_exec_argv
 from tests.unit.test_export_render import multi_gpu_plan, spark_plan
 
@@ -21,7 +21,7 @@ OPTION_SETS = [
 def test_shellcheck_clean(fmt, label, host, opts, tmp_path):
     for f in ex.render(spark_plan(host), fmt, opts):
         shellcheck(f.content, tmp_path)
-    # a Ray cluster runs one server across nodes: data-parallel replicas are refused there (test_export_topology)
+    # the Ray export refuses data-parallel replicas (one server across nodes): it is checked with TP only
     for f in ex.render(multi_gpu_plan(2, 1 if fmt == "ray" else 2), fmt, ex.ExportOptions()):
         shellcheck(f.content, tmp_path)
 
@@ -127,7 +127,7 @@ def test_systemd_analyze_verify_accepts_the_unit(value, tmp_path):
     import shutil
     import subprocess
 
-    from spark_tui.core.flags import Flag
+    from spark_tui.core.planning.flags import Flag
 
     p = spark_plan(model="/models/" + value, flags=[*spark_plan().flags, Flag("--x", value, "r", "s")])
     unit = ex.to_systemd(p, ex.ExportOptions(user="root", working_directory="/tmp"))

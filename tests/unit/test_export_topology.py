@@ -1,5 +1,5 @@
 """Exports carry the GPU topology: tensor/pipeline/data parallel sizes, a pinned GPU, and two-node Ray clusters
-with a network interface per node. Two-Spark advice (spark_tui.core.cluster)."""
+with a network interface per node. Two-Spark advice (spark_tui.core.planning.cluster)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spark_tui.core import cluster
-from spark_tui.core import export as ex
-from spark_tui.core.flags import Flag, Flags
-from spark_tui.core.plan import EnvChoice, MemoryEstimate
+from spark_tui.core.planning import cluster
+from spark_tui.core.export import formats as ex
+from spark_tui.core.planning.flags import Flag, Flags
+from spark_tui.core.planning.plan import EnvChoice, MemoryEstimate
 from spark_tui.errors import UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

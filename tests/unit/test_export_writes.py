@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.export import write_files
+from spark_tui.core.export.files import existing_targets, export_targets, write_files
 from spark_tui.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +96,16 @@ def test_write_files_modes_and_no_clobber(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="is a directory"):
         write_files([(tmp_path / "d", "x", 0o644)], force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sh", "d"]
+
+
+def test_export_targets_and_the_ones_that_exist(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert export_targets(["serve.sh"], str(tmp_path / "x.sh")) == [tmp_path / "x.sh"]
+    assert export_targets(["serve.sh"], str(tmp_path / "d")) == [tmp_path / "d" / "serve.sh"]  # into a folder
+    assert export_targets(["serve.sh"], str(tmp_path / "new") + "/") == [tmp_path / "new" / "serve.sh"]
+    assert export_targets(["a.sh", "b.sh"], str(tmp_path / "ray")) == [tmp_path / "ray" / "a.sh", tmp_path / "ray" / "b.sh"]
+    (tmp_path / "d" / "serve.sh").write_text("x")
+    assert existing_targets([tmp_path / "d" / "serve.sh", tmp_path / "none.sh"]) == [tmp_path / "d" / "serve.sh"]
+    for bad in (tmp_path / "d", tmp_path / "d" / "serve.sh" / "under-a-file", tmp_path / ("n" * 300)):
+        with pytest.raises(UsageError):
+            existing_targets([bad])

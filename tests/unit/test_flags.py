@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_tui.core.flags import Flag, Flags, coerce, render, split_args
+from spark_tui.core.planning.flags import Flag, Flags, coerce, render, split_args
 from spark_tui.errors import UsageError
 
 NAME = st.from_regex(r"--[a-z][a-z0-9-]{0,20}", fullmatch=True)

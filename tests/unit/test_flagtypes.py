@@ -1,4 +1,4 @@
-"""spark_tui.core.flagtypes: `--set` values checked against the flag's type, range and choices (issue #14
+"""spark_tui.core.planning.flagtypes: `--set` values checked against the flag's type, range and choices (issue #14
 item 8), and secrets refused in `--set` (item 2). The table is compared with the real vLLM 0.32.0 parser in
 tests/e2e/test_flagtypes_vllm.py."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_tui.core import flagtypes as ft
+from spark_tui.core.planning import flagtypes as ft
 from spark_tui.errors import ExitCode, UsageError
 
 

@@ -1,4 +1,4 @@
-"""Several GPUs (spark_tui.core.gpus): pinning with --gpu-index, busy refusals, TP / DP / replicas arithmetic,
+"""Several GPUs (spark_tui.core.hardware.gpus): pinning with --gpu-index, busy refusals, TP / DP / replicas arithmetic,
 on the recorded 2x RTX 5090 and 2x B200 boxes."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core import gpus
-from spark_tui.core import memory as mem
-from spark_tui.core.probe import ProbeResult
-from spark_tui.core.profiles import catalog
+from spark_tui.core.hardware import gpus
+from spark_tui.core.planning import memory as mem
+from spark_tui.core.hardware.probe import ProbeResult
+from spark_tui.core.catalog.profiles import catalog
 from spark_tui.errors import PlanError, UsageError
 
 PROBES = Path(__file__).resolve().parents[1] / "data" / "probes"

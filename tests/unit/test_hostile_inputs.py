@@ -136,7 +136,7 @@ def test_a_config_json_with_zero_heads_or_bad_sizes_exits_2(capsys, tmp_path, ch
 
 
 def test_spark_tui_vllm_with_an_unbalanced_quote_is_a_vllm_error(monkeypatch):
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
     from spark_tui.errors import VllmError
 
     monkeypatch.setenv("SPARK_TUI_VLLM", "'/opt/my vllm/bin/vllm")

@@ -4,11 +4,13 @@ Each headless module (spark_tui, spark_tui.cli, spark_tui.errors, every spark_tu
 spark_tui.commands.* except tui) is imported in a fresh interpreter, which then reports whether textual,
 torch or vllm ended up in sys.modules. The CLI fast paths run as real `python -X importtime -m spark_tui`
 processes and their import log is checked the same way. Modules are discovered from the tree, so new
-ones are covered without editing this file.
+ones are covered without editing this file. The layers are checked from the source (lazy imports too): ui/ never
+imports commands/, and core/ imports neither of them nor textual.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -28,9 +30,10 @@ UI_ONLY_COMMANDS = {"tui"}  # the TUI entry point may import textual
 def headless_modules() -> list[str]:
     mods = ["spark_tui", "spark_tui.cli", "spark_tui.errors", "spark_tui.__main__"]
     for sub, skip in (("core", set()), ("commands", UI_ONLY_COMMANDS)):
-        for info in pkgutil.iter_modules([str(PKG / sub)]):
-            if info.name not in skip:
-                mods.append(f"spark_tui.{sub}.{info.name}")
+        mods.append(f"spark_tui.{sub}")
+        for info in pkgutil.walk_packages([str(PKG / sub)], prefix=f"spark_tui.{sub}."):  # core's sub-packages too
+            if info.name.rsplit(".", 1)[1] not in skip:
+                mods.append(info.name)
     return [m for m in mods if m != "spark_tui.__main__"]  # __main__ runs the CLI: covered below
 
 
@@ -40,7 +43,8 @@ def _env() -> dict[str, str]:
 
 def test_discovery_finds_the_known_modules():
     mods = headless_modules()
-    for m in ("spark_tui.cli", "spark_tui.core.probe", "spark_tui.core.nvml", "spark_tui.commands.probe"):
+    for m in ("spark_tui.cli", "spark_tui.core.hardware.probe", "spark_tui.core.hardware.nvml", "spark_tui.commands.probe",
+              "spark_tui.core.planning.planner", "spark_tui.core.export.formats", "spark_tui.core.runtime.supervisor"):
         assert m in mods
     assert "spark_tui.commands.tui" not in mods
 
@@ -56,6 +60,43 @@ def test_headless_module_imports_no_ui_or_ml(module):
                        timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1]) == [], f"{module} imports {p.stdout.strip()}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at module level or inside a function (lazy imports included), plus any string
+    naming a spark_tui module (importlib.import_module, `python -m` argv)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("spark_tui."):
+            names.add(node.value)
+    return names
+
+
+LAYERS = [  # (package, what it must never import): the UI and the CLI are two front ends over one core
+    ("ui", ("spark_tui.commands",)),
+    ("core", ("spark_tui.commands", "spark_tui.ui", "textual")),
+]
+
+
+@pytest.mark.parametrize("layer,banned", LAYERS, ids=[x[0] for x in LAYERS])
+def test_layers_never_import_across(layer, banned):
+    bad = []
+    for f in sorted((PKG / layer).rglob("*.py")):
+        for name in sorted(_imports(f)):
+            if any(name == b or name.startswith(b + ".") for b in banned):
+                bad.append(f"{f.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_layer_check_sees_a_lazy_import(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from spark_tui.commands.export import _targets\n")
+    assert "spark_tui.commands.export" in _imports(f)
 
 
 def _imported_top_level(importtime_stderr: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""The MoE backend vLLM picks per expert scheme, SM and release (spark_tui/core/kernel_paths.py).
+"""The MoE backend vLLM picks per expert scheme, SM and release (spark_tui/core/catalog/kernel_paths.py).
 
 Expected values are read from vLLM's oracle code at each tag (the sources the module cites) and agree with
 the published observations: flashinfer-ai/flashinfer#4249 (B200: nvidia W4A16 -> MARLIN, RedHatAI W4A4 ->
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from spark_tui.core import kernel_paths as kp
-from spark_tui.core.kernel_paths import moe_kernel_path, rank_checkpoints
+from spark_tui.core.catalog import kernel_paths as kp
+from spark_tui.core.catalog.kernel_paths import moe_kernel_path, rank_checkpoints
 
 SMS = (90, 100, 103, 120, 121)
 

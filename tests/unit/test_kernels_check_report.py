@@ -137,7 +137,7 @@ def test_report_file_matches_the_format(path):
     v = raw["verdict"]
     assert set(v) == {"id", "title", "exit_code", "summary", "recommended_checkpoint", "recommended_moe_backend", "notes"}
     verdict = Verdict(v["id"])
-    assert v["title"] == verdict.title
+    assert v["title"] == verdict.label
     assert v["exit_code"] == {Verdict.NATIVE: 0, Verdict.FALLBACK: 1, Verdict.UNSUPPORTED: 2, Verdict.NO_GPU: 3}[verdict]
     names = [c["name"] for c in raw["checks"]]
     assert names and set(names) <= KNOWN and len(set(names)) == len(names)

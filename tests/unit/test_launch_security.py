@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from spark_tui.core import supervisor as sv
+from spark_tui.core.runtime import supervisor as sv
 from spark_tui.errors import UsageError, VllmError
 from tests.support.fake_vllm import tiny_model, write_fake_vllm
 

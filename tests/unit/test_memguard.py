@@ -1,4 +1,4 @@
-"""The memory guard (spark_tui.core.memguard) with a fake /proc directory, a real child process group, and the
+"""The memory guard (spark_tui.core.hardware.memguard) with a fake /proc directory, a real child process group, and the
 `launch` options. The run against the real CPU vLLM is tests/e2e/test_memguard_cpu.py."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from spark_tui.core import memguard as mg
-from spark_tui.core import supervisor as sv
+from spark_tui.core.hardware import memguard as mg
+from spark_tui.core.runtime import supervisor as sv
 from spark_tui.errors import UsageError
 
 GiB = 2**30

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.flags import Flags
-from spark_tui.core.planner import graph_seqs_problem, make_plan, memory_for_flags
+from spark_tui.core.planning.flags import Flags
+from spark_tui.core.planning.planner import graph_seqs_problem, make_plan, memory_for_flags
 
 DATA = json.loads((Path(__file__).resolve().parents[1] / "data" / "plan" / "h200_kv_logs.json").read_text())
 

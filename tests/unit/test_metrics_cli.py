@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.commands.monitor import format_gpu, format_stats, metrics_url, report
-from spark_tui.core.metrics import snapshots_from, window_stats
+from spark_tui.commands.monitor import format_stats, metrics_url, report
+from spark_tui.core.hardware.live import format_gpu
+from spark_tui.core.observe.metrics import snapshots_from, window_stats
 from spark_tui.errors import UsageError
 from tests.support.vllm_server import free_port
 
@@ -71,14 +72,14 @@ def test_metrics_url():
     ("http://h:8000/metrics", "http://h:8000"),
 ])
 def test_server_url_normalises(given, base):
-    from spark_tui.core.metrics import server_url
+    from spark_tui.core.observe.metrics import server_url
 
     assert server_url(given) == base
 
 
 @pytest.mark.parametrize("bad", ["h:8000", "notaurl", "ftp://h:21", "http://", "http://h:port", "http://h:99999"])
 def test_server_url_rejects(bad):
-    from spark_tui.core.metrics import server_url
+    from spark_tui.core.observe.metrics import server_url
 
     with pytest.raises(UsageError) as e:
         server_url(bad)
@@ -95,7 +96,7 @@ def test_bad_url_is_a_usage_error_for_monitor_and_bench(cmd):
 
 
 def test_import_is_light():
-    code = ("import sys, spark_tui.commands.monitor, spark_tui.core.metrics\n"
+    code = ("import sys, spark_tui.commands.monitor, spark_tui.core.observe.metrics\n"
             "bad = [m for m in ('httpx', 'torch', 'vllm', 'textual', 'prometheus_client') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
@@ -194,7 +195,7 @@ def test_bench_snapshot_of_a_non_prometheus_reply_is_none(garbage_metrics_server
 
     import httpx
 
-    from spark_tui.commands.bench import read_server_snapshot
+    from spark_tui.core.observe.bench import read_server_snapshot
 
     async def go():
         async with httpx.AsyncClient(timeout=5) as c:
@@ -206,7 +207,7 @@ def test_bench_snapshot_of_a_non_prometheus_reply_is_none(garbage_metrics_server
 def test_url_with_credentials_is_refused_without_echoing_them():
     import pytest
 
-    from spark_tui.core.metrics import server_url
+    from spark_tui.core.observe.metrics import server_url
     from spark_tui.errors import UsageError
 
     with pytest.raises(UsageError) as e:

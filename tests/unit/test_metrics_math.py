@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spark_tui.core.metrics import (
+from spark_tui.core.observe.metrics import (
     Histogram, Window, counter_increase, histogram_increase, histogram_quantile, parse_metrics, window_stats,
 )
 

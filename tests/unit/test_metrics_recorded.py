@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.metrics import (
+from spark_tui.core.observe.metrics import (
     GENERATION_TOKENS, ITL, KV_USAGE, TTFT, parse_metrics, snapshots_from, window_stats,
 )
 

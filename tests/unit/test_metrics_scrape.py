@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from spark_tui.core.metrics import MetricsScraper, parse_metrics, window_stats
+from spark_tui.core.observe.metrics import MetricsScraper, parse_metrics, window_stats
 from spark_tui.errors import VllmError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,3 +177,31 @@ def test_monitor_once_reports_the_skipped_line(server):
                        capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, timeout=60)
     doc = json.loads(r.stdout)
     assert doc["skipped_lines"] == 1 and doc["truncated"] is False and doc["generation_tokens"] == 128
+
+
+def test_launch_stats_line_from_two_real_scrapes(server):
+    # `spark-tui launch`'s foreground line goes through this module's scraper: the recorded fresh and after scrapes of
+    # the CPU vLLM (tests/data/metrics/README.md) give the tokens generated in between as a rate
+    from spark_tui.commands.launch import _Stats
+
+    bodies = [(DATA / "qwen3-moe-0-fresh.txt").read_bytes(), (DATA / "qwen3-moe-1-after.txt").read_bytes()]
+
+    def handle(h):
+        if bodies:
+            _fixed(bodies.pop(0))(h)
+        else:  # then the server goes away
+            h.send_response(503)
+            h.end_headers()
+
+    stats = _Stats(server(handle))
+    try:
+        first = stats.line()
+        assert first == "running 0  waiting 0  KV cache 0.0%  total generated 0"
+        stats.prev = replace(stats.prev, t=stats.prev.t - 2.0)  # as if the first scrape was 2 s earlier
+        second = stats.line()
+        assert second is not None and second.startswith("running 0  waiting 0  KV cache 0.0%  gen ")
+        gen = float(second.split("  gen ")[1].split(" tok/s")[0])
+        assert 128 / 2.5 < gen <= 128 / 2.0 and second.endswith("total generated 128")
+        assert stats.line() is None  # the server has nothing more to say: no line, no crash
+    finally:
+        stats.close()

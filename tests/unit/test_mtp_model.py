@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spark_tui.core.mtp_model import Sample, acceptance_from_length, expected_length, fit
+from spark_tui.core.planning.mtp_model import Sample, acceptance_from_length, expected_length, fit
 
 
 def test_expected_length() -> None:

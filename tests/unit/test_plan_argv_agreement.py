@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_tui.commands.launch import dry_run_command
-from spark_tui.core import export as ex
-from spark_tui.core.planner import make_plan
+from spark_tui.core.export import formats as ex
+from spark_tui.core.planning.planner import make_plan
 from spark_tui.errors import PlanError
 from tests.unit.test_export_support import run_with_stubs, unit_exec_argv
 

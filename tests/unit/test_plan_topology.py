@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 from spark_tui.commands.launch import dry_run_command
-from spark_tui.core import export as ex
-from spark_tui.core import probe as pr
-from spark_tui.core import supervisor as sv
-from spark_tui.core import unified as um
-from spark_tui.core.planner import make_plan, memory_for_flags
-from spark_tui.core.probe import ProbeResult
-from spark_tui.core.profiles import load_catalog
+from spark_tui.core.export import formats as ex
+from spark_tui.core.hardware import probe as pr
+from spark_tui.core.runtime import supervisor as sv
+from spark_tui.core.hardware import unified as um
+from spark_tui.core.planning.planner import make_plan, memory_for_flags
+from spark_tui.core.hardware.probe import ProbeResult
+from spark_tui.core.catalog.profiles import load_catalog
 from spark_tui.errors import PlanError, UsageError
 from tests.unit.test_export_support import run_with_stubs
 
@@ -61,7 +61,7 @@ def with_host(p: ProbeResult, **kw) -> ProbeResult:
 def test_gb10_plan_is_sized_by_the_unified_arithmetic(cat):
     p = plan(cat, probe=load("gb10"))
     s = p.unified
-    # the planner's numbers are exactly spark_tui.core.unified's for this probe, weights and in-budget overhead
+    # the planner's numbers are exactly spark_tui.core.hardware.unified's for this probe, weights and in-budget overhead
     ref = um.size_for_probe(load("gb10"), weights_bytes=p.memory.weights_bytes, overhead_bytes=p.memory.overhead_bytes)
     assert s.lines == ref.lines and s.gpu_memory_utilization == ref.gpu_memory_utilization == 0.84
     u, kv = p.flag("--gpu-memory-utilization"), p.flag("--kv-cache-memory-bytes")

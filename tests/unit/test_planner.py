@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.evidence import Measured, MtpStep, choose_mtp
-from spark_tui.core.flags import split_args
-from spark_tui.core.planner import make_plan, parse_set
-from spark_tui.core.probe import ProbeResult
-from spark_tui.core.profiles import load_catalog
-from spark_tui.core.sizes import parse_size
+from spark_tui.core.catalog.evidence import Measured, MtpStep, choose_mtp
+from spark_tui.core.planning.flags import split_args
+from spark_tui.core.planning.planner import make_plan
+from spark_tui.core.planning.request import parse_set
+from spark_tui.core.hardware.probe import ProbeResult
+from spark_tui.core.catalog.profiles import load_catalog
+from spark_tui.core.planning.sizes import parse_size
 from spark_tui.errors import PlanError, UsageError
 
 PROBES = Path(__file__).resolve().parents[1] / "data" / "probes"
@@ -105,7 +106,7 @@ def test_include_unmeasured_adds_them_marked(cat) -> None:
 
 def test_spark_utilisation_from_mem_available(cat) -> None:
     # no probe: MemAvailable at vLLM's check is typically 102 GiB (published, vLLM's processes already in it)
-    # - 8 GiB reserve for the OS = 94 GiB over 121.7 GiB -> 0.77, required to start (spark_tui.core.unified)
+    # - 8 GiB reserve for the OS = 94 GiB over 121.7 GiB -> 0.77, required to start (spark_tui.core.hardware.unified)
     p = plan(cat, device="dgx-spark")
     u = p.flag("--gpu-memory-utilization")
     assert u.text == "0.77" and u.evidence == "required" and "0.92" in u.reason and "102.00 GiB" in u.reason

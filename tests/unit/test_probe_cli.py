@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support import fake_nvml  # noqa: E402
 
 from spark_tui.commands.probe import render  # noqa: E402
-from spark_tui.core.probe import ProbeResult  # noqa: E402
+from spark_tui.core.hardware.probe import ProbeResult  # noqa: E402
 
 
 def _libnvml_present() -> bool:

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support import fake_nvml  # noqa: E402
 
-from spark_tui.core import nvml  # noqa: E402
-from spark_tui.core.probe import OK, ProbeResult, take_probe  # noqa: E402
+from spark_tui.core.hardware import nvml  # noqa: E402
+from spark_tui.core.hardware.probe import OK, ProbeResult, take_probe  # noqa: E402
 
 MIB = 1024 * 1024
 IDS = fake_nvml.fixture_ids()

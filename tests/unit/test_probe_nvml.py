@@ -16,9 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support import fake_nvml  # noqa: E402
 
-from spark_tui.core import nvml  # noqa: E402
-from spark_tui.core.nvml import NA, NotAvailable, NvmlUnavailable, is_na, query  # noqa: E402
-from spark_tui.core.probe import NO_DRIVER, NO_GPU, NO_NVML, OK, HostInfo, take_probe  # noqa: E402
+from spark_tui.core.hardware import nvml  # noqa: E402
+from spark_tui.core.hardware.nvml import NA, NotAvailable, NvmlUnavailable, is_na, query  # noqa: E402
+from spark_tui.core.hardware.probe import NO_DRIVER, NO_GPU, NO_NVML, OK, HostInfo, take_probe  # noqa: E402
 from spark_tui.errors import ExitCode  # noqa: E402
 
 

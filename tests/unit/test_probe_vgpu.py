@@ -14,8 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support import fake_nvml  # noqa: E402
 
-from spark_tui.core import nvml  # noqa: E402
-from spark_tui.core.probe import HostInfo, ProbeResult, detect_vgpu, take_probe  # noqa: E402
+from spark_tui.core.hardware import nvml  # noqa: E402
+from spark_tui.core.hardware.probe import HostInfo, ProbeResult, detect_vgpu, take_probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_tui.core.probe import ProbeResult
-from spark_tui.core.profiles import load_catalog, match_gpu, shipped_dir
+from spark_tui.core.hardware.probe import ProbeResult
+from spark_tui.core.catalog.profiles import load_catalog, match_gpu, shipped_dir
 from spark_tui.errors import ProfileError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,7 +182,7 @@ def test_profiles_load_from_installed_wheel(tmp_path) -> None:
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
                    check=True, timeout=300)
-    code = ("import spark_tui, sys; from spark_tui.core.profiles import shipped_dir, load_catalog; "
+    code = ("import spark_tui, sys; from spark_tui.core.catalog.profiles import shipped_dir, load_catalog; "
             "d = shipped_dir(); assert '_profiles' in str(d), d; assert str(d).startswith(sys.argv[1]), d; "
             "c = load_catalog(user=False); print(len(c.devices), len(c.checkpoints), len(c.models))")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(target)], capture_output=True, text=True, timeout=60,

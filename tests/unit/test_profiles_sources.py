@@ -10,8 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from spark_tui.core.profiles import shipped_dir
-from spark_tui.core.sources import RECOGNISED_FORMS, forbidden_mention, public_source_problem, recognised_forms
+from spark_tui.core.catalog.profiles import shipped_dir
+from spark_tui.core.catalog.sources import RECOGNISED_FORMS, forbidden_mention, public_source_problem, recognised_forms
 
 SHIPPED = shipped_dir()
 

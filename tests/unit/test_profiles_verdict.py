@@ -1,4 +1,4 @@
-from spark_tui.core.profiles import catalog, nvfp4_verdict
+from spark_tui.core.catalog.profiles import catalog, nvfp4_verdict
 
 
 def test_verdict_per_device_family():

@@ -1,7 +1,7 @@
 import pytest
 
 from spark_tui.commands.bench import reference_target
-from spark_tui.core.published import figures_for, load_figures, plot_reference
+from spark_tui.core.catalog.published import figures_for, load_figures, plot_reference
 from spark_tui.errors import ProfileError
 
 

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from spark_tui.core import supervisor as sv
-from spark_tui.core.flags import Flag, Flags
-from spark_tui.core.plan import CheckpointRef, DeviceRef, MemoryEstimate, Plan
+from spark_tui.core.runtime import supervisor as sv
+from spark_tui.core.planning.flags import Flag, Flags
+from spark_tui.core.planning.plan import CheckpointRef, DeviceRef, MemoryEstimate, Plan
 from spark_tui.errors import DownloadError, VllmError
 from tests.support.runtime_ckpt import write_tiny_checkpoint
 
@@ -71,7 +71,7 @@ def test_resolve_vllm_prefers_env(tmp_path, monkeypatch):
 
 
 def test_memory_check_on_unified_memory():
-    from spark_tui.core.unified import vllm_overhead
+    from spark_tui.core.hardware.unified import vllm_overhead
 
     proc = vllm_overhead().bytes  # vLLM's own processes start before its check: 1,810 MiB measured + 1 GiB CUDA
     assert proc == 1810 * 2**20 + GIB
@@ -147,7 +147,7 @@ LOG = [
 
 
 def _summary(lines):
-    from spark_tui.core.vllm_log import StartupTracker, parse_text
+    from spark_tui.core.runtime.vllm_log import StartupTracker, parse_text
 
     ls, evs = parse_text("\n".join(lines) + "\n")
     return StartupTracker().observe_all(ls, evs).summary()
@@ -184,7 +184,7 @@ def test_runtime_core_modules_import_no_heavy_module():
     import subprocess
     import sys
 
-    code = ("import sys; import spark_tui.core.download, spark_tui.core.checkpoint, spark_tui.core.supervisor, "
+    code = ("import sys; import spark_tui.core.runtime.download, spark_tui.core.catalog.checkpoint, spark_tui.core.runtime.supervisor, "
             "spark_tui.commands.download, spark_tui.commands.stop; "
             "print(sorted(m for m in ('textual', 'torch', 'vllm', 'huggingface_hub', 'httpx', 'numpy') "
             "if m in sys.modules))")

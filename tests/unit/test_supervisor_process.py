@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from spark_tui.core import supervisor as sv
+from spark_tui.core.runtime import supervisor as sv
 from spark_tui.errors import VllmError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_log_rotation(tmp_path):
 # a parent process (standing in for spark-tui) that starts a supervised child and prints its pgid
 PARENT = textwrap.dedent("""
     import sys, time
-    from spark_tui.core import supervisor as sv
+    from spark_tui.core.runtime import supervisor as sv
     detach = sys.argv[1] == "detach"
     s = sv.Supervisor([sys.executable, "-c", sys.argv[2]], host="127.0.0.1", port=1, model="m",
                       detach=detach, grace_s=3)
@@ -236,12 +236,12 @@ def test_early_exit_reports_the_code_and_last_lines():
 
 
 def test_launch_diagnosis_uses_the_logs_helper():
-    from spark_tui.commands.launch import _diagnose
+    from spark_tui.core.runtime.launch import diagnosis_summary
 
     s = _sup("import sys; print('(APIServer pid=1) ERROR 11-23 10:00:00 [core.py:1] ValueError: Quantization method "
              "specified in the model config (modelopt_fp4) does not match the quantization method specified in the "
              "`quantization` argument (fp8).', flush=True); sys.exit(1)")
     s.start()
     with pytest.raises(VllmError) as e:
-        s.wait_ready(20, poll_s=0.1, diagnose=_diagnose)
+        s.wait_ready(20, poll_s=0.1, diagnose=diagnosis_summary)
     assert "fix:" in e.value.message, e.value.message

@@ -311,7 +311,7 @@ def test_tiny_quantized_weights_dequantize_to_the_intended_spread(tiny_layout):
 
 
 def test_spark_tui_detects_each_tiny_layout(tiny_layout):
-    from spark_tui.core import checkpoint as ck
+    from spark_tui.core.catalog import checkpoint as ck
 
     fmt, d = tiny_layout
     r = ck.verify_checkpoint(d)

@@ -2,7 +2,7 @@ import tomllib
 
 import pytest
 
-from spark_tui.core.tune import (
+from spark_tui.core.observe.tune import (
     Candidate,
     CandidateResult,
     TuneState,

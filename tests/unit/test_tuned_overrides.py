@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from spark_tui.core.planner import make_plan
-from spark_tui.core.tune import Candidate, CandidateResult, winner_override_toml
-from spark_tui.core.tuned import load_tuned
+from spark_tui.core.planning.planner import make_plan
+from spark_tui.core.observe.tune import Candidate, CandidateResult, winner_override_toml
+from spark_tui.core.planning.tuned import load_tuned
 from spark_tui.errors import ProfileError
 
 

@@ -1,4 +1,4 @@
-"""Unified-memory sizing (spark_tui.core.unified) on the recorded GB10 probe and around it."""
+"""Unified-memory sizing (spark_tui.core.hardware.unified) on the recorded GB10 probe and around it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_tui.core import unified as u
-from spark_tui.core.probe import ProbeResult
+from spark_tui.core.hardware import unified as u
+from spark_tui.core.hardware.probe import ProbeResult
 from spark_tui.errors import PlanError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from spark_tui.core import vllm_compat as c
+from spark_tui.core.catalog import vllm_compat as c
 
 
 def test_parse_and_compare() -> None:

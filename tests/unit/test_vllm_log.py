@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_tui.core import vllm_log as vl
+from spark_tui.core.runtime import vllm_log as vl
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "logs"
 
@@ -252,7 +252,7 @@ def test_parser_never_raises_on_unicode(text):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.log")))
 def test_scan_gives_the_same_summary_and_phases_as_parsing_every_line(name):
-    from spark_tui.core.diagnose import diagnose_text
+    from spark_tui.core.runtime.diagnose import diagnose_text
 
     text = load(name)
     lines, events = vl.parse_text(text)
@@ -277,7 +277,7 @@ def test_every_event_line_holds_a_needle():
 def test_a_large_log_is_read_in_linear_time():
     import time
 
-    from spark_tui.core.diagnose import diagnose_text
+    from spark_tui.core.runtime.diagnose import diagnose_text
 
     unit = "".join(load(p.name) + "\n" for p in sorted(DATA.glob("*.log")))
     big = unit * (300_000 // unit.count("\n") + 1)  # ~300k lines; the quadratic reader took 12.5 s for 40k

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from spark_tui.ui.app import SparkApp
 
 # mode name -> (key, label). The order is the order of the deployment steps.
 STEPS: tuple[tuple[str, str, str], ...] = (
@@ -30,8 +37,11 @@ def nav_markup(current: str) -> str:
     return " " + "  ".join(parts)
 
 
-class StepScreen(Screen):
+class StepScreen(Screen[None]):
     """A deployment step: `MODE` names its entry in STEPS; subclasses yield their body from compose_body()."""
+
+    if TYPE_CHECKING:  # self.app is the SparkApp, with its attributes (Textual's typed getter; nothing at run time)
+        app = getters.app(SparkApp)
 
     MODE = ""
     AUTO_FOCUS = "DataTable, Log, VerticalScroll"  # never an Input: the number keys must switch steps

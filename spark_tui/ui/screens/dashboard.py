@@ -1,6 +1,6 @@
 """Dashboard: live tok/s sparklines, MTP acceptance (rate, mean length, per position), KV-cache use,
 running/waiting, TTFT/ITL p50/p95 and the GPU state, from a vLLM server's /metrics (the monitor's core:
-spark_tui.core.metrics window statistics over its bounded MetricsScraper)."""
+spark_tui.core.observe.metrics window statistics over its bounded MetricsScraper)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ class DashboardScreen(StepScreen):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "dash-url":
             return
-        from spark_tui.core.metrics import server_url
+        from spark_tui.core.observe.metrics import server_url
         from spark_tui.errors import UsageError
 
         raw = event.value.strip()
@@ -137,8 +137,8 @@ class DashboardScreen(StepScreen):
         """Scrape every `interval` s; window statistics over WINDOW_S; GPU state every 2 s when live."""
         from textual.worker import get_current_worker
 
-        from spark_tui.commands.monitor import format_gpu, gpu_state
-        from spark_tui.core.metrics import MetricsScraper, Window
+        from spark_tui.core.hardware.live import format_gpu, gpu_state
+        from spark_tui.core.observe.metrics import MetricsScraper, Window
         from spark_tui.errors import SparkError
 
         w = get_current_worker()

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Select, Static
 
-from spark_tui.core.probe import GpuInfo, ProbeResult
+from spark_tui.core.hardware.probe import GpuInfo, ProbeResult
 from spark_tui.ui.messages import TargetDeviceChosen
 from spark_tui.ui.screens.base import StepScreen
 

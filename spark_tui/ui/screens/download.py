@@ -1,5 +1,5 @@
 """Download: per-file and total progress, speed, ETA, disk space, pause / resume / cancel, over the runtime
-core's download event stream (spark_tui.core.download: fetch_listing -> plan_download -> check_disk ->
+core's download event stream (spark_tui.core.runtime.download: fetch_listing -> plan_download -> check_disk ->
 download). Pause stops the transfers; resume starts the same download again: finished files are kept (the
 hub client's cache), the rest is fetched again (see the runtime section of the README on partial files)."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from rich.markup import escape
@@ -17,8 +17,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, ProgressBar, Static
 
-from spark_tui.ui.messages import DownloadEvent
+from spark_tui.ui.messages import DiskChecked, DownloadEvent
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.download import ProgressState
 
 
 class DownloadScreen(StepScreen):
@@ -46,20 +50,20 @@ class DownloadScreen(StepScreen):
         t.add_column("size", key="size", width=10)
         t.add_column("done", key="done", width=7)
         self.cancel_event: threading.Event | None = None
-        self.state: Any = None  # download.ProgressState
+        self.state: ProgressState | None = None
         self.sizes: dict[str, int] = {}
         self.paused = False
         self.query_one("#dl-status", Static).update("s starts (or resumes) the download of the repo above.")
         self.watch(self.app, "plan", self._plan_changed, init=True)
 
-    def _plan_changed(self, plan: Any) -> None:
+    def _plan_changed(self, plan: Plan | None) -> None:
         box = self.query_one("#dl-repo", Input)
         if box.value:
             return
         if plan is not None:
             box.value = plan.checkpoint.repo_id
         else:
-            from spark_tui.core.download import DEFAULT_REPO
+            from spark_tui.core.runtime.download import DEFAULT_REPO
 
             box.value = DEFAULT_REPO
 
@@ -96,7 +100,7 @@ class DownloadScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="download", exit_on_error=False)
     def run_download(self, repo: str, folder: str | None, cancel: threading.Event) -> None:
-        from spark_tui.core import download as dl
+        from spark_tui.core.runtime import download as dl
         from spark_tui.errors import SparkError
 
         endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -104,7 +108,7 @@ class DownloadScreen(StepScreen):
             listing = dl.fetch_listing(repo, None, endpoint=endpoint)
             plan = dl.plan_download(listing, local_dir=folder)
             free = dl.check_disk(plan.target, plan.missing_bytes)
-            self.post_message(DownloadEvent(("disk", plan.target, free, plan.missing_bytes)))
+            self.post_message(DiskChecked(plan.target, free, plan.missing_bytes))
             if cancel.is_set():
                 raise dl.DownloadError(f"download of {repo} cancelled", "run it again to continue")
             dl.download(plan, [lambda ev: self.post_message(DownloadEvent(ev))], cancel=cancel, endpoint=endpoint)
@@ -113,16 +117,19 @@ class DownloadScreen(StepScreen):
         finally:
             cancel.set()
 
+    def on_disk_checked(self, msg: DiskChecked) -> None:
+        from spark_tui.core.runtime import download as dl
+
+        self.query_one("#dl-status", Static).update(
+            f"to {escape(msg.target)}: {dl.fmt_bytes(msg.missing_bytes)} to fetch, {dl.fmt_bytes(msg.free_bytes)} free "
+            "on disk")
+
     def on_download_event(self, msg: DownloadEvent) -> None:
-        from spark_tui.core import download as dl
+        from spark_tui.core.runtime import download as dl
 
         ev = msg.event
         table = self.query_one("#dl-files", DataTable)
         status = self.query_one("#dl-status", Static)
-        if isinstance(ev, tuple) and ev[0] == "disk":
-            _, target, free, missing = ev
-            status.update(f"to {escape(target)}: {dl.fmt_bytes(missing)} to fetch, {dl.fmt_bytes(free)} free on disk")
-            return
         if self.state is None or isinstance(ev, dl.DownloadStarted):
             self.state = dl.ProgressState()
         self.state.apply(ev, time.monotonic())

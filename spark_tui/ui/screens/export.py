@@ -1,12 +1,14 @@
 """Export: choose a format, preview it with syntax highlighting, write it (asking before overwriting), copy
-the serve command. Rendering is spark_tui.core.export.render (what `spark-tui export` prints); writing uses
-spark_tui.core.export.write_files, as `spark-tui export -o` does (mode 0755 for scripts, 0644 otherwise)."""
+the serve command. Rendering is spark_tui.core.export.formats.render (what `spark-tui export` prints); writing uses
+spark_tui.core.export.files (export_targets, existing_targets, write_files), as `spark-tui export -o` does (mode 0755
+for scripts, 0644 otherwise); a path that cannot be written is an error notification, never a crash."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.syntax import Syntax
 from rich.markup import escape
@@ -15,6 +17,11 @@ from textual.containers import Horizontal, ScrollableContainer
 from textual.widgets import Input, Select, Static
 
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.core.export.formats import ExportFile
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.errors import SparkError
 
 LANG = {"bash": "bash", "docker": "bash", "ray": "bash", "compose": "yaml", "k8s": "yaml", "systemd": "ini"}
 
@@ -28,7 +35,7 @@ class ExportScreen(StepScreen):
     ]
 
     def compose_body(self) -> ComposeResult:
-        from spark_tui.core.export import FORMATS
+        from spark_tui.core.export.formats import FORMATS
 
         with Horizontal(id="export-bar"):
             yield Select([(f, f) for f in FORMATS], value="bash", allow_blank=False, id="export-format", compact=True)
@@ -38,7 +45,7 @@ class ExportScreen(StepScreen):
             yield Static("", id="export-preview")
 
     def on_mount(self) -> None:
-        self.files: list[Any] = []
+        self.files: list[ExportFile] = []
         self.watch(self.app, "plan", self._show_plan, init=True)
 
     @property
@@ -50,8 +57,8 @@ class ExportScreen(StepScreen):
         if event.select.id == "export-format":
             self._show_plan(self.app.plan)
 
-    def _show_plan(self, plan: Any) -> None:
-        from spark_tui.core.export import combined, render
+    def _show_plan(self, plan: Plan | None) -> None:
+        from spark_tui.core.export.formats import combined, render
         from spark_tui.errors import SparkError
 
         status = self.query_one("#export-status", Static)
@@ -84,7 +91,7 @@ class ExportScreen(StepScreen):
         if plan is None:
             self.notify("No plan to copy yet.", title="Copy", severity="warning")
             return
-        from spark_tui.core.export import serve_argv
+        from spark_tui.core.export.formats import serve_argv
 
         cmd = shlex.join(serve_argv(plan))
         self.app.copy_to_clipboard(cmd)
@@ -98,14 +105,15 @@ class ExportScreen(StepScreen):
         if not raw:
             self.notify("Give a path to write to.", title="Write", severity="error")
             return
-        from spark_tui.commands.export import _targets
+        from spark_tui.core.export.files import existing_targets, export_targets
+        from spark_tui.errors import SparkError
 
-        targets = _targets(self.files, str(Path(raw).expanduser()), self.fmt)
-        dirs = [t for t in targets if t.is_dir()]
-        if dirs:
-            self.notify(f"{dirs[0]} is a folder: give a file path", title="Write", severity="error", markup=False)
+        try:  # a folder, a link, a device, a path that cannot be looked at: said here, never a crash
+            targets = export_targets([f.name for f in self.files], os.path.expanduser(raw))
+            existing = existing_targets(targets)
+        except SparkError as e:
+            self._write_failed(e)
             return
-        existing = [t for t in targets if t.exists()]
         if existing:
             from spark_tui.ui.modals import ConfirmModal
 
@@ -120,16 +128,19 @@ class ExportScreen(StepScreen):
         self._write(targets, force=False)
 
     def _write(self, targets: list[Path], force: bool) -> None:
-        from spark_tui.core.export import write_files
+        from spark_tui.core.export.files import write_files
         from spark_tui.errors import SparkError
 
         try:  # all or nothing; never onto a device, FIFO, directory or symbolic link (as `spark-tui export -o`)
             write_files([(path, f.content, 0o755 if f.executable else 0o644)
                          for f, path in zip(self.files, targets, strict=True)], force)
         except SparkError as e:
-            self.notify(e.message + (f"\n{e.hint}" if e.hint else ""), title="Write", severity="error", markup=False)
+            self._write_failed(e)
             return
         self.notify("wrote " + ", ".join(str(p) for p in targets), title="Write", markup=False)
+
+    def _write_failed(self, e: SparkError) -> None:
+        self.notify(e.message + (f"\n{e.hint}" if e.hint else ""), title="Write", severity="error", markup=False)
 
 
 def _all_names() -> set[str]:

@@ -4,7 +4,7 @@ worker, or a local folder)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from rich.markup import escape
@@ -15,6 +15,9 @@ from textual.widgets import DataTable, Input, Static
 
 from spark_tui.ui.messages import CacheScanned, CheckpointChosen, OverridesChanged
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.core.catalog.profiles import CheckpointProfile
 
 
 def accuracy_summary(acc: dict[str, dict[str, float]]) -> str:
@@ -60,7 +63,7 @@ class ModelScreen(StepScreen):
                            ("vs BF16", "acc"), ("local", "local")):
             t.add_column(label, key=key)
         self.cached: dict[str, tuple[str, int]] = {}
-        self.rows: list[Any] = []  # (CheckpointProfile, why)
+        self.rows: list[tuple[CheckpointProfile, str, list[str]]] = []  # (profile, why, warnings)
         self.query_one("#model-path", Input).display = False
         self.watch(self.app, "target_device", lambda _: self._fill(), init=False)
         self.watch(self.app, "probe", lambda _: self._fill(), init=False)
@@ -75,7 +78,7 @@ class ModelScreen(StepScreen):
     def scan_cache(self) -> None:
         from huggingface_hub import scan_cache_dir
 
-        from spark_tui.core.download import hf_cache_dir
+        from spark_tui.core.runtime.download import hf_cache_dir
 
         try:
             info = scan_cache_dir(hf_cache_dir())

@@ -6,7 +6,7 @@ and the `--check` result (vLLM's own argument parser, in a worker)."""
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from rich.markup import escape
@@ -16,9 +16,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Select, Static
 
-from spark_tui.core.plan import comparison
+from spark_tui.core.planning.plan import comparison
 from spark_tui.ui.messages import OverridesChanged
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import MemoryEstimate, Plan
 
 SEGMENTS = {  # MemoryEstimate.bar() label -> (legend, colour)
     "weights": ("weights", "dodger_blue2"),
@@ -62,9 +65,9 @@ class MemoryBar(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.memory: Any = None
+        self.memory: MemoryEstimate | None = None
 
-    def set_memory(self, memory: Any) -> None:
+    def set_memory(self, memory: MemoryEstimate | None) -> None:
         self.memory = memory
         self.refresh()
 
@@ -180,7 +183,7 @@ class PlanScreen(StepScreen):
         if plan is None:
             self.notify("No plan yet.", title="Copy", severity="warning")
             return
-        from spark_tui.core.export import serve_argv
+        from spark_tui.core.export.formats import serve_argv
 
         self.app.copy_to_clipboard(shlex.join(serve_argv(plan)))
         self.notify("serve command copied (OSC 52)", title="Copy")
@@ -196,7 +199,7 @@ class PlanScreen(StepScreen):
 
     @work(thread=True, exclusive=True, group="plan-check", exit_on_error=False)
     def run_check(self, argv: list[str]) -> None:
-        from spark_tui.core.vllm_compat import check_argv
+        from spark_tui.core.catalog.vllm_compat import check_argv
 
         res = check_argv(argv)
         self.app.call_from_thread(self._checked, res)
@@ -210,7 +213,7 @@ class PlanScreen(StepScreen):
         if err:
             self.query_one("#plan-status", Static).update(f"[red]{escape(err)}[/]")
 
-    def _show(self, plan: Any) -> None:
+    def _show(self, plan: Plan | None) -> None:
         status = self.query_one("#plan-status", Static)
         table = self.query_one("#plan-flags", DataTable)
         mem = self.query_one("#plan-memory", MemoryBar)
@@ -247,7 +250,7 @@ class PlanScreen(StepScreen):
         if self.app.plan is not None:
             self._notes(self.app.plan)
 
-    def _notes(self, plan: Any) -> None:
+    def _notes(self, plan: Plan) -> None:
         """The highlighted flag's reason and source first (the table's third column is off-screen at 80
         columns), then the check result, warnings and differences from the recipe."""
         table = self.query_one("#plan-flags", DataTable)

@@ -1,7 +1,7 @@
 """Run: launch / stop / restart the planned server; startup phases as a checklist filled in from the log;
 the log itself (scrollable, searchable); a failure shown with its diagnosis and a one-key fix.
 
-The process belongs to spark_tui.core.supervisor.Supervisor, started keepable: its watchdog stops it if the
+The process belongs to spark_tui.core.runtime.supervisor.Supervisor, started keepable: its watchdog stops it if the
 app dies in any way (SIGKILL included), and a server the user keeps on quit is released to outlive the app.
 This screen subscribes to its events.
 """
@@ -9,7 +9,7 @@ This screen subscribes to its events.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from textual import work
@@ -17,9 +17,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Log, Static
 
-from spark_tui.core.memguard import GuardEvent
-from spark_tui.ui.messages import ServerEvent
+from spark_tui.ui.messages import (GuardAlert, LaunchFailed, LaunchStepDone, LaunchVerified, ServerEvent,
+                                   ServerStopped)
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from spark_tui.core.planning.plan import Plan
+    from spark_tui.core.runtime.diagnose import Diagnosis
 
 LOG_KEEP = 5000
 STARTUP_TIMEOUT_S = 1800.0
@@ -44,22 +48,6 @@ def fix_to_set(arg: dict) -> str:
     return arg["flag"] if value == "" else f"{arg['flag']}={value}"
 
 
-def start_guard(sup: Any, plan: Any, on_event: Any) -> Any:
-    """The memory guard next to the server on unified-memory plans (spark_tui.core.memguard defaults), else None."""
-    from spark_tui.core import memguard
-
-    if not memguard.default_enabled(plan.device.unified_memory):
-        return None
-    return memguard.watch_supervisor(sup, memguard.GuardThresholds(), on_event=on_event)
-
-
-class LaunchFailed:
-    """Posted (inside ServerEvent) when the start fails before or during startup."""
-
-    def __init__(self, message: str, hint: str, diagnoses: list[Any]) -> None:
-        self.message, self.hint, self.diagnoses = message, hint, diagnoses
-
-
 class RunScreen(StepScreen):
     MODE = "run"
     BINDINGS = [
@@ -82,14 +70,14 @@ class RunScreen(StepScreen):
     def on_mount(self) -> None:
         self.lines: deque[str] = deque(maxlen=LOG_KEEP)
         self.search_text = ""
-        self.diagnoses: list[Any] = []
-        self.fix: Any = None
+        self.diagnoses: list[Diagnosis] = []
+        self.fix: Diagnosis | None = None
         self.watch(self.app, "plan", self._plan_changed, init=True)
         self.query_one("#run-search", Input).display = False
         self._diag("")
 
     # ------------------------------------------------------------------ status
-    def _plan_changed(self, plan: Any) -> None:
+    def _plan_changed(self, plan: Plan | None) -> None:
         if self.app.server_alive():
             return
         if plan is not None and getattr(self, "_relaunch_after_plan", False):
@@ -170,57 +158,52 @@ class RunScreen(StepScreen):
 
     # ------------------------------------------------------------------ workers (the supervisor blocks)
     @work(thread=True, exclusive=True, group="server", exit_on_error=False)
-    def launch(self, plan: Any) -> None:
-        from spark_tui.core import supervisor as sv
-        from spark_tui.core.diagnose import diagnose_lines
+    def launch(self, plan: Plan) -> None:
+        """The launch sequence of `spark-tui launch` (spark_tui.core.runtime.launch), each step posted here."""
+        from spark_tui.core.runtime import launch as ls
+        from spark_tui.core.runtime import supervisor as sv
+        from spark_tui.core.runtime.diagnose import diagnose_lines
+        from spark_tui.core.runtime.vllm_log import Event
         from spark_tui.errors import SparkError
 
-        events: list[Any] = []
+        events: list[Event] = []
 
-        def on_event(ev: Any) -> None:
+        def on_event(ev: sv.SupervisorEvent) -> None:
             if isinstance(ev, sv.LogEvent):
                 events.append(ev.event)
             self.post_message(ServerEvent(ev))
 
+        def on_step(step: ls.LaunchStep) -> None:
+            if isinstance(step, ls.Started):
+                self.app.supervisor = sup  # the app asks what to do with it on quit
+            self.post_message(LaunchStepDone(step))
+
         sup = None
-        watcher = None
         try:
             # keepable: a watchdog stops the server if the app dies (even SIGKILL), as for `spark-tui launch`;
             # quitting with "keep" releases it (Supervisor.release). A non-loopback --host needs VLLM_API_KEY.
             sup = sv.supervisor_for_plan(plan, keepable=True)
-            sv.check_port_free(sup.host, sup.port)
-            sv.check_memory(plan)
-            sv.check_checkpoint(plan)
             sup.subscribe(on_event)
-            self.app.supervisor = sup
-            sup.start()
-            watcher = start_guard(sup, plan, lambda ev: self.post_message(ServerEvent(ev)))
-            ready = sup.wait_ready(STARTUP_TIMEOUT_S)
-            ver = sv.verify_against_plan(plan, sup.summary())
-            self.post_message(ServerEvent(("verified", ready, ver)))
-        except SparkError as e:
+            up = ls.launch(plan, sup, startup_timeout_s=STARTUP_TIMEOUT_S, guard=ls.default_guard(plan),
+                           on_guard=lambda ev: self.post_message(GuardAlert(ev)), on_step=on_step)
+            self.post_message(LaunchVerified(up.ready, up.verification))
+        except SparkError as e:  # launch() stopped the server; the log says why
             diags = diagnose_lines(list(sup.parser.lines), events) if sup is not None else []
-            if watcher is not None and watcher.tripped is not None:  # the memory guard stopped it: say why
-                e = SparkError(watcher.tripped.text, "lower the plan's memory (utilization / KV cache) and relaunch")
-            self.post_message(ServerEvent(LaunchFailed(e.message, e.hint, diags)))
-            if sup is not None and sup.alive():
-                sup.stop()
+            self.post_message(LaunchFailed(e.message, e.hint, diags))
 
     @work(thread=True, exclusive=True, group="server-stop", exit_on_error=False)
     def stop_server(self, then_launch: bool = False) -> None:
         sup = self.app.supervisor
         how = sup.stop() if sup is not None else "gone"
-        self.post_message(ServerEvent(("stopped", how, then_launch)))
+        self.post_message(ServerStopped(how, then_launch))
 
-    # ------------------------------------------------------------------ events from the supervisor
+    # ------------------------------------------------------------------ messages from the workers
     def on_server_event(self, msg: ServerEvent) -> None:
-        from spark_tui.core import supervisor as sv
+        from spark_tui.core.runtime import supervisor as sv
 
         ev = msg.event
         if isinstance(ev, sv.LogLine):
-            self.lines.append(ev.text)
-            if self._match(ev.text):
-                self.query_one("#run-log", Log).write_line(ev.text)
+            self._log(ev.text)
         elif isinstance(ev, sv.PhaseChanged):
             self.query_one("#run-phases", Static).update(phases_markup(ev.phases))
         elif isinstance(ev, sv.Ready):
@@ -229,39 +212,56 @@ class RunScreen(StepScreen):
             self.query_one("#run-status", Static).update(
                 f"[green]ready[/] in {ev.seconds:.0f} s at {escape(ev.url)} (models: {escape(', '.join(ev.models))}); "
                 "the Dashboard (6) watches it.")
-        elif isinstance(ev, tuple) and ev[0] == "verified":
-            lines = ev[2].lines()
-            if lines:
-                self._diag("[b]vs plan[/b]\n" + escape("\n".join(lines)))
         elif isinstance(ev, sv.Exited):
             if self.app.server_state in ("ready", "starting") and not ev.stopped_by_us:
                 self.app.server_state = "failed"
                 self.query_one("#run-status", Static).update(f"[red]vLLM exited with code {ev.returncode}[/]")
-        elif isinstance(ev, LaunchFailed):
+
+    def on_launch_step_done(self, msg: LaunchStepDone) -> None:
+        from spark_tui.core.runtime import launch as ls
+
+        if isinstance(msg.step, ls.PreflightDone):  # the checks' notes go to the log, as `launch` prints them
+            for line in msg.step.preflight.lines():
+                self._log(f"[spark-tui] {line}")
+
+    def on_launch_verified(self, msg: LaunchVerified) -> None:
+        lines = msg.verification.lines()
+        if lines:
+            self._diag("[b]vs plan[/b]\n" + escape("\n".join(lines)))
+
+    def on_launch_failed(self, msg: LaunchFailed) -> None:
+        self.app.server_state = "failed"
+        self.query_one("#run-status", Static).update(f"[red]{escape(msg.message)}[/]\n{escape(msg.hint)}")
+        self._show_diagnoses(msg.diagnoses)
+
+    def on_guard_alert(self, msg: GuardAlert) -> None:
+        ev = msg.event
+        if ev.kind == "warn":
+            self.notify(ev.text, title="Memory", severity="warning", markup=False)
+        elif ev.kind == "stop":
             self.app.server_state = "failed"
-            self.query_one("#run-status", Static).update(f"[red]{escape(ev.message)}[/]\n{escape(ev.hint)}")
-            self._show_diagnoses(ev.diagnoses)
-        elif isinstance(ev, GuardEvent):
-            if ev.kind == "warn":
-                self.notify(ev.text, title="Memory", severity="warning", markup=False)
-            elif ev.kind == "stop":
-                self.app.server_state = "failed"
-                self.query_one("#run-status", Static).update(f"[red]{escape(ev.text.splitlines()[0])}[/]")
-                self._diag("[b red]memory guard[/]\n" + escape(ev.text))
-            elif ev.kind == "unavailable":
-                self.notify(ev.text, title="Memory", markup=False)
-        elif isinstance(ev, tuple) and ev[0] == "stopped":
-            self.app.server_state = "stopped"
-            self.query_one("#run-status", Static).update(f"vLLM stopped ({ev[1]}).")
-            if ev[2]:
-                self.action_launch()
+            self.query_one("#run-status", Static).update(f"[red]{escape(ev.text.splitlines()[0])}[/]")
+            self._diag("[b red]memory guard[/]\n" + escape(ev.text))
+        elif ev.kind == "unavailable":
+            self.notify(ev.text, title="Memory", markup=False)
+
+    def on_server_stopped(self, msg: ServerStopped) -> None:
+        self.app.server_state = "stopped"
+        self.query_one("#run-status", Static).update(f"vLLM stopped ({msg.how}).")
+        if msg.then_launch:
+            self.action_launch()
+
+    def _log(self, line: str) -> None:
+        self.lines.append(line)
+        if self._match(line):
+            self.query_one("#run-log", Log).write_line(line)
 
     def _diag(self, text: str) -> None:
         box = self.query_one("#run-diagnosis", Static)
         box.update(text)
         box.display = bool(text)
 
-    def _show_diagnoses(self, diags: list[Any]) -> None:
+    def _show_diagnoses(self, diags: list[Diagnosis]) -> None:
         errors = [d for d in diags if d.severity == "error"]
         self.diagnoses = diags
         self.fix = next((d for d in errors if d.fix_args), None)

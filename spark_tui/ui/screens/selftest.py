@@ -6,6 +6,8 @@ kernels_check.plan_selftest() / run_selftest() are the same functions `spark-tui
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from rich.markup import escape
 from textual import work
@@ -15,6 +17,9 @@ from textual.widgets import DataTable, Static
 
 from spark_tui.ui.messages import SelftestResult
 from spark_tui.ui.screens.base import StepScreen
+
+if TYPE_CHECKING:
+    from kernels_check.model import Report
 
 
 class SelftestScreen(StepScreen):
@@ -33,7 +38,7 @@ class SelftestScreen(StepScreen):
         t.add_column("status", key="status", width=10)
         t.add_column("s", key="s", width=6)
         t.add_column("result / reason", key="what")
-        self.report = None
+        self.report: Report | None = None
         self.running = False
         self.action_list()  # show what will run before anything runs (no kernel is launched by listing)
 
@@ -101,6 +106,6 @@ class SelftestScreen(StepScreen):
             if rec.moe_backend:
                 extra += f"   --moe-backend {escape(rec.moe_backend)}"
             self.query_one("#selftest-verdict", Static).update(
-                f"[b]verdict:[/b] [{colour}]{rec.verdict.title}[/] — {escape(rec.summary)}{extra}{notes}")
+                f"[b]verdict:[/b] [{colour}]{rec.verdict.label}[/] — {escape(rec.summary)}{extra}{notes}")
             self.query_one("#selftest-status", Static).update(
                 f"self-test finished in {msg.report.seconds:.1f} s")

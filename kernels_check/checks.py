@@ -30,7 +30,7 @@ NVFP4_GEMM_BAND = 1e-2
 # FP8 e4m3 KV cache round trip (3 mantissa bits: relative step 2^-4, RMS error about 2-3%).
 KV_FP8_BAND = 0.05
 
-NVFP4_MOE_ORDER_DEFAULT = [  # vLLM's automatic order (FACTS.md §2, oracle/nvfp4.py); sm_90 puts HUMMING first
+NVFP4_MOE_ORDER_DEFAULT = [  # vLLM's automatic order (vLLM v0.33.0 vllm/model_executor/layers/fused_moe/oracle/nvfp4.py:203-213); sm_90 puts HUMMING first
     "FLASHINFER_TRTLLM", "FLASHINFER_CUTEDSL", "FLASHINFER_CUTEDSL_BATCHED", "FLASHINFER_CUTLASS",
     "VLLM_CUTLASS", "MARLIN", "HUMMING", "EMULATION",
 ]
@@ -710,7 +710,7 @@ def check_moe_backends(ctx: Context, c: CheckSpec) -> CheckResult:
          "backends": rows, "auto_order": order, "auto_pick_w4a4": auto_w4a4,
          "auto_pick_w4a16": auto_w4a16,
          "method": "each kernel class's _supports_current_device() and _supports_quant_scheme(kNvfp4Static, "
-                   "kNvfp4Dynamic | None), the checks select_nvfp4_moe_backend runs; order per FACTS.md §2"}
+                   "kNvfp4Dynamic | None), the checks select_nvfp4_moe_backend runs; order per vLLM v0.33.0 vllm/model_executor/layers/fused_moe/oracle/nvfp4.py:203-213"}
     return c.result(Status.INFO, details=d)
 
 
@@ -782,7 +782,7 @@ def check_moe_triton_bf16(ctx: Context, c: CheckSpec) -> CheckResult:
     if fused is None:
         return c.result(Status.FAIL, details={"errors": errs}, reason="vLLM's fused_experts not found")
     g = ctx.gen()
-    # Qwen3.6-35B-A3B shapes (FACTS.md §5): hidden 2048, moe_intermediate 512, top-8; 64 of the 256 experts
+    # Qwen3.6-35B-A3B shapes (the model's config.json, profiles/models/qwen3.6-35b-a3b.toml): hidden 2048, moe_intermediate 512, top-8; 64 of the 256 experts
     tokens, hidden, inter, experts, topk = 256, 2048, 512, 64, 8
     x = (t.randn(tokens, hidden, device=ctx.dev, generator=g) * 0.5).to(t.bfloat16)
     w1 = (t.randn(experts, 2 * inter, hidden, device=ctx.dev, generator=g) / hidden ** 0.5).to(t.bfloat16)
@@ -822,7 +822,7 @@ def check_kv_cache_fp8(ctx: Context, c: CheckSpec) -> CheckResult:
         return c.result(Status.SKIPPED, details=d,
                         reason=f"{ctx.vllm_error}: vLLM's FP8 KV-cache kernel cannot be run")
     g = ctx.gen()
-    # one full-attention layer of Qwen3.6-35B-A3B: 2 KV heads x head_dim 256 (FACTS.md §5)
+    # one full-attention layer of Qwen3.6-35B-A3B: 2 KV heads x head_dim 256 (the model's config.json, profiles/models/qwen3.6-35b-a3b.toml)
     tokens, heads, hd, block, nblocks = 64, 2, 256, 16, 8
     key = t.randn(tokens, heads, hd, device=ctx.dev, generator=g).to(t.bfloat16)
     value = t.randn(tokens, heads, hd, device=ctx.dev, generator=g).to(t.bfloat16)

@@ -59,7 +59,7 @@ QUANT_ALGO = {"w4a16": "W4A16_NVFP4", "w4a4": "NVFP4"}
 
 @dataclass(frozen=True)
 class MoeShape:
-    """Qwen3.6-35B-A3B's expert shape (hidden 2048, moe_intermediate 512, FACTS.md §5) with 16 experts, top-4."""
+    """Qwen3.6-35B-A3B's expert shape (hidden 2048, moe_intermediate 512, profiles/models/qwen3.6-35b-a3b.toml) with 16 experts, top-4."""
 
     tokens: int = 128
     hidden: int = 2048

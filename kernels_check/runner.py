@@ -13,9 +13,22 @@ from kernels_check.checks import CHECKS, Context, Options, discover, vllm_config
 from kernels_check.model import CheckResult, Recommendation, Report, Status, Verdict
 
 NVFP4_CHECKPOINT = "nvidia/Qwen3.6-35B-A3B-NVFP4"
-FP8_CHECKPOINT = "Qwen/Qwen3.6-35B-A3B-FP8"  # the Hopper choice (FACTS.md §5)
-# vLLM's automatic NVFP4 MoE pick per SM family when vLLM is not here to ask (FACTS.md §2 table)
-STATIC_MOE_PICK = {10: "flashinfer_trtllm", 12: "flashinfer_cutlass", 9: "humming"}
+FP8_CHECKPOINT = "Qwen/Qwen3.6-35B-A3B-FP8"  # the Hopper choice (spark_tui.core.catalog.kernel_paths ranking)
+
+
+def static_moe_pick(scheme: str, sm: int, results: dict[str, CheckResult]) -> tuple[str | None, str]:
+    """vLLM's automatic NVFP4 MoE pick when vLLM was not asked here: spark_tui's replay of vLLM's MoE oracle for the
+    vLLM release this report ran with (else the installed one, else the newest the replay read), with its source."""
+    from spark_tui.core.catalog import kernel_paths
+    from spark_tui.core.catalog.vllm_compat import DEFAULT_VERSION, installed_release
+
+    env = results.get("environment")
+    version = (env.details.get("vllm_version") if env else None) or installed_release() or DEFAULT_VERSION
+    try:
+        kp = kernel_paths.moe_kernel_path(scheme, sm, str(version).split("+")[0])
+    except (ValueError, KeyError):
+        return None, "no vLLM MoE backend takes it"
+    return kp.backend.lower(), kp.source
 
 
 @dataclass(frozen=True)
@@ -89,12 +102,13 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
             backend = MOE_FLAG.get(pick_w4a4, pick_w4a4.lower())
             src = "vLLM's own backend checks on this GPU"
         else:
-            backend = STATIC_MOE_PICK.get(sm // 10)
-            src = "FACTS.md §2 (vLLM not checked here)"
+            backend, src = static_moe_pick("W4A4_NVFP4", sm, results)
+            src += " (vLLM's oracle replayed, not asked here)"
         backend = _avoid_wrong_backend(backend, agree, "w4a4", notes)
         if sm // 10 == 12:
-            notes.append("sm_12x: the official GB10 / RTX PRO 6000 recipe uses --moe-backend marlin for the nvidia "
-                         "checkpoint (FACTS.md §6); flashinfer_cutlass is vLLM's automatic pick")
+            notes.append("sm_12x: NVIDIA's checkpoint (W4A16 experts) runs MARLIN; W4A4 checkpoints run "
+                         "FLASHINFER_CUTLASS, vLLM's automatic pick (vllm-project/recipes@8959cf6 "
+                         "models/Qwen/Qwen3.6-35B-A3B.yaml uses --moe-backend marlin for the NVIDIA checkpoint)")
         return Recommendation(Verdict.NATIVE,
                               f"sm_{sm} ran an NVFP4 GEMM natively ({', '.join(native)}) and it matched the reference.",
                               checkpoint=NVFP4_CHECKPOINT, moe_backend=backend,
@@ -107,7 +121,7 @@ def decide_from(has_torch: bool, cuda: bool, sm: int | None, no_gpu_reason: str,
         return Recommendation(Verdict.UNSUPPORTED,
                               f"sm_{sm} has no native NVFP4 GEMM and vLLM's Marlin weight-only fallback failed here.",
                               notes=notes)
-    fallback: str | None = "humming" if sm // 10 == 9 else "marlin"
+    fallback: str | None = static_moe_pick("W4A16_NVFP4", sm, results)[0] or "marlin"
     if moe is not None:
         by = {r["backend"]: r for r in moe.details.get("backends", [])}
         pick16 = moe.details.get("auto_pick_w4a16")

@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             for f in figs:
                 print(f"  {f.label()}")
         elif dev:
-            print(f"\nno published figures for {dev}" + (f" / {ck}" if ck else "") + " (FACTS.md §7)")
+            print(f"\nno published figures for {dev}" + (f" / {ck}" if ck else "") + " (profiles/published.toml)")
         if saved:
             print(f"\nsaved to {saved}")
     bad = [lv for lv in res.levels if lv.self_check_ok is False]

@@ -212,5 +212,6 @@ def choose_mtp(device: str, sm: int | None, checkpoint: str, goal: str, measured
         return MtpChoice(0, True, f"MTP off: the MTP speed model fitted on measured decode steps predicts no k "
                                   f"gains 5 % at every concurrency of the goal at acceptance {p:.0%} (k=1: {eff})",
                          f"{fsrc}; {asrc}", eff)
-    return MtpChoice(0, False, "MTP off: no published or spark-tui measurement of MTP on this device class",
-                     "planner policy (start from vLLM's defaults)")
+    return MtpChoice(0, False, "MTP off: no published or spark-tui measurement of MTP on this device class, and "
+                               "vLLM's default is off", "vLLM v0.33.0 vllm/engine/arg_utils.py (speculative_config "
+                               "default None)")

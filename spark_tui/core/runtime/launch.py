@@ -12,6 +12,8 @@ what stopped it, the error is `GuardStopped` (a VllmError, exit 6) carrying the 
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -53,6 +55,9 @@ class Preflight:
             out.append(f"checkpoint: {rep.path} complete, {rep.quant.format}, MTP {'yes' if rep.has_mtp else 'no'}")
             out += [f"  warning: {w}" for w in rep.warnings]
         return out
+
+
+LOG_SETTLE_S = 10.0  # at most this long after ready for the log reader to reach the KV-cache line
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,12 @@ def launch(plan: Plan, sup: Supervisor, *, startup_timeout_s: float, checks: boo
                 on_step(GuardWatching(guard))
         ready = wait_ready(sup, startup_timeout_s, watcher=watcher, diagnose=diagnose)
         from spark_tui.core.runtime.supervisor import verify_against_plan
+
+        # vLLM logs its KV-cache size before it answers /health, but the thread that reads its output can lag behind
+        # on a loaded machine: give it a moment so the check against the plan sees the line
+        settle = time.monotonic() + LOG_SETTLE_S
+        while sup.summary().kv_cache_tokens is None and time.monotonic() < settle and sup.alive():
+            time.sleep(0.05)
 
         return Launched(record, ready, verify_against_plan(plan, sup.summary()), pre, watcher)
     except BaseException:

@@ -59,7 +59,8 @@ def _shared(plan: "Plan", harness: Sequence[Flag]) -> Flags:
 
 def variants(plan: "Plan", mtp_plans: dict[int, "Plan"] | None = None, harness: Sequence[Flag] = (),
              skip: Iterable[str] = ()) -> list[Variant]:
-    """The servers an ablation of `plan` starts, in order: baseline, required, each deviation, mtp-k, plan."""
+    """The servers an ablation of `plan` starts, in order: baseline, required, mtp-k (in the order given), each
+    deviation, the full plan. A skipped deviation is left out of the full plan too (it cannot run there)."""
     skip = set(skip)
     shared = _shared(plan, harness)
     base = list(shared)
@@ -69,7 +70,7 @@ def variants(plan: "Plan", mtp_plans: dict[int, "Plan"] | None = None, harness: 
     if req:
         out.append(Variant("required", "+ the required deviations (" + ", ".join(f.name for f in req) + ")",
                            tuple(base + req), tuple(f.name for f in req)))
-    for k, p in sorted((mtp_plans or {}).items()):
+    for k, p in (mtp_plans or {}).items():
         extra = [f for f in p.flags if f.name not in shared and f.name not in ("--host", "--port")
                  and (plan.flags.get(f.name) is None or plan.flags.get(f.name) != f)
                  and f.name in ("--speculative-config", "--no-enable-prefix-caching")]
@@ -86,8 +87,11 @@ def variants(plan: "Plan", mtp_plans: dict[int, "Plan"] | None = None, harness: 
         if f.name == "--speculative-config" and isinstance(f.value, dict):
             k = int(f.value.get("num_speculative_tokens", 1))
         out.append(Variant(key, f"+ {' '.join(f.argv())} ({f.evidence})", tuple(base + [f]), (f.name,), k))
-    if len(own) > len(req):
-        out.append(Variant("plan", "the full plan", tuple(base + own), tuple(f.name for f in own), plan.mtp_k))
+    full = [f for f in own if f.evidence == "required" or f.name not in skip]
+    if len(full) > len(req):
+        left = [f.name for f in own if f not in full]
+        label = "the full plan" + (f" (without {', '.join(left)}: skipped)" if left else "")
+        out.append(Variant("plan", label, tuple(base + full), tuple(f.name for f in full), plan.mtp_k))
     elif req:  # the plan is the baseline plus its required deviations: that variant is the plan
         out[1] = Variant("required", "the plan: + its required deviations (" + ", ".join(f.name for f in req) + ")",
                          out[1].flags, out[1].adds)

@@ -86,7 +86,8 @@ def report(plan: Plan, vs: list[Variant], st: AblationState) -> dict[str, Any]:
     if any(s.k for s in samples):
         try:
             f = mtp_model.fit(samples)
-            mtp = {"t0_s": f.t0, "slope": f.slope, "check": f.check(), "max_error_pct": f.max_error_pct()}
+            mtp = {"t0_s": f.t0, "coef_s": {c: dict(zip(("F", "d", "v"), v)) for c, v in f.coef.items()},
+                   "check": f.check(), "holdout": f.holdout_check(), "max_error_pct": f.max_error_pct()}
         except ValueError as e:
             mtp = {"error": str(e)}
     kv = [{"variant": k, "logged": r.kv_cache_tokens_logged, "predicted": r.kv_cache_tokens_predicted,

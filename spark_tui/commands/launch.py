@@ -12,11 +12,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
 from spark_tui.commands.argtypes import positive_seconds
 from spark_tui.errors import VllmError
+
+_SAY_LOCK = threading.Lock()
+
+
+def _say(*args: object, file=None, flush: bool = False, sep: str = " ", end: str = "\n") -> None:
+    """print(), one whole line at a time: the startup printer runs on the log reader's thread, and print() writes
+    the text and the newline separately, so two threads could join two lines into one."""
+    stream = file or sys.stdout
+    with _SAY_LOCK:
+        stream.write(sep.join(str(a) for a in args) + end)
+        if flush:
+            stream.flush()
 
 if TYPE_CHECKING:
     from spark_tui.core.hardware.memguard import GuardThresholds
@@ -114,7 +127,7 @@ class _StartupPrinter:
             self.shown[ph.key] = key
             mark = {"active": "..", "done": "ok", "failed": "!!"}.get(ph.status, ph.status)
             detail = f" ({ph.detail})" if ph.detail and ph.status != "active" else ""
-            print(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream or sys.stdout,
+            _say(f"[{time.monotonic() - self.t0:6.1f}s] {mark} {ph.title}{detail}", file=self.stream or sys.stdout,
                   flush=True)
 
 
@@ -163,7 +176,7 @@ def _follow(sup: Supervisor, stats: _Stats, interval_s: float) -> None:
         if sup.alive():
             line = stats.line()
             if line:
-                print(line, flush=True)
+                _say(line, flush=True)
 
 
 def dry_run_command(plan: Plan, runtime: str = "native", image: str | None = None,
@@ -195,11 +208,11 @@ def _dry_run(plan: Plan, args: argparse.Namespace, api_key: str | None = None) -
 
     argv, env = dry_run_command(plan, args.runtime, args.image, api_key)
     if getattr(args, "json", False):
-        print(json.dumps({"argv": argv, "env": env}, indent=2))
+        _say(json.dumps({"argv": argv, "env": env}, indent=2))
     else:
         for k, v in env.items():
-            print(f"{k}={shlex.quote(v)}")
-        print(" ".join(shlex.quote(a) for a in argv))
+            _say(f"{k}={shlex.quote(v)}")
+        _say(" ".join(shlex.quote(a) for a in argv))
     return 0
 
 
@@ -222,32 +235,32 @@ def run(args: argparse.Namespace) -> int:
     def step(ev: ls.LaunchStep) -> None:
         if isinstance(ev, ls.PreflightDone):
             for line in ev.preflight.lines():
-                print(line)
+                _say(line)
         elif isinstance(ev, ls.Started):
             if not args.detach:  # the server exists now: SIGTERM / SIGHUP / Ctrl-C stop it, then exit
                 sv.install_signal_handlers(sup)
-            print(f"vLLM starting: pid {ev.record.pid}, log {ev.record.log_path}", flush=True)
+            _say(f"vLLM starting: pid {ev.record.pid}, log {ev.record.log_path}", flush=True)
         elif isinstance(ev, ls.GuardWatching):
             from spark_tui.core.hardware import memguard
 
             for line in memguard.guard_description(True, ev.thresholds, unified=plan.device.unified_memory):
-                print(line, flush=True)
+                _say(line, flush=True)
             if args.detach:
-                print("  (--detach: the guard watches the start only)", flush=True)
+                _say("  (--detach: the guard watches the start only)", flush=True)
 
     try:
         started = ls.launch(plan, sup, startup_timeout_s=args.startup_timeout, checks=not args.no_preflight,
-                            guard=guard, on_guard=lambda ev: print(ev.text, file=sys.stderr, flush=True),
+                            guard=guard, on_guard=lambda ev: _say(ev.text, file=sys.stderr, flush=True),
                             on_step=step, diagnose=ls.diagnosis_summary)
     except ls.GuardStopped as e:
         raise _guard_error(e) from None
     rec, ready = started.record, started.ready
     try:
-        print(f"ready in {ready.seconds:.1f}s at {ready.url} (models: {', '.join(ready.models)})", flush=True)
+        _say(f"ready in {ready.seconds:.1f}s at {ready.url} (models: {', '.join(ready.models)})", flush=True)
         for line in started.verification.lines():
-            print(line, flush=True)
+            _say(line, flush=True)
         if args.detach:
-            print(f"detached: pid {rec.pid} keeps running; stop it with `spark-tui stop {rec.pid}`")
+            _say(f"detached: pid {rec.pid} keeps running; stop it with `spark-tui stop {rec.pid}`")
             return 0
         stats = _Stats(ready.url)
         try:
@@ -261,9 +274,9 @@ def run(args: argparse.Namespace) -> int:
         rc = sup.proc.returncode if sup.proc else None
         raise VllmError(f"vLLM exited with code {rc}{sup._diagnosis(ls.diagnosis_summary)}", f"full log: {rec.log_path}")
     except KeyboardInterrupt:
-        print("\nstopping vLLM...", file=sys.stderr, flush=True)
+        _say("\nstopping vLLM...", file=sys.stderr, flush=True)
         how = sup.stop()
-        print(f"vLLM stopped ({how})", file=sys.stderr)
+        _say(f"vLLM stopped ({how})", file=sys.stderr)
         return 0
     except BaseException:
         if sup.alive():  # a failed or interrupted start never leaves a server behind, detached or not

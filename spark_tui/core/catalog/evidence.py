@@ -56,6 +56,7 @@ class MtpStep:
     tok_s: float
     vllm: str
     source: str
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def parse_measured(text: str, name: str = "measured.toml") -> Measured:
         steps.append(MtpStep(
             device=str(_need(r, "device", w)), sm=r.get("sm"), checkpoint=str(_need(r, "checkpoint", w)),
             k=int(_need(r, "k", w)), p=float(_need(r, "p", w)), concurrency=int(_need(r, "concurrency", w)),
-            tok_s=float(_need(r, "tok_s", w)), vllm=str(_need(r, "vllm", w)), source=str(_need(r, "source", w))))
+            tok_s=float(_need(r, "tok_s", w)), vllm=str(_need(r, "vllm", w)), source=str(_need(r, "source", w)),
+            temperature=None if r.get("temperature") is None else float(r["temperature"])))
     return Measured(tuple(effects), tuple(steps))
 
 
@@ -114,8 +116,15 @@ def effects_for(device: str, sm: int | None, checkpoint: str, flag: str, value: 
             and e.flag == flag and (value is None or e.value == value)]
 
 
-def gains_at(effects: Sequence[Effect], concurrencies: Sequence[int], margin: float = 1.0) -> bool | None:
-    """True if the effects show a gain at every concurrency, False if any shows none, None if one is missing."""
+# A flag's measured effect counts as a gain only above this ratio: on the H200 (bench/results/h200-2026-12-02.md) two
+# servers that differed only in flags not expected to change decode speed (--served-model-name, parsers,
+# --language-model-only) differed by up to 1.08x at concurrency 1 in three runs, so smaller ratios are not a signal.
+EFFECT_MARGIN = 1.10
+
+
+def gains_at(effects: Sequence[Effect], concurrencies: Sequence[int], margin: float = EFFECT_MARGIN) -> bool | None:
+    """True if the effects show a gain above `margin` at every concurrency, False if any shows none, None if one is
+    missing."""
     by_c = {e.concurrency: e for e in effects}
     if any(c not in by_c for c in concurrencies):
         return None
@@ -162,17 +171,21 @@ def published_acceptance(checkpoint: str | None) -> tuple[float, str] | None:
     return p, f"{src} ({ck}, k=1)"
 
 
+# The MTP speed model decides only where it reproduces the runs it was fitted on within this (in-sample error, %).
+MTP_MODEL_TRUST_PCT = 10.0
+
+
 def mtp_fit_for(device: str, sm: int | None, checkpoint: str, measured: Measured | None = None):  # -> Fit | None
     from spark_tui.core.planning import mtp_model
 
     m = measured or shipped_measured()
-    rows = [s for s in m.mtp_steps if _same_device(s.device, s.sm, device, sm)]
-    own = [s for s in rows if s.checkpoint == checkpoint]
-    rows = own or rows
+    # this checkpoint's runs only: another checkpoint's MoE kernels (FP8 Triton vs 4-bit Marlin) step differently
+    rows = [s for s in m.mtp_steps if _same_device(s.device, s.sm, device, sm) and s.checkpoint == checkpoint]
     if not rows:
         return None, ""
     try:
-        f = mtp_model.fit([mtp_model.Sample(s.k, s.p, s.concurrency, s.tok_s) for s in rows])
+        f = mtp_model.fit([mtp_model.Sample(s.k, s.p, s.concurrency, s.tok_s, s.source, s.temperature)
+                            for s in rows])
     except ValueError:
         return None, ""
     srcs = sorted({s.source for s in rows})
@@ -204,14 +217,23 @@ def choose_mtp(device: str, sm: int | None, checkpoint: str, goal: str, measured
     acc = published_acceptance(checkpoint)
     if f is not None and acc is not None:
         p, asrc = acc
+        err = f.worst_error_pct(cs)
+        if err is None or err > MTP_MODEL_TRUST_PCT:
+            miss = ("has no MTP run at every concurrency of the goal" if err is None else
+                    f"misses the measured runs by up to {err:.0f} % at the goal's concurrencies")
+            return MtpChoice(0, True, f"MTP off: the MTP speed model fitted on this device class's runs {miss} "
+                                      f"(trusted within {MTP_MODEL_TRUST_PCT:.0f} %), so it cannot show a gain at "
+                                      f"the published acceptance {p:.0%}", f"{fsrc}; {asrc}")
         k = f.best_k(p, cs, margin=1.05)
         eff = ", ".join(f"x{f.speedup(max(k, 1), p, c):.2f} at concurrency {c}" for c in cs)
         if k:
             return MtpChoice(k, True, f"MTP k={k}: the MTP speed model fitted on measured decode steps predicts "
                                       f"{eff} at the published acceptance {p:.0%}", f"{fsrc}; {asrc}", eff)
+        each = "; ".join(f"k={kk}: " + ", ".join(f"x{f.speedup(kk, p, c):.2f} at concurrency {c}" for c in cs)
+                         for kk in (f.measured_ks() or [1]))
         return MtpChoice(0, True, f"MTP off: the MTP speed model fitted on measured decode steps predicts no k "
-                                  f"gains 5 % at every concurrency of the goal at acceptance {p:.0%} (k=1: {eff})",
-                         f"{fsrc}; {asrc}", eff)
+                                  f"gains 5 % at every concurrency of the goal at acceptance {p:.0%} ({each})",
+                         f"{fsrc}; {asrc}", each)
     return MtpChoice(0, False, "MTP off: no published or spark-tui measurement of MTP on this device class, and "
                                "vLLM's default is off", "vLLM v0.33.0 vllm/engine/arg_utils.py (speculative_config "
                                "default None)")

@@ -217,7 +217,8 @@ def mtp_samples(st: AblationState) -> list[Sample]:
             p = 0.0 if r.mtp_k == 0 else (lv.acceptance_rate if lv.acceptance_rate is not None else None)
             if p is None:
                 continue
-            out.append(Sample(r.mtp_k, p, lv.concurrency, lv.output_tok_s, f"{key} T={lv.temperature:g}"))
+            out.append(Sample(r.mtp_k, p, lv.concurrency, lv.output_tok_s, f"{key} T={lv.temperature:g}",
+                              lv.temperature))
     return out
 
 

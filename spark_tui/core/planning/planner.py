@@ -660,7 +660,8 @@ def stage_unmeasured(d: Draft, req: PlanRequest, t: Target, c: CheckpointProfile
             d.flags.put(Flag(f.name, f.value, f.reason, "; ".join(sorted({e.source for e in effs})), "measured", eff))
         elif verdict is False:
             eff = "; ".join(e.describe() for e in effs)
-            d.notes.append(f"{f.name} {f.text or ''}: measured, no gain at the goal's concurrency ({eff}): left out")
+            d.notes.append(f"{f.name} {f.text or ''}: measured, no gain above x{evidence.EFFECT_MARGIN:.2f} (the "
+                           f"spread between equivalent servers) at the goal's concurrency ({eff}): left out")
         else:
             d.omitted.append(f)
     if req.include_unmeasured:

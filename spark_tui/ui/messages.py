@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:  # lazy at run time (the app's first paint imports none of these); typed for the checker
     from spark_tui.core.hardware.memguard import GuardEvent
+    from spark_tui.core.observe.ablate import SavedAblation
     from spark_tui.core.runtime.diagnose import Diagnosis
     from spark_tui.core.runtime.launch import LaunchStep
     from spark_tui.core.runtime.supervisor import Ready, SupervisorEvent, Verification
@@ -155,3 +156,11 @@ class SelftestResult(Message, bubble=False):
     report: Report | None = None
     planned: list[PlannedCheck] | None = None  # from plan_selftest()
 
+
+
+@dataclass
+class AblationsLoaded(Message, bubble=False):
+    """The saved `spark-tui ablate` results (newest first) and the files there that are not results."""
+
+    saved: list[SavedAblation]
+    bad: list[str]

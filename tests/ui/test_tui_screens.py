@@ -402,3 +402,42 @@ def test_stats_lines_report_mtp_or_say_it_is_off():
             else:
                 assert "MTP acceptance" in lines["mtp"]
     assert s is not None
+
+
+# ------------------------------------------------------------------------------------------------ Ablation
+def _saved_ablation(home: Path) -> Path:
+    """A state file as `spark-tui ablate` writes it, from the H200 visit's run (bench/results/h200-ablation.json)."""
+    import json
+
+    from spark_tui.core.observe.ablate import AblationState, save_state
+
+    rep = json.loads((Path(__file__).parents[2] / "bench" / "results" / "h200-ablation.json").read_text())
+    st = AblationState.from_dict({"plan_argv": rep["plan_argv"], "config": rep["config"], "results": rep["results"]})
+    path = home / "data" / "ablate" / "0123456789abcdef.json"
+    save_state(path, st)
+    return path
+
+
+async def test_ablation_screen_shows_saved_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_TUI_HOME", str(tmp_path))
+    app = SparkApp(probe=load_probe("h200"), live_probe=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("9")
+        await settle(app, pilot)
+        assert app.current_mode == "ablate"
+        assert "no ablation saved" in text(app, "#ablate-status")  # nothing claimed before anything ran
+        path = _saved_ablation(tmp_path)
+        (path.parent / "junk.json").write_text("{not json")  # a foreign file is named, not fatal
+        await pilot.press("r")
+        await settle(app, pilot)
+        status = text(app, "#ablate-status")
+        assert "1 ablation(s)" in status and "skipped junk.json" in status
+        t = app.screen.query_one("#ablate-table", DataTable)
+        rows = [[str(c) for c in t.get_row_at(i)] for i in range(t.row_count)]
+        assert rows[0][:5] == ["baseline", "1", "1", "224.3", "1.000"]
+        mtp3 = next(r for r in rows if r[0] == "mtp-3" and r[1] == "16" and r[2] == "0")
+        assert mtp3[3] == "3497.5" and mtp3[4] == "1.453" and mtp3[7] == "100%"
+        found = text(app, "#ablate-findings")
+        assert "KV cache mtp-2: logged 264,129, predicted 264,129 (+0.0%)" in found
+        assert "MTP model: max error 27.8% over 16 runs" in found

@@ -71,7 +71,6 @@ def test_published_figures_sources_are_public() -> None:
     assert _problems([f]) == []
 
 
-@pytest.mark.xfail(strict=False, reason="owned by the checkpoint helper")
 def test_checkpoint_sources_are_public() -> None:
     files = sorted((SHIPPED / "checkpoints").glob("*.toml"))
     assert files and _problems(files) == []

@@ -241,6 +241,68 @@ def render_table(st: AblationState, order: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+@dataclass(frozen=True)
+class SavedAblation:
+    path: Path
+    modified: float  # seconds since the epoch
+    state: AblationState
+
+    @property
+    def model(self) -> str:
+        """The served model (the plan's `vllm serve` argument)."""
+        argv = self.state.plan_argv
+        return argv[2] if len(argv) > 2 and argv[1] == "serve" else (argv[-1] if argv else "?")
+
+
+def saved_ablations(root: Path | None = None) -> tuple[list[SavedAblation], list[str]]:
+    """Every ablation state file under `<data dir>/ablate` (or `root`), newest first, and one line for each file there
+    that is not one (named, not fatal: a half-written or foreign file must not hide the others)."""
+    from spark_tui.core.paths import data_dir
+
+    d = root or data_dir() / "ablate"
+    found: list[SavedAblation] = []
+    bad: list[str] = []
+    if not d.is_dir():
+        return found, bad
+    for p in sorted(d.glob("*.json")):
+        try:
+            if not p.is_file() or p.is_symlink():
+                raise ValueError("not a regular file")
+            st = AblationState.from_dict(json.loads(p.read_text()))
+            found.append(SavedAblation(p, p.stat().st_mtime, st))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            bad.append(f"{p.name}: not an ablation state file ({type(e).__name__})")
+    found.sort(key=lambda a: a.modified, reverse=True)
+    return found, bad
+
+
+def findings(st: AblationState) -> list[str]:
+    """What a result shows beyond the table: failed variants, KV cache logged vs predicted, the MTP model's fit."""
+    out = []
+    for key, r in st.results.items():
+        if not r.ok:
+            out.append(f"{key}: FAILED: {r.error}")
+    for key, r in st.results.items():
+        if r.kv_cache_tokens_logged and r.kv_cache_tokens_predicted:
+            err = 100 * (r.kv_cache_tokens_logged - r.kv_cache_tokens_predicted) / r.kv_cache_tokens_predicted
+            out.append(f"KV cache {key}: logged {r.kv_cache_tokens_logged:,}, predicted "
+                       f"{r.kv_cache_tokens_predicted:,} ({err:+.1f}%)")
+    samples = mtp_samples(st)
+    if any(s.k for s in samples):
+        from spark_tui.core.planning.mtp_model import fit
+
+        try:
+            f = fit(samples)
+        except ValueError as e:
+            out.append(f"MTP model: not fitted ({e})")
+        else:
+            ho = f.holdout_check()
+            out.append(f"MTP model: max error {f.max_error_pct():.1f}% over {len(f.check())} runs"
+                       + (f"; each k predicted from the others: max {max(abs(r['error_pct']) for r in ho):.1f}%"
+                          if ho else ""))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ running
 @dataclass(frozen=True)
 class AblationConfig:

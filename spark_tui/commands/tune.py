@@ -26,6 +26,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     t.add_argument("--budget", type=positive_minutes, metavar="MINUTES", help="stop starting new candidates after this long")
     t.add_argument("--mtp-values", type=int_list(0, "0,1,2,3 (0 = MTP off)"), default=(0, 1, 2, 3, 4), metavar="LIST",
                    help="MTP draft-token counts to try, 0 = off (default 0,1,2,3,4)")
+    t.add_argument("--probe", action="store_true",
+                   help="measure MTP off and the largest --mtp-values k only, read this machine's acceptance from that "
+                        "run, and let the MTP speed model fitted on this device class's measured runs pick k (then "
+                        "measured too); where no such model is trusted, the rest of the sweep runs")
     t.add_argument("--requests", type=positive_int, default=16, help="requests per candidate (default 16)")
     t.add_argument("--prompt-tokens", type=positive_int, default=512, help="prompt length in tokens (default 512)")
     t.add_argument("--output-tokens", type=positive_int, default=256, help="output length in tokens (default 256)")
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     seqs, mbt = _int_flag(base, "--max-num-seqs"), _int_flag(base, "--max-num-batched-tokens")
     concurrency = tune.goal_concurrency(goal, seqs)
     cands = tune.make_candidates(goal, args.mtp_values, seqs, mbt)
+    if args.probe:  # MTP off and the largest k first; the MTP speed model then says which other k to measure
+        cands = tune.probe_candidates(args.mtp_values) + [c for c in cands if c.mtp == 0 and c != tune.Candidate(0)]
     path = tune.state_path(base.device.id, base.checkpoint.id, goal)
     st = tune.load_state(path, base.device.id, base.checkpoint.id, goal, concurrency)
     if args.restart:
@@ -119,6 +125,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         tune.run_tune(st, cands, measure, lambda s: tune.save_state(path, s), report,
                       should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
+        decision = None
+        if args.probe:
+            from spark_tui.core.catalog import evidence
+
+            fit, _ = evidence.mtp_fit_for(base.device.id, base.device.sm, base.checkpoint.id)
+            decision = tune.probe_decision(st.results, args.mtp_values, concurrency, fit,
+                                           evidence.MTP_MODEL_TRUST_PCT)
+            print(f"\nprobe: {decision.reason}", file=sys.stderr, flush=True)
+            tune.run_tune(st, decision.more, measure, lambda s: tune.save_state(path, s), report,
+                          should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(st.results)} result(s) kept in {path}; run the same command to resume",
               file=sys.stderr)
@@ -132,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         saved.write_text(tune.winner_override_toml(base.device.id, base.checkpoint.id, goal, best))
     if args.json:
         print(json.dumps({**st.to_dict(), "best": None if best is None else best.candidate.key,
+                          "probe": None if decision is None else {"acceptance": decision.acceptance, "k": decision.k,
+                                                                  "reason": decision.reason},
                           "warnings": warns, "override_file": None if saved is None else str(saved),
                           "state_file": str(path)}, indent=2))
     else:

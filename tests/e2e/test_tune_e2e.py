@@ -55,6 +55,12 @@ def test_tune_latency_mtp_off_vs_k1_picks_its_own_best(vllm_env, tiny_qwen35_mtp
     r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r2.returncode == 0 and "resuming: 2 candidate(s)" in r2.stderr and "starting vLLM" not in r2.stderr
     assert json.loads(r2.stdout)["best"] == d["best"]
+    # --probe on the same results: this machine's acceptance is read from the k=1 run; cpu-test has no measured MTP
+    # speed model, so the probe says so and (nothing else being asked for) starts nothing
+    r3 = subprocess.run(cmd + ["--probe"], capture_output=True, text=True, env=env, timeout=120)
+    assert r3.returncode == 0 and "starting vLLM" not in r3.stderr, r3.stderr[-2000:]
+    pr = json.loads(r3.stdout)["probe"]
+    assert pr["k"] is None and pr["acceptance"] > 0.5 and "no MTP speed model" in pr["reason"]
     # the plan now carries the measured winner, with "measured on this machine" as its source
     rp = subprocess.run([sys.executable, "-m", "spark_tui", "plan", "--device", "cpu-test", "--model-path",
                          str(tiny_qwen35_mtp_accept), "--json"], capture_output=True, text=True, env=env, timeout=60)

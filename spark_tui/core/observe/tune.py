@@ -89,6 +89,59 @@ def make_candidates(goal: str, mtp_values: Sequence[int] = (0, 1, 2, 3, 4), base
     return cands
 
 
+# ------------------------------------------------------------------------------------------------ the probe
+@dataclass(frozen=True)
+class ProbeDecision:
+    """What `tune --probe` learned from MTP off and MTP k=K on this machine."""
+
+    acceptance: float | None  # per-token acceptance p of this machine's prompts (from the mean accepted length)
+    k: int | None  # the k the MTP speed model predicts best at p (0 = off); None: the model cannot decide here
+    reason: str
+    more: tuple[Candidate, ...]  # what to measure next: the predicted k, or the rest of the sweep
+
+
+def probe_candidates(mtp_values: Sequence[int]) -> list[Candidate]:
+    """MTP off and the largest k asked for: a run at the largest k measures the acceptance at every position."""
+    ks = sorted(set(mtp_values))
+    return [Candidate(mtp=0)] + ([Candidate(mtp=ks[-1])] if ks and ks[-1] > 0 else [])
+
+
+def probe_decision(results: Sequence[CandidateResult], mtp_values: Sequence[int], concurrency: int,
+                   fit: Any, trust_pct: float, margin: float = 1.05) -> ProbeDecision:
+    """After the probe: p from the MTP run's mean accepted length (E[L] = (1 - p^(k+1)) / (1 - p) inverted), then
+    the k that the MTP speed model `fit` (spark_tui.core.planning.mtp_model.Fit, fitted on this device class's
+    measured runs; None if there are none) predicts best at p and this concurrency, among the k it was fitted on
+    and asked for. Where the model is missing or misses its own runs at this concurrency by more than `trust_pct`,
+    it decides nothing and the rest of the sweep is measured instead."""
+    from spark_tui.core.planning.mtp_model import acceptance_from_length
+
+    done = {r.candidate.mtp for r in results if r.candidate.max_num_seqs is None
+            and r.candidate.max_num_batched_tokens is None}
+    rest = tuple(Candidate(mtp=k) for k in sorted(set(mtp_values)) if k not in done)
+    probe = next((r for r in results if r.ok and r.candidate.mtp > 0 and r.candidate.max_num_seqs is None
+                  and r.candidate.max_num_batched_tokens is None), None)
+    if probe is None or probe.mean_acceptance_length is None:
+        return ProbeDecision(None, None, "the MTP probe gave no acceptance figure: measuring the rest of the sweep",
+                             rest)
+    k_probe = probe.candidate.mtp
+    p = acceptance_from_length(k_probe, probe.mean_acceptance_length)
+    if fit is None:
+        return ProbeDecision(p, None, f"acceptance {p:.0%} measured, but no MTP speed model exists for this device "
+                                      "class (profiles/measured.toml): measuring the rest of the sweep", rest)
+    err = fit.worst_error_pct((concurrency,)) if concurrency in fit.t0 else None
+    if err is None or err > trust_pct:
+        why = ("has no run at this concurrency" if err is None else f"misses its runs here by up to {err:.0f} %")
+        return ProbeDecision(p, None, f"acceptance {p:.0%} measured; the MTP speed model {why} (trusted within "
+                                      f"{trust_pct:.0f} %): measuring the rest of the sweep", rest)
+    ks = [k for k in sorted(set(mtp_values)) if k > 0 and k in fit.measured_ks()]
+    k = fit.best_k(p, (concurrency,), ks=ks, margin=margin)
+    pred = ", ".join(f"k={x}: x{fit.speedup(x, p, concurrency):.2f}" for x in ks)
+    more = tuple(Candidate(mtp=k) for _ in (0,) if k > 0 and k not in done)
+    return ProbeDecision(p, k, f"acceptance {p:.0%} measured; the MTP speed model predicts {pred} at concurrency "
+                               f"{concurrency}: " + (f"k={k}" + (" (measuring it)" if more else "") if k else
+                                                     "MTP off (no k gains 5 %)"), more)
+
+
 def goal_concurrency(goal: str, max_num_seqs: int | None = None) -> int:
     """Latency is judged at one user; throughput at the plan's batch (capped to stay bounded)."""
     if goal == "latency":

@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from spark_tui.core.planning.mtp_model import Sample, fit  # noqa: E402
 
-KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens")
 
 
 def load_report(keep: Path) -> dict:
@@ -42,30 +41,22 @@ def level(res: dict, key: str, c: int, t: float) -> dict | None:
     return next((x for x in r["levels"] if x["concurrency"] == c and x["temperature"] == t), None)
 
 
-def ct_serve(keep: Path) -> dict | None:
-    """Issue #11's compressed-tensors serve: `spark-tui launch` printed logged vs predicted."""
-    out = keep / "ct.out"
-    if not out.is_file():
-        return None
-    m = re.search(r"KV cache: ([\d,]+) tokens, plan predicted ([\d,]+) \(([-+\d.]+)%\)", out.read_text())
-    if not m:
-        return None
-    return {"setting": "RedHatAI compressed-tensors W4A4 layout, 32,768-token context, 6 GiB pool (spark-tui launch)",
-            "logged": int(m.group(1).replace(",", "")), "predicted": int(m.group(2).replace(",", "")),
-            "error_pct": float(m.group(3))}
+LAUNCH_KV = re.compile(r"KV cache: ([\d,]+) tokens, plan predicted ([\d,]+) \(([-+\d.]+)%\)")
+# `spark-tui launch` outputs the visit keeps: file under keep/ -> the setting it checked
+LAUNCH_KV_CHECKS = (
+    ("kv128k.out", "default plan, 131,072-token context, vLLM's memory profiling (gpu_memory_utilization 0.92)"),
+    ("ct.out", "RedHatAI compressed-tensors W4A4 layout, 32,768-token context, 6 GiB pool (spark-tui launch)"),
+)
 
 
-def kv128k(keep: Path) -> dict | None:
-    """The utilisation-based KV check: `spark-tui launch` printed logged vs predicted."""
-    out = keep / "kv128k.out"
-    if not out.is_file():
-        return None
-    m = re.search(r"KV cache: ([\d,]+) tokens, plan predicted ([\d,]+) \(([-+\d.]+)%\)", out.read_text())
+def launch_kv(keep: Path, name: str, setting: str) -> dict | None:
+    """A KV check `spark-tui launch` printed (logged vs predicted): the kv128k step's, issue #11's ct_serve."""
+    out = keep / name
+    m = LAUNCH_KV.search(out.read_text()) if out.is_file() else None
     if not m:
         return None
-    return {"setting": "default plan, 131,072-token context, vLLM's memory profiling (gpu_memory_utilization 0.92)",
-            "logged": int(m.group(1).replace(",", "")), "predicted": int(m.group(2).replace(",", "")),
-            "error_pct": float(m.group(3))}
+    return {"setting": setting, "logged": int(m.group(1).replace(",", "")),
+            "predicted": int(m.group(2).replace(",", "")), "error_pct": float(m.group(3))}
 
 
 def samples(rep: dict) -> list[Sample]:
@@ -167,9 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["deviations"][v["key"]] = {"adds": v["adds"], "effect": eff, "vs": "median baseline of the runs",
                                            "error": res.get(v["key"], {}).get("error")}
     kv = [k | {"run": i} for i, r in enumerate(reps, 1) for k in r.get("kv_cache", []) if k.get("error_pct") is not None]
-    k128 = kv128k(a.keep)
-    ct = ct_serve(a.keep)
-    summary["kv_prediction"] = kv + ([k128] if k128 else []) + ([ct] if ct else [])
+    launched = [launch_kv(a.keep, name, setting) for name, setting in LAUNCH_KV_CHECKS]
+    summary["kv_prediction"] = kv + [k for k in launched if k]
     summary["kv_prediction_error_pct"] = [k["error_pct"] for k in summary["kv_prediction"]]
     ss = samples(rep)
     if any(s.k for s in ss):

@@ -90,11 +90,7 @@ def report(plan: Plan, vs: list[Variant], st: AblationState) -> dict[str, Any]:
                    "check": f.check(), "holdout": f.holdout_check(), "max_error_pct": f.max_error_pct()}
         except ValueError as e:
             mtp = {"error": str(e)}
-    kv = [{"variant": k, "logged": r.kv_cache_tokens_logged, "predicted": r.kv_cache_tokens_predicted,
-           "error_pct": (None if not (r.kv_cache_tokens_logged and r.kv_cache_tokens_predicted) else
-                         round(100 * (r.kv_cache_tokens_logged - r.kv_cache_tokens_predicted)
-                               / r.kv_cache_tokens_predicted, 2))}
-          for k, r in st.results.items()]
+    kv = ablate.kv_cache_checks(st)
     return {"schema_version": 1, "plan_argv": plan.argv(), "baseline_argv": list(plan.baseline.argv)
             if plan.baseline else None, "vllm_version": plan.vllm_version, "device": plan.device.id,
             "checkpoint": plan.checkpoint.id, "config": st.config,

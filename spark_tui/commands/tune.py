@@ -122,10 +122,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"   {r.candidate.label()}: failed: {r.error}", file=sys.stderr, flush=True)
 
-    try:
-        tune.run_tune(st, cands, measure, lambda s: tune.save_state(path, s), report,
+    def run_some(candidates) -> None:
+        tune.run_tune(st, candidates, measure, lambda s: tune.save_state(path, s), report,
                       should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
-        decision = None
+
+    decision = None
+    try:
+        run_some(cands)
         if args.probe:
             from spark_tui.core.catalog import evidence
 
@@ -133,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
             decision = tune.probe_decision(st.results, args.mtp_values, concurrency, fit,
                                            evidence.MTP_MODEL_TRUST_PCT)
             print(f"\nprobe: {decision.reason}", file=sys.stderr, flush=True)
-            tune.run_tune(st, decision.more, measure, lambda s: tune.save_state(path, s), report,
-                          should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
+            run_some(decision.more)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(st.results)} result(s) kept in {path}; run the same command to resume",
               file=sys.stderr)

@@ -222,15 +222,31 @@ def mtp_samples(st: AblationState) -> list[Sample]:
     return out
 
 
+def fmt(v: Any, spec: str, scale: float = 1.0) -> str:
+    """A figure of the table, or n/a where it was not measured."""
+    return "n/a" if v is None else format(v * scale, spec)
+
+
+def kv_cache_checks(st: AblationState, digits: int | None = 2) -> list[dict[str, Any]]:
+    """Each variant's KV cache as vLLM logged it against the plan's prediction: error in percent (rounded to
+    `digits`; None where one of them is missing)."""
+    out = []
+    for key, r in st.results.items():
+        lg, pr = r.kv_cache_tokens_logged, r.kv_cache_tokens_predicted
+        err = 100 * (lg - pr) / pr if lg and pr else None
+        out.append({"variant": key, "logged": lg, "predicted": pr,
+                    "error_pct": round(err, digits) if err is not None and digits is not None else err})
+    return out
+
+
 def render_table(st: AblationState, order: Sequence[str]) -> str:
     rows = ratios(st, order)
     if not rows:
         return "no results yet"
     out = [f"{'variant':<34} {'c':>3} {'T':>3} {'tok/s':>9} {'x base':>7} {'TTFT p50':>9} {'x base':>7} "
            f"{'accept':>7} {'start s':>8}"]
+    f = fmt
     for r in rows:
-        def f(v: Any, spec: str, scale: float = 1.0) -> str:
-            return "n/a" if v is None else format(v * scale, spec)
         out.append(f"{r['variant'][:34]:<34} {r['concurrency']:>3} {r['temperature']:>3g} {f(r['output_tok_s'], '.1f'):>9} "
                    f"{f(r['ratio'], '.2f'):>7} {f(r['ttft_p50_s'], '.0f', 1000) + ' ms':>9} {f(r['ttft_ratio'], '.2f'):>7} "
                    f"{f(r['acceptance_rate'], '.0%'):>7} {f(r['startup_s'], '.0f'):>8}")
@@ -282,11 +298,10 @@ def findings(st: AblationState) -> list[str]:
     for key, r in st.results.items():
         if not r.ok:
             out.append(f"{key}: FAILED: {r.error}")
-    for key, r in st.results.items():
-        if r.kv_cache_tokens_logged and r.kv_cache_tokens_predicted:
-            err = 100 * (r.kv_cache_tokens_logged - r.kv_cache_tokens_predicted) / r.kv_cache_tokens_predicted
-            out.append(f"KV cache {key}: logged {r.kv_cache_tokens_logged:,}, predicted "
-                       f"{r.kv_cache_tokens_predicted:,} ({err:+.1f}%)")
+    for kv in kv_cache_checks(st, digits=None):
+        if kv["error_pct"] is not None:
+            out.append(f"KV cache {kv['variant']}: logged {kv['logged']:,}, predicted {kv['predicted']:,} "
+                       f"({kv['error_pct']:+.1f}%)")
     samples = mtp_samples(st)
     if any(s.k for s in samples):
         from spark_tui.core.planning.mtp_model import fit

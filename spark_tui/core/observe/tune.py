@@ -115,11 +115,10 @@ def probe_decision(results: Sequence[CandidateResult], mtp_values: Sequence[int]
     it decides nothing and the rest of the sweep is measured instead."""
     from spark_tui.core.planning.mtp_model import acceptance_from_length
 
-    done = {r.candidate.mtp for r in results if r.candidate.max_num_seqs is None
-            and r.candidate.max_num_batched_tokens is None}
+    mtp_runs = [r for r in results if r.candidate == Candidate(mtp=r.candidate.mtp)]  # no batching change
+    done = {r.candidate.mtp for r in mtp_runs}
     rest = tuple(Candidate(mtp=k) for k in sorted(set(mtp_values)) if k not in done)
-    probe = next((r for r in results if r.ok and r.candidate.mtp > 0 and r.candidate.max_num_seqs is None
-                  and r.candidate.max_num_batched_tokens is None), None)
+    probe = next((r for r in mtp_runs if r.ok and r.candidate.mtp > 0), None)
     if probe is None or probe.mean_acceptance_length is None:
         return ProbeDecision(None, None, "the MTP probe gave no acceptance figure: measuring the rest of the sweep",
                              rest)
@@ -128,7 +127,7 @@ def probe_decision(results: Sequence[CandidateResult], mtp_values: Sequence[int]
     if fit is None:
         return ProbeDecision(p, None, f"acceptance {p:.0%} measured, but no MTP speed model exists for this device "
                                       "class (profiles/measured.toml): measuring the rest of the sweep", rest)
-    err = fit.worst_error_pct((concurrency,)) if concurrency in fit.t0 else None
+    err = fit.worst_error_pct((concurrency,))
     if err is None or err > trust_pct:
         why = ("has no run at this concurrency" if err is None else f"misses its runs here by up to {err:.0f} %")
         return ProbeDecision(p, None, f"acceptance {p:.0%} measured; the MTP speed model {why} (trusted within "
@@ -136,7 +135,7 @@ def probe_decision(results: Sequence[CandidateResult], mtp_values: Sequence[int]
     ks = [k for k in sorted(set(mtp_values)) if k > 0 and k in fit.measured_ks()]
     k = fit.best_k(p, (concurrency,), ks=ks, margin=margin)
     pred = ", ".join(f"k={x}: x{fit.speedup(x, p, concurrency):.2f}" for x in ks)
-    more = tuple(Candidate(mtp=k) for _ in (0,) if k > 0 and k not in done)
+    more = (Candidate(mtp=k),) if k > 0 and k not in done else ()
     return ProbeDecision(p, k, f"acceptance {p:.0%} measured; the MTP speed model predicts {pred} at concurrency "
                                f"{concurrency}: " + (f"k={k}" + (" (measuring it)" if more else "") if k else
                                                      "MTP off (no k gains 5 %)"), more)

@@ -8,7 +8,7 @@ ablation running in another terminal shows up with `r`. Nothing here starts a se
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import ComposeResult
@@ -20,10 +20,6 @@ from spark_tui.ui.screens.base import StepScreen
 
 if TYPE_CHECKING:
     from spark_tui.core.observe.ablate import SavedAblation
-
-
-def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
-    return "n/a" if v is None else format(v * scale, spec)
 
 
 class AblateScreen(StepScreen):
@@ -83,7 +79,7 @@ class AblateScreen(StepScreen):
             self.show(int(ev.row_key.value))
 
     def show(self, i: int | None) -> None:
-        from spark_tui.core.observe.ablate import findings, ratios
+        from spark_tui.core.observe.ablate import findings, fmt, ratios
 
         t = self.query_one("#ablate-table", DataTable)
         t.clear()
@@ -93,8 +89,8 @@ class AblateScreen(StepScreen):
             return
         st = self.saved[i].state
         for n, r in enumerate(ratios(st, list(st.results))):
-            t.add_row(r["variant"], str(r["concurrency"]), f"{r['temperature']:g}", _fmt(r["output_tok_s"], ".1f"),
-                      _fmt(r["ratio"], ".3f"), _fmt(r["ttft_p50_s"], ".0f", 1000) + " ms", _fmt(r["ttft_ratio"], ".3f"),
-                      _fmt(r["acceptance_rate"], ".0%"), _fmt(r["startup_s"], ".0f"), key=str(n))
+            t.add_row(r["variant"], str(r["concurrency"]), f"{r['temperature']:g}", fmt(r["output_tok_s"], ".1f"),
+                      fmt(r["ratio"], ".3f"), fmt(r["ttft_p50_s"], ".0f", 1000) + " ms", fmt(r["ttft_ratio"], ".3f"),
+                      fmt(r["acceptance_rate"], ".0%"), fmt(r["startup_s"], ".0f"), key=str(n))
         lines = findings(st)
         notes.update("\n".join([f"plan: {' '.join(st.plan_argv)}", f"state: {self.saved[i].path}", *lines]))

